@@ -1,1 +1,202 @@
-fn main() {}
+//! usepod-edge: a Use Pod provider agent for edge GPUs.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod backend;
+mod cli;
+mod clock;
+mod config;
+mod discovery;
+mod endpoint;
+mod identity;
+mod jitter;
+mod jobs;
+mod protocol;
+mod reconnect;
+mod session;
+mod supervisor;
+
+use cli::{Command, Parsed};
+use config::{Config, Overrides};
+use identity::Identity;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit status for a config or usage problem, distinct from runtime failures.
+const EXIT_CONFIG: u8 = 2;
+
+fn init_logging(flag: Option<&str>) -> Result<(), String> {
+    let text = flag
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USEPOD_EDGE_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let level: log::LevelFilter = text
+        .parse()
+        .map_err(|_| format!("unknown log level {text:?} (error, warn, info, debug, trace)"))?;
+    simple_logger::SimpleLogger::new()
+        .with_level(level)
+        // Their debug output is about their internals, not about this agent.
+        .with_module_level("rustls", level.min(log::LevelFilter::Info))
+        .with_module_level("tungstenite", level.min(log::LevelFilter::Info))
+        .with_utc_timestamps()
+        .init()
+        .map_err(|e| e.to_string())
+}
+
+fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
+    let (path, explicit) = match (&cli.config, std::env::var_os(config::ENV_CONFIG)) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (config::default_config_path(), false),
+    };
+    match Config::load(&path, explicit, &Overrides::from_env()) {
+        Ok(c) => {
+            if c.source.is_none() {
+                log::info!("no config file at {}; using defaults", path.display());
+            }
+            for w in &c.warnings {
+                log::warn!("{w}");
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let parsed = match cli::parse(std::env::args().skip(1)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("usepod-edge: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cli = match parsed {
+        Parsed::Help => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Version => {
+            println!("usepod-edge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Go(cli) => cli,
+    };
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("usepod-edge: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Validate => validate(&config),
+        Command::Identity => show_identity(&config),
+        Command::Discover => discover(&config),
+        Command::Run => run(config),
+    }
+}
+
+fn validate(config: &Config) -> ExitCode {
+    let src = config
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(no file: defaults)".into());
+    println!("config: {src} is valid");
+    println!("coordinator: {}", config.coordinator.url);
+    println!("identity: {}", config.key_path.display());
+    if config.backends.is_empty() {
+        println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
+    }
+    for b in &config.backends {
+        let allow = b.models.as_ref().map(|m| format!(" models {m:?}")).unwrap_or_default();
+        println!("backend: {} {}{allow}", b.kind.as_str(), b.url);
+    }
+    println!("max_concurrent: {}", config.limits.max_concurrent);
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn show_identity(config: &Config) -> ExitCode {
+    match Identity::load(&config.key_path) {
+        Ok(id) => {
+            println!("file: {}", id.path().display());
+            println!("public: {}", id.public_b64());
+            println!("provider_id: {}", id.provider_id().unwrap_or("none"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn discover(config: &Config) -> ExitCode {
+    let d = discovery::Discovery::new(config);
+    d.round();
+    let snap = d.snapshot();
+    if snap.backends.is_empty() {
+        println!("no backend found");
+    }
+    for (t, probe) in &snap.backends {
+        let Some(p) = probe else { continue };
+        let state = if p.healthy {
+            "healthy".to_owned()
+        } else {
+            format!("unavailable: {}", p.problem.as_deref().unwrap_or("?"))
+        };
+        let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
+        println!("{} {} ({state}{slots})", t.kind.as_str(), t.url);
+        for m in &p.models {
+            let routed = snap.routes.get(&m.id).is_some_and(|r| Arc::ptr_eq(&r.target, t));
+            let ctx = m.context_window.map(|c| format!(" context {c}")).unwrap_or_default();
+            let note = if routed { "" } else { " (not offered here)" };
+            println!("  {}{ctx}{note}", m.id);
+        }
+    }
+    if snap.routes.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let (identity, created) = match Identity::load_or_create(&config.key_path) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if created {
+        log::info!("created a new identity at {}", config.key_path.display());
+    }
+    log::info!(
+        "usepod-edge {} public key {} provider_id {}",
+        env!("CARGO_PKG_VERSION"),
+        identity.public_b64(),
+        identity.provider_id().unwrap_or("(none yet)")
+    );
+    let tls = match session::tls_config(&config.coordinator.extra_roots) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let agent = agent::Agent::new(config, identity, tls);
+    discovery::spawn(Arc::clone(&agent.discovery));
+    let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    supervisor::run(&agent, &stop_rx);
+    ExitCode::SUCCESS
+}

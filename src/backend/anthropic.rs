@@ -1,0 +1,1050 @@
+//! Anthropic Messages jobs on backends that only speak OpenAI chat completions: the request
+//! is translated forward, and the backend's stream is translated back into Anthropic events.
+//!
+//! Only tool-less conversations are translated. Tool calls would need the model's output
+//! parsed back into `tool_use` blocks, which the backends do differently; refusing them is
+//! better than silently answering without the tools the client offered.
+
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+/// Why an Anthropic request cannot be sent as chat completions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The body is not a JSON object.
+    NotAnObject,
+    /// A required field is absent (or null).
+    MissingField(&'static str),
+    /// A field is present but has the wrong shape; the text names it and says what was expected.
+    Invalid(String),
+    /// Valid Anthropic, but nothing in chat completions can carry it (tools, documents, ...).
+    Unsupported(String),
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TranslateError::NotAnObject => {
+                f.write_str("Anthropic request body is not a JSON object")
+            }
+            TranslateError::MissingField(field) => {
+                write!(f, "Anthropic request has no `{field}`")
+            }
+            TranslateError::Invalid(what) => write!(f, "invalid Anthropic request: {what}"),
+            TranslateError::Unsupported(what) => write!(
+                f,
+                "cannot translate Anthropic request to chat completions: {what}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TranslateError {}
+
+fn invalid(what: String) -> TranslateError {
+    TranslateError::Invalid(what)
+}
+
+/// A field counts as absent when null: SDKs serialise unset optionals that way.
+fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    object.get(key).filter(|v| !v.is_null())
+}
+
+/// Anthropic Messages request body → OpenAI chat-completions body, always streaming with
+/// usage. `model_id` is used when the body names no model.
+pub fn request_to_openai(body: &Value, model_id: &str) -> Result<Value, TranslateError> {
+    let request = body.as_object().ok_or(TranslateError::NotAnObject)?;
+
+    match present(request, "tools") {
+        Some(Value::Array(tools)) if tools.is_empty() => {}
+        Some(_) => {
+            return Err(TranslateError::Unsupported(
+                "`tools` (tool use is not supported by this backend)".to_owned(),
+            ))
+        }
+        None => {}
+    }
+
+    let mut messages = Vec::new();
+    if let Some(system) = present(request, "system") {
+        let text = system_text(system)?;
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
+        }
+    }
+    let input = present(request, "messages").ok_or(TranslateError::MissingField("messages"))?;
+    let input = input
+        .as_array()
+        .ok_or_else(|| invalid("`messages` must be an array".to_owned()))?;
+    for (index, message) in input.iter().enumerate() {
+        messages.push(translate_message(index, message)?);
+    }
+
+    let model = match present(request, "model") {
+        None => model_id,
+        Some(Value::String(model)) if model.is_empty() => model_id,
+        Some(Value::String(model)) => model,
+        Some(_) => return Err(invalid("`model` must be a string".to_owned())),
+    };
+
+    let mut out = Map::new();
+    out.insert("model".to_owned(), json!(model));
+    out.insert("messages".to_owned(), Value::Array(messages));
+    if let Some(max_tokens) = present(request, "max_tokens") {
+        if max_tokens.as_u64().is_none() {
+            return Err(invalid(
+                "`max_tokens` must be a non-negative integer".to_owned(),
+            ));
+        }
+        out.insert("max_tokens".to_owned(), max_tokens.clone());
+    }
+    for key in ["temperature", "top_p", "top_k"] {
+        if let Some(value) = present(request, key) {
+            if !value.is_number() {
+                return Err(invalid(format!("`{key}` must be a number")));
+            }
+            out.insert(key.to_owned(), value.clone());
+        }
+    }
+    if let Some(stops) = present(request, "stop_sequences") {
+        let stops = stops
+            .as_array()
+            .ok_or_else(|| invalid("`stop_sequences` must be an array of strings".to_owned()))?;
+        if stops.iter().any(|s| !s.is_string()) {
+            return Err(invalid(
+                "`stop_sequences` must be an array of strings".to_owned(),
+            ));
+        }
+        if !stops.is_empty() {
+            out.insert("stop".to_owned(), Value::Array(stops.clone()));
+        }
+    }
+    out.insert("stream".to_owned(), Value::Bool(true));
+    out.insert("stream_options".to_owned(), json!({"include_usage": true}));
+    Ok(Value::Object(out))
+}
+
+fn system_text(system: &Value) -> Result<String, TranslateError> {
+    match system {
+        Value::String(text) => Ok(text.clone()),
+        Value::Array(blocks) => {
+            let mut texts = Vec::with_capacity(blocks.len());
+            for (index, block) in blocks.iter().enumerate() {
+                let where_ = format!("system[{index}]");
+                match block_type(block, &where_)? {
+                    "text" => texts.push(block_text(block, &where_)?),
+                    other => {
+                        return Err(TranslateError::Unsupported(format!(
+                            "`{other}` block in {where_}; the system prompt can only hold text"
+                        )))
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        _ => Err(invalid(
+            "`system` must be a string or an array of text blocks".to_owned(),
+        )),
+    }
+}
+
+fn block_type<'a>(block: &'a Value, where_: &str) -> Result<&'a str, TranslateError> {
+    block
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{where_} is not a content block with a `type`")))
+}
+
+fn block_text(block: &Value, where_: &str) -> Result<String, TranslateError> {
+    block
+        .get("text")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(format!("{where_} is a text block without a string `text`")))
+}
+
+/// A translated piece of message content, in order.
+enum Part {
+    Text(String),
+    ImageUrl(String),
+}
+
+fn translate_message(index: usize, message: &Value) -> Result<Value, TranslateError> {
+    let where_ = format!("messages[{index}]");
+    let message = message
+        .as_object()
+        .ok_or_else(|| invalid(format!("{where_} is not an object")))?;
+    let role = match present(message, "role").and_then(Value::as_str) {
+        Some(role @ ("user" | "assistant")) => role,
+        _ => {
+            return Err(invalid(format!(
+                "{where_}.role must be \"user\" or \"assistant\""
+            )))
+        }
+    };
+    let content = match present(message, "content") {
+        Some(Value::String(text)) => Value::String(text.clone()),
+        Some(Value::Array(blocks)) => {
+            let mut parts = Vec::with_capacity(blocks.len());
+            for (block_index, block) in blocks.iter().enumerate() {
+                let where_ = format!("{where_}.content[{block_index}]");
+                if let Some(part) = translate_block(block, &where_)? {
+                    parts.push(part);
+                }
+            }
+            parts_to_content(parts)
+        }
+        _ => {
+            return Err(invalid(format!(
+                "{where_}.content must be a string or an array of content blocks"
+            )))
+        }
+    };
+    Ok(json!({"role": role, "content": content}))
+}
+
+fn translate_block(block: &Value, where_: &str) -> Result<Option<Part>, TranslateError> {
+    match block_type(block, where_)? {
+        "text" => Ok(Some(Part::Text(block_text(block, where_)?))),
+        "image" => image_url(block, where_).map(|url| Some(Part::ImageUrl(url))),
+        // Earlier turns' reasoning: chat completions has no place for it, and the model
+        // does not need its own old thoughts to continue the conversation.
+        "thinking" | "redacted_thinking" => Ok(None),
+        kind @ ("tool_use" | "tool_result") => Err(TranslateError::Unsupported(format!(
+            "`{kind}` block in {where_} (tool use is not supported by this backend)"
+        ))),
+        other => Err(TranslateError::Unsupported(format!(
+            "`{other}` block in {where_}; only text and image blocks can be translated"
+        ))),
+    }
+}
+
+fn image_url(block: &Value, where_: &str) -> Result<String, TranslateError> {
+    let source = block
+        .get("source")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid(format!("{where_} is an image block without a `source`")))?;
+    let field = |name: &str| {
+        source
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("{where_}.source has no string `{name}`")))
+    };
+    match field("type")? {
+        "base64" => Ok(format!(
+            "data:{};base64,{}",
+            field("media_type")?,
+            field("data")?
+        )),
+        "url" => Ok(field("url")?.to_owned()),
+        other => Err(TranslateError::Unsupported(format!(
+            "image source type `{other}` in {where_}"
+        ))),
+    }
+}
+
+/// Text-only content stays a plain string, which every backend's chat template accepts;
+/// only content with images needs the parts array, and there the order is kept.
+fn parts_to_content(parts: Vec<Part>) -> Value {
+    if parts.iter().all(|p| matches!(p, Part::Text(_))) {
+        let texts: Vec<String> = parts
+            .into_iter()
+            .filter_map(|p| match p {
+                Part::Text(text) => Some(text),
+                Part::ImageUrl(_) => None,
+            })
+            .collect();
+        return Value::String(texts.join("\n"));
+    }
+    Value::Array(
+        parts
+            .into_iter()
+            .map(|part| match part {
+                Part::Text(text) => json!({"type": "text", "text": text}),
+                Part::ImageUrl(url) => json!({"type": "image_url", "image_url": {"url": url}}),
+            })
+            .collect(),
+    )
+}
+
+/// Turns an OpenAI chat-completions SSE stream back into a valid Anthropic Messages event
+/// stream: message_start, one text block (index 0), message_delta, message_stop.
+#[derive(Debug, Clone)]
+pub struct StreamTranslator {
+    model: String,
+    message_id: String,
+    started: bool,
+    block_open: bool,
+    finished: bool,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    text_deltas: u64,
+    finish_reason: Option<String>,
+    /// vLLM reports which stop string matched in `choices[0].stop_reason`; other backends
+    /// say only "stop", which cannot be told apart from end of turn.
+    matched_stop: Option<String>,
+}
+
+impl StreamTranslator {
+    /// `message_id` like "msg_<something>" supplied by the caller; `model` echoed in
+    /// message_start.
+    pub fn new(model: &str, message_id: &str) -> Self {
+        StreamTranslator {
+            model: model.to_owned(),
+            message_id: message_id.to_owned(),
+            started: false,
+            block_open: false,
+            finished: false,
+            input_tokens: None,
+            output_tokens: None,
+            text_deltas: 0,
+            finish_reason: None,
+            matched_stop: None,
+        }
+    }
+
+    /// Feed one OpenAI event's `data` payload (a JSON chunk or "[DONE]"); returns Anthropic
+    /// SSE bytes to send now. "[DONE]" finishes the message at once (see `finish`); a
+    /// backend `{"error": ...}` chunk becomes an Anthropic `error` event that ends the
+    /// stream. Anything after the end is ignored.
+    pub fn on_openai_data(&mut self, data: &str) -> Vec<u8> {
+        if self.finished {
+            return Vec::new();
+        }
+        let data = data.trim();
+        if data == "[DONE]" {
+            return self.finish();
+        }
+        let mut out = Vec::new();
+        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(data) else {
+            self.start(&mut out);
+            return out;
+        };
+        if let Some(error) = present(&chunk, "error") {
+            self.fail(error, &mut out);
+            return out;
+        }
+        if let Some(usage) = chunk.get("usage").and_then(Value::as_object) {
+            if let Some(input) = usage.get("prompt_tokens").and_then(Value::as_u64) {
+                self.input_tokens = Some(input);
+            }
+            if let Some(output) = usage.get("completion_tokens").and_then(Value::as_u64) {
+                self.output_tokens = Some(output);
+            }
+        }
+        self.start(&mut out);
+        let choice = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| choices.first());
+        let Some(choice) = choice else {
+            return out;
+        };
+        let text = choice
+            .get("delta")
+            .and_then(|delta| delta.get("content"))
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty());
+        if let Some(text) = text {
+            self.open_block(&mut out);
+            self.text_deltas += 1;
+            emit(
+                &mut out,
+                "content_block_delta",
+                json!({
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text},
+                }),
+            );
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_owned());
+        }
+        if let Some(stop) = choice.get("stop_reason").and_then(Value::as_str) {
+            self.matched_stop = Some(stop.to_owned());
+        }
+        out
+    }
+
+    /// End of stream (after [DONE] or EOF): emits what is still owed exactly once. A message
+    /// that got no text still gets an empty text block, so clients always see content.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if self.finished {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.start(&mut out);
+        self.open_block(&mut out);
+        self.finished = true;
+        emit(
+            &mut out,
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        );
+        let (stop_reason, stop_sequence) = self.stop_reason();
+        let mut usage = Map::new();
+        usage.insert(
+            "output_tokens".to_owned(),
+            json!(self.output_tokens.unwrap_or(self.text_deltas)),
+        );
+        // message_start had to guess 0; the real count replaces it here when known.
+        if let Some(input) = self.input_tokens {
+            usage.insert("input_tokens".to_owned(), json!(input));
+        }
+        emit(
+            &mut out,
+            "message_delta",
+            json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": usage,
+            }),
+        );
+        emit(&mut out, "message_stop", json!({"type": "message_stop"}));
+        out
+    }
+
+    fn stop_reason(&self) -> (&'static str, Option<String>) {
+        match self.finish_reason.as_deref() {
+            Some("length") => ("max_tokens", None),
+            Some("content_filter") => ("refusal", None),
+            Some("stop") if self.matched_stop.is_some() => {
+                ("stop_sequence", self.matched_stop.clone())
+            }
+            _ => ("end_turn", None),
+        }
+    }
+
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        emit(
+            out,
+            "message_start",
+            json!({
+                "type": "message_start",
+                "message": {
+                    "id": self.message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": self.model,
+                    "stop_reason": null,
+                    "stop_sequence": null,
+                    // OpenAI reports usage only in the last chunk.
+                    "usage": {"input_tokens": self.input_tokens.unwrap_or(0), "output_tokens": 0},
+                },
+            }),
+        );
+    }
+
+    fn open_block(&mut self, out: &mut Vec<u8>) {
+        if self.block_open {
+            return;
+        }
+        self.block_open = true;
+        emit(
+            out,
+            "content_block_start",
+            json!({
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }),
+        );
+    }
+
+    fn fail(&mut self, error: &Value, out: &mut Vec<u8>) {
+        self.finished = true;
+        let message = match error {
+            Value::String(message) => message.clone(),
+            other => other
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| other.to_string()),
+        };
+        emit(
+            out,
+            "error",
+            json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        );
+    }
+}
+
+/// serde_json escapes every control character, so the payload is always one `data:` line.
+fn emit(out: &mut Vec<u8>, name: &str, payload: Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(payload.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sse::{parse_events, EventSplitter, SseEvent, StreamStats, Usage};
+
+    fn translate(body: Value) -> Value {
+        request_to_openai(&body, "default-model").expect("translates")
+    }
+
+    fn translate_err(body: Value) -> TranslateError {
+        request_to_openai(&body, "default-model").expect_err("must fail")
+    }
+
+    #[test]
+    fn string_content_and_sampling_parameters() {
+        let out = translate(json!({
+            "model": "llama-3.2-3b",
+            "max_tokens": 256,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "top_k": 40,
+            "stream": false,
+            "metadata": {"user_id": "u1"},
+            "messages": [
+                {"role": "user", "content": "Hello"},
+                {"role": "assistant", "content": "Hi"},
+                {"role": "user", "content": "Again"},
+            ],
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "model": "llama-3.2-3b",
+                "max_tokens": 256,
+                "temperature": 0.2,
+                "top_p": 0.9,
+                "top_k": 40,
+                "messages": [
+                    {"role": "user", "content": "Hello"},
+                    {"role": "assistant", "content": "Hi"},
+                    {"role": "user", "content": "Again"},
+                ],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            })
+        );
+    }
+
+    #[test]
+    fn model_defaults_to_model_id() {
+        let messages = json!([{"role": "user", "content": "x"}]);
+        for model in [json!(null), json!("")] {
+            let out = translate(json!({"model": model, "messages": messages}));
+            assert_eq!(out["model"], "default-model");
+        }
+        let out = translate(json!({"messages": messages}));
+        assert_eq!(out["model"], "default-model");
+        assert!(out.get("max_tokens").is_none());
+    }
+
+    #[test]
+    fn system_string_and_block_array() {
+        let out = translate(json!({
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "x"}],
+        }));
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        let out = translate(json!({
+            "system": [
+                {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Be kind."},
+            ],
+            "messages": [{"role": "user", "content": "x"}],
+        }));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "system", "content": "Be brief.\nBe kind."},
+                {"role": "user", "content": "x"},
+            ])
+        );
+        let out = translate(json!({"system": "", "messages": [{"role": "user", "content": "x"}]}));
+        assert_eq!(out["messages"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn text_blocks_are_joined() {
+        let out = translate(json!({"messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "first"},
+                {"type": "text", "text": "second"},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "text", "text": "answer"},
+            ]},
+            {"role": "user", "content": []},
+        ]}));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "user", "content": "first\nsecond"},
+                {"role": "assistant", "content": "answer"},
+                {"role": "user", "content": ""},
+            ])
+        );
+    }
+
+    #[test]
+    fn images_become_data_urls_in_order() {
+        let out = translate(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+            {"type": "text", "text": "Be precise."},
+        ]}]}));
+        assert_eq!(
+            out["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+                {"type": "text", "text": "Be precise."},
+            ])
+        );
+    }
+
+    #[test]
+    fn stop_sequences_become_stop() {
+        let out = translate(json!({
+            "stop_sequences": ["\n\nHuman:", "END"],
+            "messages": [{"role": "user", "content": "x"}],
+        }));
+        assert_eq!(out["stop"], json!(["\n\nHuman:", "END"]));
+        let out = translate(json!({
+            "stop_sequences": [],
+            "messages": [{"role": "user", "content": "x"}],
+        }));
+        assert!(out.get("stop").is_none());
+    }
+
+    #[test]
+    fn tool_blocks_are_unsupported() {
+        let err = translate_err(json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+            ]},
+        ]}));
+        assert!(
+            matches!(&err, TranslateError::Unsupported(what) if what.contains("tool_use") && what.contains("messages[1].content[0]")),
+            "{err:?}"
+        );
+        let err = translate_err(json!({"messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+        ]}]}));
+        assert!(matches!(&err, TranslateError::Unsupported(what) if what.contains("tool_result")));
+        assert!(err.to_string().contains("tool_result"), "{err}");
+    }
+
+    #[test]
+    fn tool_definitions_are_unsupported_unless_empty() {
+        let messages = json!([{"role": "user", "content": "x"}]);
+        let err = translate_err(json!({"tools": [{"name": "t"}], "messages": messages}));
+        assert!(matches!(&err, TranslateError::Unsupported(what) if what.contains("tools")));
+        translate(json!({"tools": [], "messages": messages}));
+        translate(json!({"tools": null, "messages": messages}));
+    }
+
+    #[test]
+    fn other_blocks_are_unsupported() {
+        let err = translate_err(json!({"messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "data": "x"}},
+        ]}]}));
+        assert!(matches!(&err, TranslateError::Unsupported(what) if what.contains("document")));
+        let err = translate_err(json!({
+            "system": [{"type": "image", "source": {}}],
+            "messages": [],
+        }));
+        assert!(matches!(&err, TranslateError::Unsupported(what) if what.contains("system[0]")));
+        let err = translate_err(json!({"messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}},
+        ]}]}));
+        assert!(matches!(&err, TranslateError::Unsupported(what) if what.contains("file")));
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_wrong() {
+        assert_eq!(translate_err(json!([1])), TranslateError::NotAnObject);
+        assert_eq!(
+            translate_err(json!({"model": "m"})),
+            TranslateError::MissingField("messages")
+        );
+        assert_eq!(
+            translate_err(json!({"messages": null})),
+            TranslateError::MissingField("messages")
+        );
+        let cases = [
+            (json!({"messages": "hi"}), "`messages`"),
+            (json!({"messages": [1]}), "messages[0]"),
+            (
+                json!({"messages": [{"role": "system", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (json!({"messages": [{"content": "x"}]}), "messages[0].role"),
+            (
+                json!({"messages": [{"role": "user"}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image"}]}]}),
+                "source",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]}),
+                "media_type",
+            ),
+            (json!({"system": 5, "messages": []}), "`system`"),
+            (
+                json!({"system": [{"type": "text"}], "messages": []}),
+                "system[0]",
+            ),
+            (json!({"model": 5, "messages": []}), "`model`"),
+            (json!({"max_tokens": -1, "messages": []}), "`max_tokens`"),
+            (json!({"max_tokens": "9", "messages": []}), "`max_tokens`"),
+            (
+                json!({"temperature": "hot", "messages": []}),
+                "`temperature`",
+            ),
+            (json!({"top_k": [], "messages": []}), "`top_k`"),
+            (
+                json!({"stop_sequences": "END", "messages": []}),
+                "`stop_sequences`",
+            ),
+            (
+                json!({"stop_sequences": [1], "messages": []}),
+                "`stop_sequences`",
+            ),
+        ];
+        for (body, needle) in cases {
+            let err = translate_err(body.clone());
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains(needle)),
+                "{body} gave {err:?}, expected mention of {needle}"
+            );
+        }
+        assert_eq!(
+            TranslateError::MissingField("messages").to_string(),
+            "Anthropic request has no `messages`"
+        );
+    }
+
+    /// Checks the order clients rely on and that each event's `type` matches its name.
+    fn assert_well_formed(events: &[SseEvent]) {
+        let names: Vec<&str> = events
+            .iter()
+            .map(|e| e.event.as_deref().expect("every event is named"))
+            .collect();
+        for event in events {
+            let payload: Value = serde_json::from_str(&event.data).expect("data is JSON");
+            assert_eq!(payload["type"].as_str(), event.event.as_deref());
+        }
+        assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+        assert_eq!(names.get(1), Some(&"content_block_start"), "{names:?}");
+        let n = names.len();
+        assert!(n >= 5, "{names:?}");
+        assert_eq!(
+            names[n - 3..],
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        assert!(
+            names[2..n - 3]
+                .iter()
+                .all(|name| *name == "content_block_delta"),
+            "{names:?}"
+        );
+    }
+
+    /// Feeds an OpenAI SSE body through the splitter and translator, as the relay does,
+    /// and returns the Anthropic bytes.
+    fn run_stream(openai: &[u8], piece: usize) -> Vec<u8> {
+        let mut splitter = EventSplitter::new(1 << 20);
+        let mut translator = StreamTranslator::new("llama-3.2-3b", "msg_test1");
+        let mut out = Vec::new();
+        for chunk in openai.chunks(piece) {
+            let complete = splitter.push(chunk).expect("frames");
+            for event in parse_events(&complete) {
+                out.extend(translator.on_openai_data(&event.data));
+            }
+        }
+        for event in parse_events(&splitter.take_rest()) {
+            out.extend(translator.on_openai_data(&event.data));
+        }
+        out.extend(translator.finish());
+        out
+    }
+
+    const OPENAI_STREAM: &[u8] = br#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}]}
+
+data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" Hello"},"finish_reason":null}]}
+
+data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" from"},"finish_reason":null}]}
+
+data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" tiny\n\"model\""},"finish_reason":null}]}
+
+data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+data: {"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}
+
+data: [DONE]
+
+"#;
+
+    #[test]
+    fn translated_stream_is_well_formed_and_carries_usage() {
+        for piece in [1, 7, OPENAI_STREAM.len()] {
+            let anthropic = run_stream(OPENAI_STREAM, piece);
+            let events = parse_events(&anthropic);
+            assert_well_formed(&events);
+
+            let mut stats = StreamStats::default();
+            for event in &events {
+                stats.observe(event);
+            }
+            assert_eq!(
+                stats.usage,
+                Usage {
+                    input: Some(11),
+                    output: Some(4)
+                }
+            );
+            assert_eq!(stats.content_events, 3);
+            assert!(stats.done);
+            assert_eq!(stats.finish_reason.as_deref(), Some("end_turn"));
+
+            let text: String = events
+                .iter()
+                .filter(|e| e.event.as_deref() == Some("content_block_delta"))
+                .filter_map(|e| {
+                    let payload: Value = serde_json::from_str(&e.data).ok()?;
+                    payload["delta"]["text"].as_str().map(str::to_owned)
+                })
+                .collect();
+            assert_eq!(text, " Hello from tiny\n\"model\"");
+        }
+    }
+
+    #[test]
+    fn exact_event_shapes() {
+        let events = parse_events(&run_stream(OPENAI_STREAM, OPENAI_STREAM.len()));
+        let payloads: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).expect("json"))
+            .collect();
+        assert_eq!(
+            payloads[0],
+            json!({"type": "message_start", "message": {
+                "id": "msg_test1", "type": "message", "role": "assistant", "content": [],
+                "model": "llama-3.2-3b", "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }})
+        );
+        assert_eq!(
+            payloads[1],
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        );
+        assert_eq!(
+            payloads[2],
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " Hello"}})
+        );
+        assert_eq!(
+            payloads[5],
+            json!({"type": "content_block_stop", "index": 0})
+        );
+        assert_eq!(
+            payloads[6],
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                   "usage": {"output_tokens": 4, "input_tokens": 11}})
+        );
+        assert_eq!(payloads[7], json!({"type": "message_stop"}));
+        assert_eq!(payloads.len(), 8);
+    }
+
+    #[test]
+    fn wire_format_is_event_then_single_data_line() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let bytes = t.on_openai_data(r#"{"choices":[{"delta":{"content":"a\r\nb"}}]}"#);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let blocks: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(blocks.len(), 3, "{text}");
+        for block in blocks {
+            let lines: Vec<&str> = block.split('\n').collect();
+            assert_eq!(lines.len(), 2, "{block}");
+            assert!(lines[0].starts_with("event: "));
+            assert!(lines[1].starts_with("data: {"));
+        }
+    }
+
+    #[test]
+    fn done_finishes_and_finish_is_idempotent() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        t.on_openai_data(r#"{"choices":[{"delta":{"content":"x"}}]}"#);
+        let at_done = t.on_openai_data("[DONE]");
+        assert!(!at_done.is_empty());
+        assert!(t.finish().is_empty());
+        assert!(t.finish().is_empty());
+        assert!(t
+            .on_openai_data(r#"{"choices":[{"delta":{"content":"late"}}]}"#)
+            .is_empty());
+    }
+
+    #[test]
+    fn empty_stream_still_has_an_empty_text_block() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let events = parse_events(&t.finish());
+        assert_well_formed(&events);
+        assert_eq!(events.len(), 5);
+        let mut stats = StreamStats::default();
+        events.iter().for_each(|e| stats.observe(e));
+        assert_eq!(stats.output_tokens(), 0);
+        assert_eq!(stats.usage.input, Some(0));
+        assert!(stats.done);
+    }
+
+    #[test]
+    fn first_call_emits_message_start_even_without_text() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let events = parse_events(
+            &t.on_openai_data(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#),
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event.as_deref(), Some("message_start"));
+        assert!(t.on_openai_data("{}").is_empty());
+        assert!(t.on_openai_data("not json").is_empty());
+    }
+
+    #[test]
+    fn finish_reasons_map_to_stop_reasons() {
+        let cases = [
+            (r#""stop""#, None, "end_turn", Value::Null),
+            (r#""length""#, None, "max_tokens", Value::Null),
+            (r#""content_filter""#, None, "refusal", Value::Null),
+            (r#""tool_calls""#, None, "end_turn", Value::Null),
+            ("null", None, "end_turn", Value::Null),
+            (r#""stop""#, Some(r#""END""#), "stop_sequence", json!("END")),
+            // vLLM gives a token id when a stop token, not a string, ended it.
+            (r#""stop""#, Some("128009"), "end_turn", Value::Null),
+        ];
+        for (finish, stop_reason, expected, sequence) in cases {
+            let mut t = StreamTranslator::new("m", "msg_1");
+            let chunk = format!(
+                r#"{{"choices":[{{"delta":{{}},"finish_reason":{finish},"stop_reason":{}}}]}}"#,
+                stop_reason.unwrap_or("null")
+            );
+            t.on_openai_data(&chunk);
+            let events = parse_events(&t.finish());
+            let delta = events
+                .iter()
+                .find(|e| e.event.as_deref() == Some("message_delta"))
+                .expect("message_delta");
+            let payload: Value = serde_json::from_str(&delta.data).expect("json");
+            assert_eq!(payload["delta"]["stop_reason"], expected, "{chunk}");
+            assert_eq!(payload["delta"]["stop_sequence"], sequence, "{chunk}");
+        }
+    }
+
+    #[test]
+    fn output_tokens_estimated_without_usage() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let mut bytes = Vec::new();
+        for word in ["a", "b", "c"] {
+            bytes.extend(t.on_openai_data(&format!(
+                r#"{{"choices":[{{"delta":{{"content":"{word}"}}}}]}}"#
+            )));
+        }
+        bytes.extend(t.on_openai_data(r#"{"choices":[{"delta":{"reasoning_content":"hidden"}}]}"#));
+        bytes.extend(t.finish());
+        let events = parse_events(&bytes);
+        assert_well_formed(&events);
+        let mut stats = StreamStats::default();
+        events.iter().for_each(|e| stats.observe(e));
+        assert_eq!(stats.usage.output, Some(3));
+        assert_eq!(stats.usage.input, Some(0));
+        assert!(!String::from_utf8_lossy(&bytes).contains("hidden"));
+    }
+
+    #[test]
+    fn usage_known_before_start_goes_into_message_start() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let events = parse_events(&t.on_openai_data(
+            r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":9,"completion_tokens":1}}"#,
+        ));
+        let start: Value = serde_json::from_str(&events[0].data).expect("json");
+        assert_eq!(start["message"]["usage"]["input_tokens"], 9);
+        assert_eq!(start["message"]["usage"]["output_tokens"], 0);
+    }
+
+    #[test]
+    fn backend_error_becomes_error_event_and_ends_stream() {
+        let mut t = StreamTranslator::new("m", "msg_1");
+        t.on_openai_data(r#"{"choices":[{"delta":{"content":"x"}}]}"#);
+        let events = parse_events(&t.on_openai_data(
+            r#"{"error":{"code":500,"message":"context exceeded","type":"server_error"}}"#,
+        ));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event.as_deref(), Some("error"));
+        let payload: Value = serde_json::from_str(&events[0].data).expect("json");
+        assert_eq!(
+            payload,
+            json!({"type": "error", "error": {"type": "api_error", "message": "context exceeded"}})
+        );
+        assert!(t.finish().is_empty());
+
+        let mut t = StreamTranslator::new("m", "msg_1");
+        let events = parse_events(&t.on_openai_data(r#"{"error":"boom"}"#));
+        assert_eq!(events.len(), 1);
+        assert!(events[0].data.contains("boom"));
+    }
+
+    #[test]
+    fn arbitrary_data_never_panics_and_stays_well_formed() {
+        let samples = [
+            "",
+            "[DONE",
+            "null",
+            "[]",
+            r#"{"choices":null}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"choices":[{"delta":[]}]}"#,
+            r#"{"choices":[{"delta":{"content":{}}}]}"#,
+            r#"{"usage":{"prompt_tokens":-3,"completion_tokens":1e99}}"#,
+            r#"{"choices":[{"finish_reason":5,"stop_reason":[]}]}"#,
+            r#"{"error":null}"#,
+            "\u{0}\u{feff}",
+        ];
+        let mut t = StreamTranslator::new("m\"odel", "msg_\n1");
+        let mut bytes = Vec::new();
+        for sample in samples {
+            bytes.extend(t.on_openai_data(sample));
+        }
+        bytes.extend(t.finish());
+        let events = parse_events(&bytes);
+        assert_well_formed(&events);
+        let start: Value = serde_json::from_str(&events[0].data).expect("json");
+        assert_eq!(start["message"]["model"], "m\"odel");
+        assert_eq!(start["message"]["id"], "msg_\n1");
+    }
+}

@@ -1,0 +1,4 @@
+//! Talking to the local inference servers.
+
+pub mod http;
+pub mod probe;

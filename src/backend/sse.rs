@@ -1,0 +1,809 @@
+//! Server-sent events: cutting a backend's byte stream on event boundaries, parsing the
+//! events, and counting the tokens a streamed completion reports.
+//!
+//! Everything here is pure so it can be fuzzed and unit-tested without a backend.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Error when a backend stream cannot be framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseError {
+    /// More than `limit` bytes arrived without an event boundary: the backend is sending
+    /// something that is not an event stream, or one event far larger than any completion
+    /// chunk, and buffering it further would only exhaust memory.
+    EventTooLarge { limit: usize },
+}
+
+impl fmt::Display for SseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SseError::EventTooLarge { limit } => write!(
+                f,
+                "backend sent more than {limit} bytes without an SSE event boundary"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SseError {}
+
+/// Where the scanner stands between two bytes; kept across pushes so a boundary split
+/// over two reads is still found without rescanning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// At least one byte of the current line has been seen.
+    MidLine,
+    /// The previous byte ended a line (LF, or the LF of a CRLF).
+    LineStart,
+    /// The previous byte was a CR. An LF now is the second half of a CRLF, not a new
+    /// line; `ended_event` remembers that the CR closed a blank line, so that LF still
+    /// belongs to the event the CR completed.
+    AfterCr { ended_event: bool },
+}
+
+/// Cuts a byte stream into complete SSE events (boundary = blank line: "\n\n", "\r\n\r\n",
+/// also "\r\r" per the spec, mixed allowed).
+///
+/// An event ending in a CR whose LF has not arrived yet is released at the CR (a spec
+/// parser dispatches there too, and relayed bytes must never wait for more); the LF, when
+/// it comes, is then released on its own. Concatenating every output and `take_rest` always
+/// gives back the input exactly.
+#[derive(Debug, Clone)]
+pub struct EventSplitter {
+    max_event_bytes: usize,
+    /// Bytes after the last boundary, all already scanned.
+    pending: Vec<u8>,
+    state: LineState,
+    /// Set once the limit was exceeded: the stream is mid-event at an unknown point, so
+    /// nothing after it can be framed reliably.
+    failed: bool,
+}
+
+impl EventSplitter {
+    pub fn new(max_event_bytes: usize) -> Self {
+        EventSplitter {
+            max_event_bytes,
+            pending: Vec::new(),
+            state: LineState::LineStart,
+            failed: false,
+        }
+    }
+
+    /// Append bytes just read from the backend; returns the bytes of every event completed
+    /// by them (concatenated, exactly as received, ending right after a boundary), or an
+    /// empty Vec when none is complete yet.
+    ///
+    /// Err when the incomplete tail exceeds `max_event_bytes`; the splitter then stays
+    /// failed and every later push returns the same error.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
+        if self.failed {
+            return Err(self.too_large());
+        }
+        let base = self.pending.len();
+        // Only the new bytes are scanned; `state` carries what the old ones left open.
+        let mut cut = None;
+        for (offset, &byte) in bytes.iter().enumerate() {
+            let after = base + offset + 1;
+            self.state = match (byte, self.state) {
+                (b'\n', LineState::AfterCr { ended_event }) => {
+                    if ended_event {
+                        cut = Some(after);
+                    }
+                    LineState::LineStart
+                }
+                (b'\n', state) => {
+                    if state == LineState::LineStart {
+                        cut = Some(after);
+                    }
+                    LineState::LineStart
+                }
+                (b'\r', state) => {
+                    let blank = state != LineState::MidLine;
+                    if blank {
+                        cut = Some(after);
+                    }
+                    LineState::AfterCr { ended_event: blank }
+                }
+                _ => LineState::MidLine,
+            };
+        }
+        self.pending.extend_from_slice(bytes);
+        let complete = match cut {
+            Some(cut) if cut <= self.pending.len() => {
+                let tail = self.pending.split_off(cut);
+                std::mem::replace(&mut self.pending, tail)
+            }
+            _ => Vec::new(),
+        };
+        if self.pending.len() > self.max_event_bytes {
+            self.failed = true;
+            self.pending = Vec::new();
+            return Err(self.too_large());
+        }
+        Ok(complete)
+    }
+
+    /// Bytes received after the last boundary (a stream that ended without a final blank
+    /// line). The splitter is then ready for a new stream.
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        self.state = LineState::LineStart;
+        std::mem::take(&mut self.pending)
+    }
+
+    fn too_large(&self) -> SseError {
+        SseError::EventTooLarge {
+            limit: self.max_event_bytes,
+        }
+    }
+}
+
+/// One parsed event: `event:` name if any and the `data:` lines joined with "\n".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Fields of the event being parsed, until its blank line.
+#[derive(Default)]
+struct EventBuilder {
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl EventBuilder {
+    fn field(&mut self, line: &str) {
+        if line.starts_with(':') {
+            return;
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match name {
+            "event" => self.event = Some(value.to_owned()).filter(|v| !v.is_empty()),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, events: &mut Vec<SseEvent>) {
+        let built = std::mem::take(self);
+        if built.has_data {
+            events.push(SseEvent {
+                event: built.event,
+                data: built.data,
+            });
+        }
+    }
+}
+
+/// Parse complete events from bytes returned by `push` (lossy UTF-8). Events with no data
+/// lines are skipped.
+///
+/// An event not closed by a blank line at the end of `bytes` is still returned: fed the
+/// output of `take_rest`, this lets a stream cut short of its last blank line still count.
+pub fn parse_events(bytes: &[u8]) -> Vec<SseEvent> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut rest = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut events = Vec::new();
+    let mut builder = EventBuilder::default();
+    while !rest.is_empty() {
+        let (line, next) = match rest.find(['\r', '\n']) {
+            Some(at) => {
+                let (line, terminator) = rest.split_at(at);
+                let next = terminator
+                    .strip_prefix("\r\n")
+                    .or_else(|| terminator.get(1..))
+                    .unwrap_or("");
+                (line, next)
+            }
+            None => (rest, ""),
+        };
+        if line.is_empty() {
+            builder.dispatch(&mut events);
+        } else {
+            builder.field(line);
+        }
+        rest = next;
+    }
+    builder.dispatch(&mut events);
+    events
+}
+
+/// Token usage seen in a stream, from either OpenAI or Anthropic shapes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+}
+
+impl Usage {
+    /// Later reports replace earlier ones key by key: Anthropic's message_delta carries the
+    /// final output count, and may omit the input count message_start already gave.
+    fn update(&mut self, usage: Option<&Value>, input_key: &str, output_key: &str) {
+        let Some(usage) = usage.and_then(Value::as_object) else {
+            return;
+        };
+        if let Some(input) = usage.get(input_key).and_then(Value::as_u64) {
+            self.input = Some(input);
+        }
+        if let Some(output) = usage.get(output_key).and_then(Value::as_u64) {
+            self.output = Some(output);
+        }
+    }
+}
+
+/// Running accounting of a streamed response.
+#[derive(Debug, Default, Clone)]
+pub struct StreamStats {
+    pub usage: Usage,
+    pub content_events: u64,
+    pub done: bool,
+    pub finish_reason: Option<String>,
+}
+
+impl StreamStats {
+    /// Update from one event's data, in either the OpenAI chat-completions chunk shape or
+    /// the Anthropic Messages event shape. Data that is not a JSON object is ignored.
+    pub fn observe(&mut self, event: &SseEvent) {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        // Anthropic repeats the event name as `type`; the `event:` line is the fallback.
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref());
+        match kind {
+            Some("message_start") => {
+                let usage = object.get("message").and_then(|m| m.get("usage"));
+                self.usage.update(usage, "input_tokens", "output_tokens");
+            }
+            Some("message_delta") => {
+                self.usage
+                    .update(object.get("usage"), "input_tokens", "output_tokens");
+                let stop = object
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str);
+                if let Some(stop) = stop {
+                    self.finish_reason = Some(stop.to_owned());
+                }
+            }
+            Some("content_block_delta") => self.content_events += 1,
+            Some("message_stop") => self.done = true,
+            _ => self.observe_openai(&object),
+        }
+    }
+
+    fn observe_openai(&mut self, chunk: &Map<String, Value>) {
+        self.usage
+            .update(chunk.get("usage"), "prompt_tokens", "completion_tokens");
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| choices.first())
+        else {
+            return;
+        };
+        if let Some(delta) = choice.get("delta") {
+            // `reasoning` is the newer vLLM/Ollama name for `reasoning_content`; thinking
+            // tokens are generated and billed like any other.
+            let emitted = ["content", "reasoning_content", "reasoning"]
+                .iter()
+                .any(|key| {
+                    delta
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.is_empty())
+                });
+            if emitted {
+                self.content_events += 1;
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_owned());
+        }
+    }
+
+    /// Output tokens emitted so far: usage.output if known, else content_events (one token
+    /// per delta is the best estimate).
+    pub fn output_tokens(&self) -> u64 {
+        self.usage.output.unwrap_or(self.content_events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            event: event.map(str::to_owned),
+            data: data.to_owned(),
+        }
+    }
+
+    fn data(data: &str) -> SseEvent {
+        ev(None, data)
+    }
+
+    /// Feeds `input` in pieces of the given sizes (cycled) and returns every output.
+    fn split_in_pieces(input: &[u8], sizes: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut splitter = EventSplitter::new(usize::MAX);
+        let mut outputs = Vec::new();
+        let mut rest = input;
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let size = (*sizes.next().unwrap()).clamp(1, rest.len());
+            let (piece, tail) = rest.split_at(size);
+            outputs.push(splitter.push(piece).unwrap());
+            rest = tail;
+        }
+        (outputs, splitter.take_rest())
+    }
+
+    /// Reference for where the last event ends, written the obvious way over the whole
+    /// input so it can check the incremental scanner.
+    fn last_blank_line_end(input: &[u8]) -> usize {
+        let (mut at, mut line_start, mut last) = (0, 0, 0);
+        while at < input.len() {
+            let end = match input[at] {
+                b'\r' if input.get(at + 1) == Some(&b'\n') => at + 2,
+                b'\r' | b'\n' => at + 1,
+                _ => {
+                    at += 1;
+                    continue;
+                }
+            };
+            if at == line_start {
+                last = end;
+            }
+            at = end;
+            line_start = end;
+        }
+        last
+    }
+
+    /// Small deterministic generator so property tests need no extra crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn splits_on_lf_boundaries() {
+        let mut s = EventSplitter::new(1024);
+        assert_eq!(s.push(b"data: a\n\ndata: b\n").unwrap(), b"data: a\n\n");
+        assert_eq!(s.push(b"\ndata: c").unwrap(), b"data: b\n\n");
+        assert_eq!(s.take_rest(), b"data: c");
+        assert_eq!(s.take_rest(), b"");
+    }
+
+    #[test]
+    fn returns_several_events_from_one_push_concatenated() {
+        let mut s = EventSplitter::new(1024);
+        let out = s.push(b"data: 1\n\ndata: 2\n\ndata: 3\n\nda").unwrap();
+        assert_eq!(out, b"data: 1\n\ndata: 2\n\ndata: 3\n\n");
+        assert_eq!(s.take_rest(), b"da");
+    }
+
+    #[test]
+    fn nothing_complete_returns_empty() {
+        let mut s = EventSplitter::new(1024);
+        assert!(s.push(b"data: {\"a\":").unwrap().is_empty());
+        assert!(s.push(b"1}\n").unwrap().is_empty());
+        assert_eq!(s.push(b"\n").unwrap(), b"data: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn crlf_boundary_includes_final_lf() {
+        let mut s = EventSplitter::new(1024);
+        let out = s.push(b"event: x\r\ndata: a\r\n\r\ndata: b\r\n").unwrap();
+        assert_eq!(out, b"event: x\r\ndata: a\r\n\r\n");
+        assert_eq!(s.take_rest(), b"data: b\r\n");
+    }
+
+    #[test]
+    fn crlf_boundary_split_before_last_lf() {
+        let mut s = EventSplitter::new(1024);
+        assert_eq!(s.push(b"data: a\r\n\r").unwrap(), b"data: a\r\n\r");
+        // The LF completes the CRLF that ended the event; it must not open a new line.
+        assert_eq!(s.push(b"\n").unwrap(), b"\n");
+        assert!(s.push(b"data: b\r\n").unwrap().is_empty());
+        assert_eq!(s.push(b"\r\n").unwrap(), b"data: b\r\n\r\n");
+    }
+
+    #[test]
+    fn lf_after_ordinary_crlf_split_is_not_a_boundary() {
+        let mut s = EventSplitter::new(1024);
+        assert!(s.push(b"data: a\r").unwrap().is_empty());
+        assert!(s.push(b"\n").unwrap().is_empty());
+        assert!(s.push(b"data: b\r").unwrap().is_empty());
+        assert_eq!(s.push(b"\n\r\n").unwrap(), b"data: a\r\ndata: b\r\n\r\n");
+    }
+
+    #[test]
+    fn cr_only_and_mixed_terminators() {
+        let mut s = EventSplitter::new(1024);
+        assert_eq!(s.push(b"data: a\r\rdata: b").unwrap(), b"data: a\r\r");
+        assert_eq!(s.push(b"\n\r").unwrap(), b"data: b\n\r");
+        assert_eq!(s.push(b"data: c\r\n\n").unwrap(), b"data: c\r\n\n");
+        assert_eq!(s.push(b"data: d\n\r\n").unwrap(), b"data: d\n\r\n");
+        assert_eq!(s.take_rest(), b"");
+    }
+
+    #[test]
+    fn comment_only_event_is_passed_through() {
+        let mut s = EventSplitter::new(1024);
+        assert_eq!(s.push(b": keep-alive\n\n").unwrap(), b": keep-alive\n\n");
+    }
+
+    #[test]
+    fn limit_applies_to_incomplete_tail_only() {
+        let mut s = EventSplitter::new(8);
+        // Complete events of any size pass; only what is left over counts.
+        let big = b"data: a long event over the limit\n\n12345678";
+        assert_eq!(s.push(big).unwrap().len(), big.len() - 8);
+        assert_eq!(
+            s.push(b"9").unwrap_err(),
+            SseError::EventTooLarge { limit: 8 }
+        );
+        // Once failed, it stays failed rather than framing from the middle of an event.
+        assert!(s.push(b"\n\n").is_err());
+        assert_eq!(s.take_rest(), b"");
+    }
+
+    #[test]
+    fn endless_line_fails_fast_without_growing() {
+        let mut s = EventSplitter::new(1000);
+        let chunk = [b'x'; 300];
+        let mut result = Ok(Vec::new());
+        for _ in 0..10 {
+            result = s.push(&chunk);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(SseError::EventTooLarge { limit: 1000 }));
+        assert!(s.pending.capacity() <= 2000);
+    }
+
+    #[test]
+    fn error_message_names_the_limit() {
+        let text = SseError::EventTooLarge { limit: 4096 }.to_string();
+        assert!(text.contains("4096"), "{text}");
+    }
+
+    #[test]
+    fn byte_by_byte_push_of_a_large_event_is_linear() {
+        // Quadratic rescanning would take minutes here.
+        let mut s = EventSplitter::new(4 << 20);
+        let mut event = b"data: ".to_vec();
+        event.extend(std::iter::repeat_n(b'a', 2 << 20));
+        event.extend_from_slice(b"\n\n");
+        let mut out = Vec::new();
+        for byte in &event {
+            out.extend(s.push(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(out, event);
+    }
+
+    #[test]
+    fn any_chunking_preserves_bytes_and_events() {
+        let atoms: [&[u8]; 9] = [
+            b"data: x",
+            b"data:y",
+            b"event: e",
+            b": c",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"z",
+            b"\xff",
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            for _ in 0..rng.below(30) {
+                input.extend_from_slice(atoms[rng.below(atoms.len())]);
+            }
+            let sizes: Vec<usize> = (0..4).map(|_| 1 + rng.below(6)).collect();
+            let (outputs, rest) = split_in_pieces(&input, &sizes);
+
+            let mut joined: Vec<u8> = outputs.concat();
+            for out in outputs.iter().filter(|o| !o.is_empty()) {
+                assert!(matches!(out.last(), Some(b'\n' | b'\r')), "{out:?}");
+            }
+            // Each released chunk parses on its own into the events the whole stream holds.
+            let per_chunk: Vec<SseEvent> = outputs.iter().flat_map(|o| parse_events(o)).collect();
+            assert_eq!(per_chunk, parse_events(&joined), "input {input:?}");
+            joined.extend_from_slice(&rest);
+            assert_eq!(joined, input);
+            // Chunking never moves the last cut, and that cut is the last blank line.
+            let (whole, whole_rest) = split_in_pieces(&input, &[usize::MAX]);
+            assert_eq!(whole_rest, rest);
+            assert_eq!(whole.concat().len(), last_blank_line_end(&input));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut rng = XorShift(42);
+        for _ in 0..500 {
+            let len = rng.below(200);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut s = EventSplitter::new(rng.below(64));
+            let mut stats = StreamStats::default();
+            for piece in bytes.chunks(1 + rng.below(16)) {
+                match s.push(piece) {
+                    Ok(out) => parse_events(&out).iter().for_each(|e| stats.observe(e)),
+                    Err(_) => break,
+                }
+            }
+            parse_events(&s.take_rest())
+                .iter()
+                .for_each(|e| stats.observe(e));
+            let _ = stats.output_tokens();
+        }
+    }
+
+    #[test]
+    fn parses_data_event_and_comments() {
+        let events = parse_events(
+            b": comment\nevent: message_start\nid: 7\nretry: 10\ndata: {\"a\":1}\n\ndata: x\n\n",
+        );
+        assert_eq!(
+            events,
+            vec![ev(Some("message_start"), "{\"a\":1}"), data("x")]
+        );
+    }
+
+    #[test]
+    fn joins_multiple_data_lines_and_strips_one_space() {
+        let events = parse_events(b"data:  two spaces\ndata:none\ndata\ndata: \n\n");
+        assert_eq!(events, vec![data(" two spaces\nnone\n\n")]);
+    }
+
+    #[test]
+    fn skips_events_without_data_and_resets_event_name() {
+        let events = parse_events(b"event: ping\n\n: hi\n\ndata: after\n\n\n\n");
+        assert_eq!(events, vec![data("after")]);
+    }
+
+    #[test]
+    fn empty_data_line_is_an_event_with_empty_data() {
+        assert_eq!(parse_events(b"data:\n\n"), vec![data("")]);
+        assert_eq!(parse_events(b"event:\ndata: a\n\n"), vec![data("a")]);
+    }
+
+    #[test]
+    fn parses_crlf_cr_and_bom() {
+        let events = parse_events(b"\xef\xbb\xbfdata: a\r\n\r\ndata: b\r\rdata: c\r\n\n");
+        assert_eq!(events, vec![data("a"), data("b"), data("c")]);
+    }
+
+    #[test]
+    fn field_names_are_exact() {
+        let events = parse_events(b"Data: no\ndata : no\ndatum: no\ndata: yes\n\n");
+        assert_eq!(events, vec![data("yes")]);
+    }
+
+    #[test]
+    fn unterminated_trailing_event_is_kept() {
+        assert_eq!(parse_events(b"data: [DONE]"), vec![data("[DONE]")]);
+        assert_eq!(parse_events(b"data: a\n"), vec![data("a")]);
+        assert!(parse_events(b"").is_empty());
+        assert!(parse_events(b"\n\r\n").is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        assert_eq!(parse_events(b"data: \xffok\n\n"), vec![data("\u{fffd}ok")]);
+    }
+
+    fn observe_all(stream: &[u8]) -> StreamStats {
+        let mut stats = StreamStats::default();
+        for event in parse_events(stream) {
+            stats.observe(&event);
+        }
+        stats
+    }
+
+    #[test]
+    fn openai_stream_with_usage() {
+        let stream = br#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}
+
+data: {"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}
+
+data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}
+
+data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+data: {"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}
+
+data: [DONE]
+
+"#;
+        let stats = observe_all(stream);
+        assert_eq!(
+            stats.usage,
+            Usage {
+                input: Some(11),
+                output: Some(3)
+            }
+        );
+        assert_eq!(stats.content_events, 2);
+        assert!(stats.done);
+        assert_eq!(stats.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(stats.output_tokens(), 3);
+    }
+
+    #[test]
+    fn openai_stream_without_usage_estimates_from_deltas() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"reasoning\":\"hm\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"a\",\"reasoning_content\":\"b\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":null}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"\"}}]}\n\n";
+        let stats = observe_all(stream);
+        assert_eq!(stats.usage, Usage::default());
+        assert_eq!(stats.content_events, 3);
+        assert_eq!(stats.output_tokens(), 3);
+        assert!(!stats.done);
+        assert_eq!(stats.finish_reason, None);
+    }
+
+    #[test]
+    fn openai_usage_keys_update_independently() {
+        let mut stats = StreamStats::default();
+        stats.observe(&data(r#"{"usage":{"prompt_tokens":5}}"#));
+        stats.observe(&data(
+            r#"{"usage":{"completion_tokens":7,"prompt_tokens":-1}}"#,
+        ));
+        stats.observe(&data(
+            r#"{"usage":{"prompt_tokens":1.5,"completion_tokens":"9"}}"#,
+        ));
+        assert_eq!(
+            stats.usage,
+            Usage {
+                input: Some(5),
+                output: Some(7)
+            }
+        );
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let stream = br#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#;
+        let stats = observe_all(stream);
+        assert_eq!(
+            stats.usage,
+            Usage {
+                input: Some(25),
+                output: Some(15)
+            }
+        );
+        assert_eq!(stats.content_events, 2);
+        assert!(stats.done);
+        assert_eq!(stats.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(stats.output_tokens(), 15);
+    }
+
+    #[test]
+    fn anthropic_message_delta_input_replaces_start() {
+        let mut stats = StreamStats::default();
+        stats.observe(&data(
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":0,"output_tokens":0}}}"#,
+        ));
+        stats.observe(&data(
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":4,"input_tokens":12}}"#,
+        ));
+        assert_eq!(
+            stats.usage,
+            Usage {
+                input: Some(12),
+                output: Some(4)
+            }
+        );
+        assert_eq!(stats.finish_reason.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn anthropic_type_falls_back_to_event_name() {
+        let mut stats = StreamStats::default();
+        stats.observe(&ev(Some("content_block_delta"), r#"{"index":0}"#));
+        stats.observe(&ev(Some("message_stop"), "{}"));
+        assert_eq!(stats.content_events, 1);
+        assert!(stats.done);
+    }
+
+    #[test]
+    fn ignores_non_json_and_odd_shapes() {
+        let mut stats = StreamStats::default();
+        for odd in [
+            "",
+            "not json",
+            "[1,2]",
+            "42",
+            "null",
+            r#"{"choices":"x"}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":[null]}"#,
+            r#"{"choices":[{"delta":"text"}]}"#,
+            r#"{"choices":[{"delta":{"content":5},"finish_reason":7}]}"#,
+            r#"{"usage":[1]}"#,
+            r#"{"type":"message_start"}"#,
+            r#"{"type":"message_start","message":{"usage":null}}"#,
+            r#"{"type":"message_delta","delta":null,"usage":"x"}"#,
+            r#"{"type":7}"#,
+            "[DONE",
+        ] {
+            stats.observe(&data(odd));
+        }
+        assert_eq!(stats.usage, Usage::default());
+        assert_eq!(stats.content_events, 0);
+        assert!(!stats.done);
+        assert_eq!(stats.finish_reason, None);
+        stats.observe(&data(" [DONE] "));
+        assert!(stats.done);
+    }
+
+    #[test]
+    fn deeply_nested_json_does_not_overflow() {
+        let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let mut stats = StreamStats::default();
+        stats.observe(&data(&nested));
+        let object = format!("{{\"choices\":{}", "[".repeat(50_000));
+        stats.observe(&data(&object));
+        assert_eq!(stats.content_events, 0);
+    }
+}

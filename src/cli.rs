@@ -1,0 +1,131 @@
+//! Command-line parsing in two stages: raw words, then a validated [`Cli`].
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Validate,
+    Identity,
+    Discover,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cli {
+    pub command: Command,
+    pub config: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Go(Cli),
+    Help,
+    Version,
+}
+
+pub const USAGE: &str = "\
+usepod-edge: a Use Pod provider agent for edge GPUs
+
+usage: usepod-edge [--config PATH] [--log-level LEVEL] [COMMAND]
+
+commands:
+  run        connect to the coordinator and serve jobs (default)
+  validate   check the config file and print what it resolves to
+  identity   print this agent's public key and provider_id
+  discover   probe the backends once, print what was found, and exit
+
+options:
+  -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
+                         ~/.config/usepod-edge/config.json if present,
+                         else /etc/usepod-edge/config.json)
+  -l, --log-level LEVEL  error, warn, info (default), debug, trace
+                         (env USEPOD_EDGE_LOG)
+  -V, --version          print the version
+  -h, --help             print this help
+
+environment: USEPOD_EDGE_COORDINATOR_URL, USEPOD_EDGE_ENROLLMENT_CODE,
+USEPOD_EDGE_KEY_PATH override the matching config keys.
+";
+
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let mut command = None;
+    let mut config = None;
+    let mut log_level = None;
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "-l" | "--log-level" => log_level = Some(value("--log-level")?),
+            w if w.starts_with('-') => return Err(format!("unknown option {w}")),
+            w => {
+                let c = match w {
+                    "run" => Command::Run,
+                    "validate" => Command::Validate,
+                    "identity" => Command::Identity,
+                    "discover" => Command::Discover,
+                    other => return Err(format!("unknown command {other:?}")),
+                };
+                if command.replace(c).is_some() {
+                    return Err("only one command may be given".into());
+                }
+            }
+        }
+    }
+    Ok(Parsed::Go(Cli {
+        command: command.unwrap_or(Command::Run),
+        config,
+        log_level,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Parsed, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_commands_and_flags() {
+        assert_eq!(
+            p(&["--config", "/x", "validate"]).unwrap(),
+            Parsed::Go(Cli {
+                command: Command::Validate,
+                config: Some("/x".into()),
+                log_level: None
+            })
+        );
+        assert_eq!(
+            p(&["--log-level=debug"]).unwrap(),
+            Parsed::Go(Cli {
+                command: Command::Run,
+                config: None,
+                log_level: Some("debug".into())
+            })
+        );
+        assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);
+        assert_eq!(p(&["-h"]).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn rejects_bad_words() {
+        assert!(p(&["--config"]).unwrap_err().contains("needs a value"));
+        assert!(p(&["--nope"]).unwrap_err().contains("unknown option"));
+        assert!(p(&["fly"]).unwrap_err().contains("unknown command"));
+        assert!(p(&["run", "validate"]).unwrap_err().contains("only one"));
+    }
+}

@@ -1,0 +1,675 @@
+//! Configuration: the JSON file, then environment overrides, validated into a
+//! [`Config`]. Every error names the file (or variable), the key and the problem.
+
+use crate::endpoint::{Endpoint, Scheme};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_COORDINATOR_URL: &str = "wss://api.usepod.ai/provider/connect";
+/// Where a service install keeps its config and state.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/usepod-edge/config.json";
+pub const SYSTEM_KEY_PATH: &str = "/var/lib/usepod-edge/identity.key";
+pub const DEFAULT_INPUT_PER_1M: u64 = 500_000;
+pub const DEFAULT_OUTPUT_PER_1M: u64 = 1_000_000;
+pub const DEFAULT_MAX_CONCURRENT: u32 = 8;
+pub const MAX_CONCURRENT_LIMIT: u32 = 256;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// A backend server kind, in advertising priority order (best first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BackendKind {
+    Vllm,
+    LlamaCpp,
+    LmStudio,
+    Ollama,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Vllm,
+        BackendKind::LlamaCpp,
+        BackendKind::LmStudio,
+        BackendKind::Ollama,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Vllm => "vllm",
+            BackendKind::LlamaCpp => "llamacpp",
+            BackendKind::LmStudio => "lmstudio",
+            BackendKind::Ollama => "ollama",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackendKind> {
+        BackendKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            BackendKind::Vllm => 8000,
+            BackendKind::LlamaCpp => 8080,
+            BackendKind::LmStudio => 1234,
+            BackendKind::Ollama => 11434,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub url: Endpoint,
+    pub enrollment_code: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Certificates from `ca_file`, added to (never replacing) webpki-roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub allow_insecure: bool,
+    pub heartbeat_interval: Duration,
+    pub ping_interval: Duration,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub url: Endpoint,
+    /// Allow-list; None offers everything the backend lists.
+    pub models: Option<Vec<String>>,
+    pub api_key_env: Option<String>,
+    /// Read once at load; never logged.
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelPrice {
+    pub input_per_1m: Option<u64>,
+    pub output_per_1m: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pricing {
+    pub default_input_per_1m: u64,
+    pub default_output_per_1m: u64,
+    pub models: BTreeMap<String, ModelPrice>,
+}
+
+impl Pricing {
+    /// (input, output) per 1M tokens for a model; a zero in either means "not offered".
+    pub fn resolve(&self, model: &str) -> (u64, u64) {
+        let p = self.models.get(model).copied().unwrap_or_default();
+        (
+            p.input_per_1m.unwrap_or(self.default_input_per_1m),
+            p.output_per_1m.unwrap_or(self.default_output_per_1m),
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_concurrent: u32,
+    pub max_tokens_per_minute: Option<u64>,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; None when running on defaults.
+    pub source: Option<PathBuf>,
+    pub coordinator: CoordinatorConfig,
+    pub key_path: PathBuf,
+    /// Empty: probe the default ports on 127.0.0.1.
+    pub backends: Vec<BackendConfig>,
+    pub pricing: Pricing,
+    pub limits: Limits,
+    /// Non-fatal findings (unknown keys, unset api_key_env) for the log and `validate`.
+    pub warnings: Vec<String>,
+}
+
+/// Settings taken from the environment, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub coordinator_url: Option<String>,
+    pub enrollment_code: Option<String>,
+    pub key_path: Option<String>,
+}
+
+pub const ENV_CONFIG: &str = "USEPOD_EDGE_CONFIG";
+pub const ENV_COORDINATOR_URL: &str = "USEPOD_EDGE_COORDINATOR_URL";
+pub const ENV_ENROLLMENT_CODE: &str = "USEPOD_EDGE_ENROLLMENT_CODE";
+pub const ENV_KEY_PATH: &str = "USEPOD_EDGE_KEY_PATH";
+
+impl Overrides {
+    pub fn from_env() -> Overrides {
+        let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+        Overrides {
+            coordinator_url: var(ENV_COORDINATOR_URL),
+            enrollment_code: var(ENV_ENROLLMENT_CODE),
+            key_path: var(ENV_KEY_PATH),
+        }
+    }
+}
+
+/// A configuration problem, located precisely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file path, or the environment variable that was wrong.
+    pub origin: String,
+    /// Dotted key path such as `backends[1].kind`; empty for whole-file problems.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config error in {}: {}", self.origin, self.problem)
+        } else {
+            write!(f, "config error in {}: {}: {}", self.origin, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where to look for the config when none is named: the user's file if it
+/// exists, else the system one.
+pub fn default_config_path() -> PathBuf {
+    if let Some(home) = std::env::var_os("HOME") {
+        let user = Path::new(&home).join(".config/usepod-edge/config.json");
+        if user.exists() {
+            return user;
+        }
+    }
+    PathBuf::from(SYSTEM_CONFIG_PATH)
+}
+
+fn default_key_path(config_path: Option<&Path>) -> PathBuf {
+    let system = config_path.is_some_and(|p| p.starts_with("/etc"));
+    match std::env::var_os("HOME") {
+        // usepod-agent's location, so an operator moving over keeps their identity.
+        Some(home) if !system => Path::new(&home).join(".usepod-agent/identity.key"),
+        _ => PathBuf::from(SYSTEM_KEY_PATH),
+    }
+}
+
+impl Config {
+    /// Loads `path` (an explicitly named file must exist; the default path may be
+    /// absent, meaning "defaults") and applies `over`.
+    pub fn load(path: &Path, explicit: bool, over: &Overrides) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let root = match std::fs::read_to_string(path) {
+            Ok(text) => parse_json(&origin, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Map::new(),
+            Err(e) => {
+                return Err(ConfigError {
+                    origin,
+                    key: String::new(),
+                    problem: format!("cannot read file: {e}"),
+                })
+            }
+        };
+        let source = path.exists().then(|| path.to_path_buf());
+        build(&origin, source, &root, over)
+    }
+
+    /// Parses config text (used by `load` and by tests and fuzzing).
+    pub fn from_str(origin: &str, text: &str, over: &Overrides) -> Result<Config, ConfigError> {
+        let root = parse_json(origin, text)?;
+        build(origin, Some(PathBuf::from(origin)), &root, over)
+    }
+}
+
+fn parse_json(origin: &str, text: &str) -> Result<Map<String, Value>, ConfigError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ConfigError {
+            origin: origin.into(),
+            key: String::new(),
+            problem: "the top level must be a JSON object".into(),
+        }),
+        Err(e) => Err(ConfigError {
+            origin: origin.into(),
+            key: String::new(),
+            problem: format!("invalid JSON: {e}"),
+        }),
+    }
+}
+
+/// Reads typed values out of JSON objects while tracking the key path for errors.
+struct Walker<'a> {
+    origin: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Walker<'_> {
+    fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.into(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn section<'v>(&mut self, parent: &'v Map<String, Value>, key: &str, known: &[&str]) -> Result<Option<&'v Map<String, Value>>, ConfigError> {
+        match parent.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => {
+                self.check_keys(m, key, known);
+                Ok(Some(m))
+            }
+            Some(_) => Err(self.err(key, "must be an object")),
+        }
+    }
+
+    fn check_keys(&mut self, obj: &Map<String, Value>, path: &str, known: &[&str]) {
+        for k in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            self.warnings.push(format!("{}: unknown key {at} ignored", self.origin));
+        }
+    }
+
+    fn string(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<String>, ConfigError> {
+        match obj.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.err(&join(path, key), "must be a string")),
+        }
+    }
+
+    fn boolean(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<bool>, ConfigError> {
+        match obj.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(&join(path, key), "must be true or false")),
+        }
+    }
+
+    fn uint(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+        match obj.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.err(&join(path, key), format!("must be a non-negative integer, got {v}"))),
+        }
+    }
+
+    /// Seconds as a positive number (fractions allowed), bounded above.
+    fn seconds(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str, default: f64, max: f64) -> Result<Duration, ConfigError> {
+        let v = match obj.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => default,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.err(&join(path, key), format!("must be a number of seconds, got {v}")))?,
+        };
+        if !(v > 0.0 && v <= max) {
+            return Err(self.err(&join(path, key), format!("must be greater than 0 and at most {max}, got {v}")));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over: &Overrides) -> Result<Config, ConfigError> {
+    let mut w = Walker {
+        origin,
+        warnings: Vec::new(),
+    };
+    w.check_keys(root, "", &["coordinator", "identity", "backends", "pricing", "limits"]);
+    let coordinator = build_coordinator(&mut w, root, over)?;
+
+    let ident = w.section(root, "identity", &["key_path"])?;
+    let key_path = match (&over.key_path, w.string(ident, "identity", "key_path")?) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+        (None, Some(_)) => return Err(w.err("identity.key_path", "must not be empty")),
+        (None, None) => default_key_path(source.as_deref()),
+    };
+
+    let backends = build_backends(&mut w, root)?;
+
+    let pricing_obj = w.section(root, "pricing", &["default_input_per_1m", "default_output_per_1m", "models"])?;
+    let default_input_per_1m = w.uint(pricing_obj, "pricing", "default_input_per_1m")?.unwrap_or(DEFAULT_INPUT_PER_1M);
+    let default_output_per_1m = w.uint(pricing_obj, "pricing", "default_output_per_1m")?.unwrap_or(DEFAULT_OUTPUT_PER_1M);
+    for (key, v) in [("default_input_per_1m", default_input_per_1m), ("default_output_per_1m", default_output_per_1m)] {
+        if v == 0 {
+            return Err(w.err(
+                &join("pricing", key),
+                "must be greater than 0 (a zero price means \"not offered\"; set 0 per model under pricing.models instead)",
+            ));
+        }
+    }
+    let mut models = BTreeMap::new();
+    if let Some(m) = w.section(pricing_obj.unwrap_or(&Map::new()), "models", &[])? {
+        for (model, v) in m {
+            let path = format!("pricing.models.{model}");
+            let Value::Object(p) = v else {
+                return Err(w.err(&path, "must be an object with input_per_1m and/or output_per_1m"));
+            };
+            w.check_keys(p, &path, &["input_per_1m", "output_per_1m"]);
+            models.insert(
+                model.clone(),
+                ModelPrice {
+                    input_per_1m: w.uint(Some(p), &path, "input_per_1m")?,
+                    output_per_1m: w.uint(Some(p), &path, "output_per_1m")?,
+                },
+            );
+        }
+    }
+
+    let limits_obj = w.section(root, "limits", &["max_concurrent", "max_tokens_per_minute", "max_request_bytes"])?;
+    let max_concurrent = w.uint(limits_obj, "limits", "max_concurrent")?.unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
+    if !(1..=u64::from(MAX_CONCURRENT_LIMIT)).contains(&max_concurrent) {
+        return Err(w.err(
+            "limits.max_concurrent",
+            format!("must be between 1 and {MAX_CONCURRENT_LIMIT}, got {max_concurrent}"),
+        ));
+    }
+    let max_request_bytes = w.uint(limits_obj, "limits", "max_request_bytes")?.unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
+    if max_request_bytes < 1024 {
+        return Err(w.err("limits.max_request_bytes", format!("must be at least 1024, got {max_request_bytes}")));
+    }
+    let limits = Limits {
+        max_concurrent: max_concurrent as u32,
+        max_tokens_per_minute: w.uint(limits_obj, "limits", "max_tokens_per_minute")?,
+        max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
+    };
+
+    Ok(Config {
+        source,
+        coordinator,
+        key_path,
+        backends,
+        pricing: Pricing {
+            default_input_per_1m,
+            default_output_per_1m,
+            models,
+        },
+        limits,
+        warnings: w.warnings,
+    })
+}
+
+fn build_coordinator(w: &mut Walker, root: &Map<String, Value>, over: &Overrides) -> Result<CoordinatorConfig, ConfigError> {
+    const P: &str = "coordinator";
+    let c = w.section(
+        root,
+        P,
+        &[
+            "url",
+            "enrollment_code",
+            "ca_file",
+            "allow_insecure",
+            "heartbeat_interval_s",
+            "ping_interval_s",
+            "connect_timeout_s",
+            "handshake_timeout_s",
+        ],
+    )?;
+    let allow_insecure = w.boolean(c, P, "allow_insecure")?.unwrap_or(false);
+    let (url_text, url_err): (String, Box<dyn Fn(String) -> ConfigError>) = match &over.coordinator_url {
+        Some(u) => (
+            u.clone(),
+            Box::new(|problem| ConfigError {
+                origin: "environment".into(),
+                key: ENV_COORDINATOR_URL.into(),
+                problem,
+            }),
+        ),
+        None => {
+            let origin = w.origin.to_owned();
+            (
+                w.string(c, P, "url")?.unwrap_or_else(|| DEFAULT_COORDINATOR_URL.into()),
+                Box::new(move |problem| ConfigError {
+                    origin: origin.clone(),
+                    key: "coordinator.url".into(),
+                    problem,
+                }),
+            )
+        }
+    };
+    let url = Endpoint::parse(&url_text).map_err(&url_err)?;
+    match url.scheme {
+        Scheme::Wss => {}
+        Scheme::Ws if url.is_loopback() || allow_insecure => {}
+        Scheme::Ws => {
+            return Err(url_err(format!(
+                "ws:// (no TLS) is only allowed to loopback hosts; use wss:// or set coordinator.allow_insecure (got {url_text})"
+            )))
+        }
+        Scheme::Http | Scheme::Https => {
+            return Err(url_err(format!("must be a wss:// (or loopback ws://) URL, got {url_text}")))
+        }
+    }
+    let enrollment_code = over
+        .enrollment_code
+        .clone()
+        .or(w.string(c, P, "enrollment_code")?)
+        .filter(|s| !s.is_empty());
+    let ca_file = w.string(c, P, "ca_file")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let extra_roots = match &ca_file {
+        None => Vec::new(),
+        Some(path) => load_certs(path).map_err(|problem| w.err("coordinator.ca_file", problem))?,
+    };
+    Ok(CoordinatorConfig {
+        url,
+        enrollment_code,
+        ca_file,
+        extra_roots,
+        allow_insecure,
+        heartbeat_interval: w.seconds(c, P, "heartbeat_interval_s", 15.0, 3600.0)?,
+        ping_interval: w.seconds(c, P, "ping_interval_s", 15.0, 3600.0)?,
+        connect_timeout: w.seconds(c, P, "connect_timeout_s", 10.0, 300.0)?,
+        handshake_timeout: w.seconds(c, P, "handshake_timeout_s", 15.0, 300.0)?,
+    })
+}
+
+/// PEM certificates from a file, for `ca_file` and `SSL_CERT_FILE`.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not valid PEM: {e:?}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} contains no PEM CERTIFICATE block", path.display()));
+    }
+    Ok(certs)
+}
+
+fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<BackendConfig>, ConfigError> {
+    let list = match root.get("backends") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(w.err("backends", "must be an array")),
+    };
+    let mut out: Vec<BackendConfig> = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("backends[{i}]");
+        let Value::Object(b) = item else {
+            return Err(w.err(&path, "must be an object"));
+        };
+        w.check_keys(b, &path, &["kind", "url", "models", "api_key_env"]);
+        let kind_text = w
+            .string(Some(b), &path, "kind")?
+            .ok_or_else(|| w.err(&join(&path, "kind"), "missing (one of vllm, llamacpp, lmstudio, ollama)"))?;
+        let kind = BackendKind::parse(&kind_text).ok_or_else(|| {
+            w.err(
+                &join(&path, "kind"),
+                format!("unknown backend kind {kind_text:?} (expected one of vllm, llamacpp, lmstudio, ollama)"),
+            )
+        })?;
+        let url_key = join(&path, "url");
+        let url = match w.string(Some(b), &path, "url")? {
+            Some(u) => Endpoint::parse(&u).map_err(|p| w.err(&url_key, p))?,
+            None => Endpoint::parse(&format!("http://127.0.0.1:{}", kind.default_port())).map_err(|p| w.err(&url_key, p))?,
+        };
+        if url.scheme != Scheme::Http {
+            return Err(w.err(
+                &url_key,
+                format!("must be an http:// URL (local backends speak plain HTTP), got {url}"),
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.url == url) {
+            return Err(w.err(&url_key, format!("duplicate backend: {url} is already backends[{j}]")));
+        }
+        let models = match b.get("models") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .enumerate()
+                    .map(|(j, m)| match m {
+                        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                        _ => Err(w.err(&format!("{path}.models[{j}]"), "must be a non-empty string")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(w.err(&join(&path, "models"), "must be an array of model ids")),
+        };
+        let api_key_env = w.string(Some(b), &path, "api_key_env")?.filter(|s| !s.is_empty());
+        let api_key = api_key_env.as_ref().and_then(|name| {
+            let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+            if v.is_none() {
+                w.warnings.push(format!(
+                    "{}: {path}.api_key_env names {name}, which is not set; requests go without a key",
+                    w.origin
+                ));
+            }
+            v
+        });
+        out.push(BackendConfig {
+            kind,
+            url,
+            models,
+            api_key_env,
+            api_key,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str("/etc/usepod-edge/config.json", text, &Overrides::default())
+    }
+
+    fn problem(text: &str) -> ConfigError {
+        parse(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn empty_object_gives_protocol_defaults() {
+        let c = parse("{}").unwrap();
+        assert_eq!(c.coordinator.url.to_string(), "wss://api.usepod.ai:443/provider/connect");
+        assert_eq!(c.coordinator.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(c.coordinator.ping_interval, Duration::from_secs(15));
+        assert_eq!(c.limits.max_concurrent, 8);
+        assert_eq!(c.limits.max_tokens_per_minute, None);
+        assert_eq!(c.pricing.resolve("x"), (500_000, 1_000_000));
+        assert_eq!(c.key_path, PathBuf::from(SYSTEM_KEY_PATH));
+        assert!(c.backends.is_empty());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"{"coordinator":{"url":"wss://api.usepod.ai/provider/connect","enrollment_code":"E",
+                "allow_insecure":false,"heartbeat_interval_s":0.5,"ping_interval_s":2},
+               "identity":{"key_path":"/tmp/k"},
+               "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080","models":["a"],"api_key_env":"USEPOD_TEST_UNSET_VAR"},
+                           {"kind":"ollama"}],
+               "pricing":{"default_input_per_1m":1,"default_output_per_1m":2,"models":{"a":{"input_per_1m":0}}},
+               "limits":{"max_concurrent":3,"max_tokens_per_minute":1000}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.coordinator.enrollment_code.as_deref(), Some("E"));
+        assert_eq!(c.coordinator.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.backends[1].url.port, 11434);
+        assert_eq!(c.backends[0].models.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(c.pricing.resolve("a"), (0, 2));
+        assert_eq!(c.limits.max_tokens_per_minute, Some(1000));
+        assert!(c.warnings.iter().any(|w| w.contains("USEPOD_TEST_UNSET_VAR")));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let cases = [
+            (r#"{"backends":[{"kind":"tgi"}]}"#, "backends[0].kind", "unknown backend kind"),
+            (r#"{"backends":[{"kind":"vllm","url":"https://x:1"}]}"#, "backends[0].url", "http://"),
+            (r#"{"coordinator":{"url":"http://x/"}}"#, "coordinator.url", "wss://"),
+            (r#"{"coordinator":{"url":"ws://example.com/"}}"#, "coordinator.url", "loopback"),
+            (r#"{"pricing":{"default_input_per_1m":0}}"#, "pricing.default_input_per_1m", "greater than 0"),
+            (r#"{"pricing":{"default_output_per_1m":0}}"#, "pricing.default_output_per_1m", "greater than 0"),
+            (r#"{"limits":{"max_concurrent":0}}"#, "limits.max_concurrent", "between 1 and 256"),
+            (r#"{"limits":{"max_concurrent":257}}"#, "limits.max_concurrent", "between 1 and 256"),
+            (r#"{"coordinator":{"ca_file":"/nonexistent/ca.pem"}}"#, "coordinator.ca_file", "cannot read"),
+            (
+                r#"{"backends":[{"kind":"vllm","url":"http://127.0.0.1:8000"},{"kind":"ollama","url":"http://127.0.0.1:8000/"}]}"#,
+                "backends[1].url",
+                "duplicate",
+            ),
+            (r#"{"coordinator":{"heartbeat_interval_s":0}}"#, "coordinator.heartbeat_interval_s", "greater than 0"),
+            (r#"{"limits":{"max_concurrent":"8"}}"#, "limits.max_concurrent", "integer"),
+            (r#"{"backends":{}}"#, "backends", "array"),
+        ];
+        for (text, key, needle) in cases {
+            let e = problem(text);
+            assert_eq!(e.key, key, "{text}");
+            let shown = e.to_string();
+            assert!(shown.contains("/etc/usepod-edge/config.json"), "{shown}");
+            assert!(shown.contains(key) && shown.contains(needle), "{shown}");
+        }
+    }
+
+    #[test]
+    fn insecure_ws_needs_loopback_or_opt_in() {
+        assert!(parse(r#"{"coordinator":{"url":"ws://127.0.0.1:9/p"}}"#).is_ok());
+        assert!(parse(r#"{"coordinator":{"url":"ws://localhost:9/p"}}"#).is_ok());
+        assert!(parse(r#"{"coordinator":{"url":"ws://10.1.2.3/p","allow_insecure":true}}"#).is_ok());
+    }
+
+    #[test]
+    fn syntax_errors_and_non_objects() {
+        assert!(problem("{").problem.contains("invalid JSON"));
+        assert!(problem("[]").problem.contains("JSON object"));
+    }
+
+    #[test]
+    fn environment_overrides_win_and_are_named_in_errors() {
+        let over = Overrides {
+            coordinator_url: Some("wss://other.example/x".into()),
+            enrollment_code: Some("ENV".into()),
+            key_path: Some("/tmp/env.key".into()),
+        };
+        let c = Config::from_str("f", r#"{"coordinator":{"enrollment_code":"FILE"}}"#, &over).unwrap();
+        assert_eq!(c.coordinator.url.host, "other.example");
+        assert_eq!(c.coordinator.enrollment_code.as_deref(), Some("ENV"));
+        assert_eq!(c.key_path, PathBuf::from("/tmp/env.key"));
+        let bad = Overrides {
+            coordinator_url: Some("nope".into()),
+            ..Overrides::default()
+        };
+        let e = Config::from_str("f", "{}", &bad).unwrap_err();
+        assert_eq!((e.origin.as_str(), e.key.as_str()), ("environment", ENV_COORDINATOR_URL));
+    }
+
+    #[test]
+    fn unknown_keys_warn_instead_of_failing() {
+        let c = parse(r#"{"coordinator":{"heartbeat":3},"extra":1}"#).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("coordinator.heartbeat")));
+        assert!(c.warnings.iter().any(|w| w.contains("extra")));
+    }
+}

@@ -1,0 +1,365 @@
+//! Background discovery: probes the backends in parallel, keeps the one route
+//! table (model → the backend that is advertised and runs its jobs), and
+//! signals when the routable model set changes.
+
+use crate::backend::probe::{self, ModelInfo, Probe};
+use crate::config::{BackendConfig, BackendKind, Config, Pricing};
+use crate::endpoint::Endpoint;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How often backends are re-probed when nothing asks sooner.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// A backend the agent may call; jobs reach nothing else.
+#[derive(Debug)]
+pub struct Target {
+    pub kind: BackendKind,
+    pub url: Endpoint,
+    pub allow: Option<Vec<String>>,
+    pub api_key: Option<String>,
+    /// Cleared when the backend answers 404 to `/v1/messages`.
+    pub serves_messages: AtomicBool,
+}
+
+impl Target {
+    pub fn from_config(b: &BackendConfig) -> Target {
+        Target {
+            kind: b.kind,
+            url: b.url.clone(),
+            allow: b.models.clone(),
+            api_key: b.api_key.clone(),
+            serves_messages: AtomicBool::new(true),
+        }
+    }
+
+    fn allows(&self, model: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.iter().any(|m| m == model))
+    }
+}
+
+/// Where a model's jobs go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub target: Arc<Target>,
+    pub context_window: Option<u32>,
+    pub slots: Option<u32>,
+}
+
+/// The latest discovery result.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Targets in config order with their last probe (None: not probed yet).
+    pub backends: Vec<(Arc<Target>, Option<Probe>)>,
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// Builds the route table: per model, the healthy backend with the best kind
+/// priority (vllm < llamacpp < lmstudio < ollama), config order breaking ties;
+/// models with a zero price or outside a backend's allow-list are left out.
+pub fn route_table(backends: &[(Arc<Target>, Option<Probe>)], pricing: &Pricing) -> BTreeMap<String, Route> {
+    let mut routes: BTreeMap<String, Route> = BTreeMap::new();
+    for (target, probe) in backends {
+        let Some(p) = probe.as_ref().filter(|p| p.healthy) else {
+            continue;
+        };
+        for ModelInfo { id, context_window } in &p.models {
+            let (input, output) = pricing.resolve(id);
+            if input == 0 || output == 0 || !target.allows(id) {
+                continue;
+            }
+            let better = routes.get(id).is_none_or(|r| target.kind < r.target.kind);
+            if better {
+                routes.insert(
+                    id.clone(),
+                    Route {
+                        target: Arc::clone(target),
+                        context_window: *context_window,
+                        slots: p.slots,
+                    },
+                );
+            }
+        }
+    }
+    routes
+}
+
+struct State {
+    snapshot: Arc<Snapshot>,
+    /// Completed probe rounds.
+    rounds: u64,
+}
+
+pub struct Discovery {
+    state: Mutex<State>,
+    round_done: Condvar,
+    changed_tx: Sender<()>,
+    changed_rx: Receiver<()>,
+    refresh_tx: Sender<()>,
+    refresh_rx: Receiver<()>,
+    pricing: Pricing,
+    /// Configured targets; empty means "find them on the default ports".
+    configured: Vec<Arc<Target>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Discovery {
+    pub fn new(config: &Config) -> Discovery {
+        let (changed_tx, changed_rx) = bounded(1);
+        let (refresh_tx, refresh_rx) = bounded(1);
+        let configured: Vec<Arc<Target>> = config.backends.iter().map(|b| Arc::new(Target::from_config(b))).collect();
+        Discovery {
+            state: Mutex::new(State {
+                snapshot: Arc::new(Snapshot {
+                    backends: configured.iter().map(|t| (Arc::clone(t), None)).collect(),
+                    routes: BTreeMap::new(),
+                }),
+                rounds: 0,
+            }),
+            round_done: Condvar::new(),
+            changed_tx,
+            changed_rx,
+            refresh_tx,
+            refresh_rx,
+            pricing: config.pricing.clone(),
+            configured,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&lock(&self.state).snapshot)
+    }
+
+    /// Fires (coalesced) whenever the routable model set changes.
+    pub fn changes(&self) -> Receiver<()> {
+        self.changed_rx.clone()
+    }
+
+    /// Asks for a probe round now (e.g. after a backend turned out unreachable).
+    pub fn refresh(&self) {
+        let _ = self.refresh_tx.try_send(());
+    }
+
+    /// Waits until the first probe round has finished or `timeout` passes.
+    pub fn wait_first_round(&self, timeout: Duration) {
+        let st = lock(&self.state);
+        let _ = self
+            .round_done
+            .wait_timeout_while(st, timeout, |s| s.rounds == 0)
+            .map(|(g, _)| g);
+    }
+
+    fn publish(&self, backends: Vec<(Arc<Target>, Option<Probe>)>) {
+        let routes = route_table(&backends, &self.pricing);
+        let mut st = lock(&self.state);
+        let changed = !same_offer(&st.snapshot.routes, &routes);
+        st.snapshot = Arc::new(Snapshot { backends, routes });
+        drop(st);
+        if changed {
+            let _ = self.changed_tx.try_send(());
+        }
+    }
+
+    /// Probes every target in parallel; each result is published as soon as it
+    /// is in, so one hung backend does not hide the others.
+    pub fn round(&self) {
+        let targets = if self.configured.is_empty() {
+            find_default_backends()
+        } else {
+            self.configured.clone()
+        };
+        let started = Instant::now();
+        let results: Mutex<Vec<(Arc<Target>, Option<Probe>)>> =
+            Mutex::new(targets.iter().map(|t| (Arc::clone(t), None)).collect());
+        std::thread::scope(|s| {
+            for (i, t) in targets.iter().enumerate() {
+                let results = &results;
+                s.spawn(move || {
+                    let p = probe::probe(t.kind, &t.url, t.api_key.as_deref());
+                    log_probe(t, &p);
+                    let snapshot = {
+                        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                        r[i].1 = Some(p);
+                        r.clone()
+                    };
+                    self.publish(snapshot);
+                });
+            }
+        });
+        let final_set = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.publish(final_set);
+        let mut st = lock(&self.state);
+        st.rounds += 1;
+        drop(st);
+        self.round_done.notify_all();
+        log::debug!("discovery round took {:?}", started.elapsed());
+    }
+
+    /// The discovery thread's body: a round now, then on request or periodically.
+    pub fn run_forever(&self) {
+        loop {
+            self.round();
+            let _ = self.refresh_rx.recv_timeout(REFRESH_EVERY);
+        }
+    }
+}
+
+fn log_probe(t: &Target, p: &Probe) {
+    if p.healthy {
+        let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
+        log::debug!(
+            "{} at {}: {} model(s){slots}",
+            t.kind.as_str(),
+            t.url,
+            p.models.len()
+        );
+    } else {
+        log::info!(
+            "{} at {} unavailable: {}",
+            t.kind.as_str(),
+            t.url,
+            p.problem.as_deref().unwrap_or("?")
+        );
+    }
+}
+
+fn same_offer(a: &BTreeMap<String, Route>, b: &BTreeMap<String, Route>) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, ra), (kb, rb))| {
+            ka == kb && ra.target.kind == rb.target.kind && ra.target.url == rb.target.url && ra.context_window == rb.context_window
+        })
+}
+
+/// With no backends configured: whatever answers on the default ports of
+/// 127.0.0.1, identified by what it serves (vLLM and llama-server both like 8000/8080).
+fn find_default_backends() -> Vec<Arc<Target>> {
+    let ports: Vec<u16> = BackendKind::ALL.iter().map(|k| k.default_port()).collect();
+    let found: Mutex<Vec<(usize, Arc<Target>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (i, port) in ports.iter().enumerate() {
+            let found = &found;
+            s.spawn(move || {
+                let Ok(url) = Endpoint::parse(&format!("http://127.0.0.1:{port}")) else {
+                    return;
+                };
+                if let Some(kind) = probe::identify(&url) {
+                    let t = Arc::new(Target {
+                        kind,
+                        url,
+                        allow: None,
+                        api_key: None,
+                        serves_messages: AtomicBool::new(true),
+                    });
+                    found.lock().unwrap_or_else(|p| p.into_inner()).push((i, t));
+                }
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Starts the discovery thread.
+pub fn spawn(d: Arc<Discovery>) {
+    let spawned = std::thread::Builder::new()
+        .name("discovery".into())
+        .spawn(move || d.run_forever());
+    if let Err(e) = spawned {
+        log::error!("cannot start the discovery thread: {e}");
+    }
+}
+
+/// Marks messages as unsupported for this target (after a 404).
+pub fn mark_no_messages(t: &Target) {
+    if t.serves_messages.swap(false, Ordering::Relaxed) {
+        log::info!(
+            "{} at {} has no /v1/messages; translating Anthropic jobs",
+            t.kind.as_str(),
+            t.url
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(kind: BackendKind, port: u16, allow: Option<&[&str]>) -> Arc<Target> {
+        Arc::new(Target {
+            kind,
+            url: Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            allow: allow.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            api_key: None,
+            serves_messages: AtomicBool::new(true),
+        })
+    }
+
+    fn up(models: &[&str]) -> Option<Probe> {
+        Some(Probe {
+            healthy: true,
+            problem: None,
+            models: models
+                .iter()
+                .map(|m| ModelInfo {
+                    id: m.to_string(),
+                    context_window: Some(1),
+                })
+                .collect(),
+            slots: None,
+        })
+    }
+
+    fn pricing(free: &[&str]) -> Pricing {
+        Pricing {
+            default_input_per_1m: 1,
+            default_output_per_1m: 1,
+            models: free
+                .iter()
+                .map(|m| {
+                    (
+                        m.to_string(),
+                        crate::config::ModelPrice {
+                            input_per_1m: Some(0),
+                            output_per_1m: None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn best_kind_wins_and_config_order_breaks_ties() {
+        let backends = vec![
+            (target(BackendKind::Ollama, 1, None), up(&["shared", "o"])),
+            (target(BackendKind::LlamaCpp, 2, None), up(&["shared", "tie"])),
+            (target(BackendKind::LlamaCpp, 3, None), up(&["tie"])),
+            (target(BackendKind::Vllm, 4, None), None),
+        ];
+        let r = route_table(&backends, &pricing(&[]));
+        assert_eq!(r["shared"].target.url.port, 2);
+        assert_eq!(r["tie"].target.url.port, 2);
+        assert_eq!(r["o"].target.url.port, 1);
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn unhealthy_disallowed_and_free_models_are_not_routed() {
+        let mut down = up(&["x"]).unwrap();
+        down.healthy = false;
+        let backends = vec![
+            (target(BackendKind::Vllm, 1, None), Some(down)),
+            (target(BackendKind::LlamaCpp, 2, Some(&["a"])), up(&["a", "b"])),
+            (target(BackendKind::Ollama, 3, None), up(&["free"])),
+        ];
+        let r = route_table(&backends, &pricing(&["free"]));
+        assert_eq!(r.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
+}

@@ -1,0 +1,164 @@
+//! The few URL shapes the agent dials: `ws(s)://host[:port]/path` for the
+//! coordinator and `http://host[:port][/base]` for backends.
+
+use std::fmt;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ws,
+    Wss,
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Ws | Scheme::Http => 80,
+            Scheme::Wss | Scheme::Https => 443,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A parsed absolute URL without user info or fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    /// Host name or IP literal, IPv6 without brackets.
+    pub host: String,
+    pub port: u16,
+    /// Path and query, always starting with '/'.
+    pub path: String,
+}
+
+impl Endpoint {
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("{s:?} is not an absolute URL (no scheme://)"))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => return Err(format!("unsupported URL scheme {other:?}")),
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.contains('@') {
+            return Err("credentials in URLs are not supported".into());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("unclosed IPv6 literal in {s:?}"))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("no host in {s:?}"));
+        }
+        let port = match port {
+            None => scheme.default_port(),
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("bad port {p:?}"))?,
+        };
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        Ok(Endpoint {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
+    }
+
+    /// True for localhost and loopback IP literals: the only hosts where plain
+    /// `ws://` is safe without an explicit opt-in.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self.host.ends_with(".localhost")
+            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// `host:port` with IPv6 bracketed, as used in Host headers and socket addresses.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Path joined under this endpoint's base path (`/v1` + `/models`).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{}", self.path.trim_end_matches('/'), path)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme.as_str(), self.authority(), self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_shapes_we_use() {
+        let e = Endpoint::parse("wss://api.usepod.ai/provider/connect").unwrap();
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port, e.path.as_str()),
+            (Scheme::Wss, "api.usepod.ai", 443, "/provider/connect")
+        );
+        let e = Endpoint::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!((e.port, e.path.as_str()), (8080, "/"));
+        assert!(e.is_loopback());
+        let e = Endpoint::parse("ws://[::1]:9/x?y=1").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("::1", 9, "/x?y=1"));
+        assert_eq!(e.authority(), "[::1]:9");
+        assert!(e.is_loopback());
+        assert!(!Endpoint::parse("ws://10.0.0.2/").unwrap().is_loopback());
+        assert_eq!(Endpoint::parse("http://h:1/v1/").unwrap().join("/models"), "/v1/models");
+        assert_eq!(Endpoint::parse("http://h:1").unwrap().join("/health"), "/health");
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_reasons() {
+        for (url, needle) in [
+            ("api.usepod.ai", "no scheme"),
+            ("ftp://x/", "unsupported URL scheme"),
+            ("ws:///x", "no host"),
+            ("ws://h:0/", "bad port"),
+            ("ws://h:99999/", "bad port"),
+            ("ws://u:p@h/", "credentials"),
+            ("ws://[::1/", "unclosed"),
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+}

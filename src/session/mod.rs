@@ -1,0 +1,304 @@
+//! One coordinator connection's life: dial, authenticate, announce capabilities,
+//! then read frames until the connection ends. A writer thread owns the sending
+//! half; a ticker thread emits heartbeats, pings and capability updates.
+
+mod dial;
+mod duplex;
+mod handshake;
+mod ticker;
+
+pub use dial::{tls_config, MAX_INBOUND_MESSAGE};
+pub use duplex::Duplex;
+
+use crate::agent::Agent;
+use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
+use crate::reconnect::{classify_close, CloseKind};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use std::fmt;
+use std::time::Duration;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// Frames waiting for the writer; bounded so a slow coordinator pushes back on
+/// job threads instead of growing memory.
+pub const OUTBOUND_CAPACITY: usize = 64;
+
+/// What the writer thread sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(String),
+    Ping,
+}
+
+impl From<Outbound> for Outgoing {
+    fn from(m: Outbound) -> Self {
+        Outgoing::Text(m.to_text())
+    }
+}
+
+/// Why a session could not be established or went down.
+#[derive(Debug)]
+pub enum SessionError {
+    /// DNS or TCP connect failed.
+    Connect(String),
+    /// TLS setup or verification failed.
+    Tls(String),
+    /// A phase did not finish in time; names the phase.
+    Timeout(&'static str),
+    /// The HTTP upgrade to WebSocket was refused.
+    Upgrade(String),
+    /// The coordinator broke the handshake protocol.
+    Handshake(String),
+    /// The coordinator answered auth_failed.
+    AuthFailed(Option<String>),
+    /// The WebSocket failed while in a named phase.
+    WebSocket(&'static str, String),
+}
+
+impl SessionError {
+    fn from_ws(phase: &'static str, e: tungstenite::Error) -> SessionError {
+        match e {
+            tungstenite::Error::Io(io)
+                if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                SessionError::Timeout(phase)
+            }
+            other => SessionError::WebSocket(phase, other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Connect(e) => write!(f, "cannot connect: {e}"),
+            SessionError::Tls(e) => write!(f, "TLS failed: {e}"),
+            SessionError::Timeout(phase) => write!(f, "timed out during {phase}"),
+            SessionError::Upgrade(e) => write!(f, "WebSocket upgrade failed: {e}"),
+            SessionError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            SessionError::AuthFailed(r) => {
+                write!(f, "authentication refused: {}", r.as_deref().unwrap_or("(no reason given)"))
+            }
+            SessionError::WebSocket(phase, e) => write!(f, "WebSocket error during {phase}: {e}"),
+        }
+    }
+}
+
+/// How a session ended, for the reconnect decision.
+#[derive(Debug)]
+pub struct SessionEnd {
+    pub authenticated: bool,
+    pub kind: CloseKind,
+    pub detail: String,
+}
+
+impl SessionEnd {
+    fn pre_auth(e: SessionError) -> SessionEnd {
+        SessionEnd {
+            authenticated: false,
+            kind: CloseKind::Unexpected,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Runs one session to its end. Never panics on coordinator input.
+pub fn run(agent: &Agent, stop: &Receiver<()>) -> SessionEnd {
+    let cfg = &agent.config.coordinator;
+    log::debug!("connecting to {}", cfg.url);
+    let mut ws = match dial::dial(cfg, &agent.tls) {
+        Ok(ws) => ws,
+        Err(e) => return SessionEnd::pre_auth(e),
+    };
+    let provider_id = {
+        let identity = agent.lock_identity();
+        match handshake::authenticate(&mut ws, &identity, cfg.enrollment_code.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return SessionEnd::pre_auth(e),
+        }
+    };
+    if let Some(pid) = &provider_id {
+        let mut identity = agent.lock_identity();
+        match identity.set_provider_id(pid) {
+            Ok(true) => log::info!("provider_id {pid} saved to {}", identity.path().display()),
+            Ok(false) => {}
+            Err(e) => log::error!("{e}; continuing with provider_id {pid} in memory"),
+        }
+    }
+    log::info!(
+        "authenticated as {}",
+        agent.lock_identity().provider_id().unwrap_or("(no provider_id)")
+    );
+
+    // Pongs answer our pings, so silence for three intervals means the link is dead.
+    let dead_after = cfg.ping_interval * 3;
+    let sock = ws.get_ref().socket();
+    if let Err(e) = sock
+        .set_read_timeout(Some(dead_after))
+        .and_then(|_| sock.set_write_timeout(Some(dead_after.max(Duration::from_secs(10)))))
+    {
+        return SessionEnd {
+            authenticated: true,
+            kind: CloseKind::Unexpected,
+            detail: format!("socket setup: {e}"),
+        };
+    }
+    let writer_ws = match ws.get_ref().writer() {
+        Ok(w) => WebSocket::from_raw_socket(w, tungstenite::protocol::Role::Client, Some(dial::ws_config())),
+        Err(e) => {
+            return SessionEnd {
+                authenticated: true,
+                kind: CloseKind::Unexpected,
+                detail: format!("socket clone: {e}"),
+            }
+        }
+    };
+
+    let (tx, rx) = bounded::<Outgoing>(OUTBOUND_CAPACITY);
+    // Dropping `halt` wakes every thread of this session.
+    let (halt, halted) = bounded::<()>(0);
+    let end = std::thread::scope(|scope| {
+        let halted_w = halted.clone();
+        scope.spawn(move || writer_loop(writer_ws, rx, halted_w));
+        let caps = agent.capabilities_when_ready();
+        let _ = tx.send(Outgoing::Text(caps.clone()));
+        let (tx_t, halted_t) = (tx.clone(), halted.clone());
+        scope.spawn(move || ticker::run(agent, tx_t, halted_t, caps));
+        let end = read_loop(agent, &mut ws, &tx, stop, dead_after);
+        drop(halt);
+        ws.get_ref().shutdown();
+        end
+    });
+    // Every job of this session stops now, freeing the GPU (PROTOCOL.md, "Closing").
+    agent.jobs.cancel_all("the coordinator session ended");
+    end
+}
+
+fn read_loop(
+    agent: &Agent,
+    ws: &mut WebSocket<Duplex>,
+    tx: &Sender<Outgoing>,
+    stop: &Receiver<()>,
+    dead_after: Duration,
+) -> SessionEnd {
+    let ended = |kind, detail: String| SessionEnd {
+        authenticated: true,
+        kind,
+        detail,
+    };
+    loop {
+        if stop.try_recv().is_ok() {
+            return ended(CloseKind::Graceful, "agent stopping".into());
+        }
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                if let Some(reply) = handle_text(agent, t.as_str(), tx) {
+                    if tx.send_timeout(reply, dead_after).is_err() {
+                        return ended(CloseKind::Unexpected, "outbound queue stuck".into());
+                    }
+                }
+            }
+            Ok(Message::Binary(b)) => log::debug!("ignoring a {}-byte binary frame", b.len()),
+            Ok(Message::Close(frame)) => {
+                let code = frame.as_ref().map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                let kind = classify_close(code.as_ref().map(|(c, r)| (*c, r.as_str())));
+                finish_close(ws);
+                let detail = match code {
+                    Some((c, r)) => format!("close code {c} {r:?}"),
+                    None => "close without code".into(),
+                };
+                return ended(kind, detail);
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                log::warn!("dead link: no inbound traffic for {:.1}s", dead_after.as_secs_f64());
+                return ended(CloseKind::Unexpected, "dead link".into());
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                log::error!("refusing an inbound message: {e} (limit {MAX_INBOUND_MESSAGE} bytes); dropping the connection");
+                ws.get_ref().seal_writers();
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::Size,
+                    reason: "message too big".into(),
+                }));
+                let _ = ws.flush();
+                return ended(CloseKind::Unexpected, format!("oversized message: {e}"));
+            }
+            Err(e) => return ended(CloseKind::Unexpected, e.to_string()),
+        }
+    }
+}
+
+/// Completes a closing handshake the coordinator started: our Close reply goes
+/// out (and nothing after it), then we wait briefly for the server to hang up.
+fn finish_close(ws: &mut WebSocket<Duplex>) {
+    ws.get_ref().seal_writers();
+    let _ = ws.get_ref().socket().set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = ws.flush();
+    for _ in 0..64 {
+        if ws.read().is_err() {
+            break;
+        }
+    }
+}
+
+/// Acts on one inbound text frame; returns a frame to send back, if any.
+fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgoing> {
+    match parse_inbound(text) {
+        Err(e) => {
+            let excerpt: String = text.chars().take(120).collect();
+            log::warn!("ignoring inbound frame, {e}: {excerpt:?}");
+            None
+        }
+        Ok(Inbound::Job(job)) => agent.jobs.submit(agent, job, tx).map(Outgoing::from),
+        Ok(Inbound::MalformedJob {
+            job_id: Some(id),
+            problem,
+        }) => {
+            log::warn!("malformed job {id}: {problem}");
+            Some(Outbound::job_error(&id, ErrorCode::Internal, format!("malformed job: {problem}"), 0).into())
+        }
+        Ok(Inbound::MalformedJob { job_id: None, problem }) => {
+            log::warn!("ignoring a job frame without a readable job_id: {problem}");
+            None
+        }
+        Ok(Inbound::JobCancel { job_id }) => {
+            agent.jobs.cancel(&job_id);
+            None
+        }
+        Ok(Inbound::ConfigUpdate) => {
+            log::debug!("ignoring config_update");
+            None
+        }
+        Ok(Inbound::Unknown { kind }) => {
+            log::debug!("ignoring message of unknown type {kind:?}");
+            None
+        }
+        Ok(other) => {
+            log::debug!("ignoring {other:?} after authentication");
+            None
+        }
+    }
+}
+
+fn writer_loop(mut ws: WebSocket<Duplex>, rx: Receiver<Outgoing>, halted: Receiver<()>) {
+    loop {
+        let msg = select! {
+            recv(rx) -> m => match m { Ok(m) => m, Err(_) => return },
+            recv(halted) -> _ => return,
+        };
+        let res = match msg {
+            Outgoing::Text(t) => ws.send(Message::text(t)),
+            Outgoing::Ping => ws.send(Message::Ping(Default::default())),
+        };
+        if let Err(e) = res {
+            log::debug!("writer stopping: {e}");
+            // Wakes the reader so the session ends instead of waiting for a timeout.
+            ws.get_ref().shutdown();
+            return;
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The main loop: run a session, decide how long to wait, run the next one.
+
+use crate::agent::Agent;
+use crate::reconnect::Backoff;
+use crossbeam_channel::Receiver;
+
+/// Runs sessions until `stop` fires.
+pub fn run(agent: &Agent, stop: &Receiver<()>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let end = crate::session::run(agent, stop);
+        let decision = backoff.next(end.authenticated, end.kind, crate::jitter::unit());
+        if end.authenticated {
+            log::log!(end.kind.log_level(), "session closed: {} ({})", end.kind.as_str(), end.detail);
+        } else {
+            log::warn!(
+                "connection attempt {} failed: {}",
+                decision.consecutive_failures,
+                end.detail
+            );
+        }
+        if decision.alarm {
+            log::error!(
+                "{} consecutive connection attempts to {} failed; still retrying (check the network, the coordinator URL and the enrollment code)",
+                decision.consecutive_failures,
+                agent.config.coordinator.url
+            );
+        }
+        log::info!("reconnecting in {}ms", decision.delay.as_millis());
+        if stop.recv_timeout(decision.delay).is_ok() {
+            return;
+        }
+    }
+}
