@@ -23,7 +23,7 @@ pub struct Agent {
 impl Agent {
     pub fn new(config: Config, identity: Identity, tls: Arc<rustls::ClientConfig>) -> Agent {
         let discovery = Arc::new(Discovery::new(&config));
-        let jobs = Jobs::new(&config);
+        let jobs = Jobs::new(&config, Arc::clone(&discovery));
         Agent {
             config,
             identity: Mutex::new(identity),
@@ -50,7 +50,8 @@ impl Agent {
                     model_id: id.clone(),
                     input_per_1m,
                     output_per_1m,
-                    max_concurrent: max,
+                    // llama-server runs at most total_slots requests at a time.
+                    max_concurrent: route.slots.map_or(max, |s| s.min(max)),
                     backend: route.target.kind.as_str(),
                     context_window: route.context_window,
                 }

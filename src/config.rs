@@ -113,6 +113,11 @@ pub struct Limits {
     pub max_concurrent: u32,
     pub max_tokens_per_minute: Option<u64>,
     pub max_request_bytes: usize,
+    /// Backend call limits: connect, first byte (allows a cold model load), and
+    /// the longest silence between streamed events.
+    pub backend_connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +173,11 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "config error in {}: {}", self.origin, self.problem)
         } else {
-            write!(f, "config error in {}: {}: {}", self.origin, self.key, self.problem)
+            write!(
+                f,
+                "config error in {}: {}: {}",
+                self.origin, self.key, self.problem
+            )
         }
     }
 }
@@ -202,7 +211,7 @@ impl Config {
     pub fn load(path: &Path, explicit: bool, over: &Overrides) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let root = match std::fs::read_to_string(path) {
-            Ok(text) => parse_json(&origin, &text)?,
+            Ok(text) => return Config::from_str(&origin, &text, over),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Map::new(),
             Err(e) => {
                 return Err(ConfigError {
@@ -212,8 +221,7 @@ impl Config {
                 })
             }
         };
-        let source = path.exists().then(|| path.to_path_buf());
-        build(&origin, source, &root, over)
+        build(&origin, None, &root, over)
     }
 
     /// Parses config text (used by `load` and by tests and fuzzing).
@@ -254,7 +262,12 @@ impl Walker<'_> {
         }
     }
 
-    fn section<'v>(&mut self, parent: &'v Map<String, Value>, key: &str, known: &[&str]) -> Result<Option<&'v Map<String, Value>>, ConfigError> {
+    fn section<'v>(
+        &mut self,
+        parent: &'v Map<String, Value>,
+        key: &str,
+        known: &[&str],
+    ) -> Result<Option<&'v Map<String, Value>>, ConfigError> {
         match parent.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => {
@@ -267,12 +280,22 @@ impl Walker<'_> {
 
     fn check_keys(&mut self, obj: &Map<String, Value>, path: &str, known: &[&str]) {
         for k in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-            let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-            self.warnings.push(format!("{}: unknown key {at} ignored", self.origin));
+            let at = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            self.warnings
+                .push(format!("{}: unknown key {at} ignored", self.origin));
         }
     }
 
-    fn string(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<String>, ConfigError> {
+    fn string(
+        &self,
+        obj: Option<&Map<String, Value>>,
+        path: &str,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
         match obj.and_then(|o| o.get(key)) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -280,7 +303,12 @@ impl Walker<'_> {
         }
     }
 
-    fn boolean(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<bool>, ConfigError> {
+    fn boolean(
+        &self,
+        obj: Option<&Map<String, Value>>,
+        path: &str,
+        key: &str,
+    ) -> Result<Option<bool>, ConfigError> {
         match obj.and_then(|o| o.get(key)) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -288,26 +316,46 @@ impl Walker<'_> {
         }
     }
 
-    fn uint(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+    fn uint(
+        &self,
+        obj: Option<&Map<String, Value>>,
+        path: &str,
+        key: &str,
+    ) -> Result<Option<u64>, ConfigError> {
         match obj.and_then(|o| o.get(key)) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.err(&join(path, key), format!("must be a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.err(
+                    &join(path, key),
+                    format!("must be a non-negative integer, got {v}"),
+                )
+            }),
         }
     }
 
     /// Seconds as a positive number (fractions allowed), bounded above.
-    fn seconds(&self, obj: Option<&Map<String, Value>>, path: &str, key: &str, default: f64, max: f64) -> Result<Duration, ConfigError> {
+    fn seconds(
+        &self,
+        obj: Option<&Map<String, Value>>,
+        path: &str,
+        key: &str,
+        default: f64,
+        max: f64,
+    ) -> Result<Duration, ConfigError> {
         let v = match obj.and_then(|o| o.get(key)) {
             None | Some(Value::Null) => default,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(&join(path, key), format!("must be a number of seconds, got {v}")))?,
+            Some(v) => v.as_f64().ok_or_else(|| {
+                self.err(
+                    &join(path, key),
+                    format!("must be a number of seconds, got {v}"),
+                )
+            })?,
         };
         if !(v > 0.0 && v <= max) {
-            return Err(self.err(&join(path, key), format!("must be greater than 0 and at most {max}, got {v}")));
+            return Err(self.err(
+                &join(path, key),
+                format!("must be greater than 0 and at most {max}, got {v}"),
+            ));
         }
         Ok(Duration::from_secs_f64(v))
     }
@@ -321,12 +369,21 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over: &Overrides) -> Result<Config, ConfigError> {
+fn build(
+    origin: &str,
+    source: Option<PathBuf>,
+    root: &Map<String, Value>,
+    over: &Overrides,
+) -> Result<Config, ConfigError> {
     let mut w = Walker {
         origin,
         warnings: Vec::new(),
     };
-    w.check_keys(root, "", &["coordinator", "identity", "backends", "pricing", "limits"]);
+    w.check_keys(
+        root,
+        "",
+        &["coordinator", "identity", "backends", "pricing", "limits"],
+    );
     let coordinator = build_coordinator(&mut w, root, over)?;
 
     let ident = w.section(root, "identity", &["key_path"])?;
@@ -339,10 +396,21 @@ fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over:
 
     let backends = build_backends(&mut w, root)?;
 
-    let pricing_obj = w.section(root, "pricing", &["default_input_per_1m", "default_output_per_1m", "models"])?;
-    let default_input_per_1m = w.uint(pricing_obj, "pricing", "default_input_per_1m")?.unwrap_or(DEFAULT_INPUT_PER_1M);
-    let default_output_per_1m = w.uint(pricing_obj, "pricing", "default_output_per_1m")?.unwrap_or(DEFAULT_OUTPUT_PER_1M);
-    for (key, v) in [("default_input_per_1m", default_input_per_1m), ("default_output_per_1m", default_output_per_1m)] {
+    let pricing_obj = w.section(
+        root,
+        "pricing",
+        &["default_input_per_1m", "default_output_per_1m", "models"],
+    )?;
+    let default_input_per_1m = w
+        .uint(pricing_obj, "pricing", "default_input_per_1m")?
+        .unwrap_or(DEFAULT_INPUT_PER_1M);
+    let default_output_per_1m = w
+        .uint(pricing_obj, "pricing", "default_output_per_1m")?
+        .unwrap_or(DEFAULT_OUTPUT_PER_1M);
+    for (key, v) in [
+        ("default_input_per_1m", default_input_per_1m),
+        ("default_output_per_1m", default_output_per_1m),
+    ] {
         if v == 0 {
             return Err(w.err(
                 &join("pricing", key),
@@ -355,7 +423,10 @@ fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over:
         for (model, v) in m {
             let path = format!("pricing.models.{model}");
             let Value::Object(p) = v else {
-                return Err(w.err(&path, "must be an object with input_per_1m and/or output_per_1m"));
+                return Err(w.err(
+                    &path,
+                    "must be an object with input_per_1m and/or output_per_1m",
+                ));
             };
             w.check_keys(p, &path, &["input_per_1m", "output_per_1m"]);
             models.insert(
@@ -368,22 +439,55 @@ fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over:
         }
     }
 
-    let limits_obj = w.section(root, "limits", &["max_concurrent", "max_tokens_per_minute", "max_request_bytes"])?;
-    let max_concurrent = w.uint(limits_obj, "limits", "max_concurrent")?.unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
+    let limits_obj = w.section(
+        root,
+        "limits",
+        &[
+            "max_concurrent",
+            "max_tokens_per_minute",
+            "max_request_bytes",
+            "backend_connect_timeout_s",
+            "first_byte_timeout_s",
+            "idle_timeout_s",
+        ],
+    )?;
+    let max_concurrent = w
+        .uint(limits_obj, "limits", "max_concurrent")?
+        .unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
     if !(1..=u64::from(MAX_CONCURRENT_LIMIT)).contains(&max_concurrent) {
         return Err(w.err(
             "limits.max_concurrent",
             format!("must be between 1 and {MAX_CONCURRENT_LIMIT}, got {max_concurrent}"),
         ));
     }
-    let max_request_bytes = w.uint(limits_obj, "limits", "max_request_bytes")?.unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
+    let max_request_bytes = w
+        .uint(limits_obj, "limits", "max_request_bytes")?
+        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
     if max_request_bytes < 1024 {
-        return Err(w.err("limits.max_request_bytes", format!("must be at least 1024, got {max_request_bytes}")));
+        return Err(w.err(
+            "limits.max_request_bytes",
+            format!("must be at least 1024, got {max_request_bytes}"),
+        ));
     }
     let limits = Limits {
         max_concurrent: max_concurrent as u32,
         max_tokens_per_minute: w.uint(limits_obj, "limits", "max_tokens_per_minute")?,
         max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
+        backend_connect_timeout: w.seconds(
+            limits_obj,
+            "limits",
+            "backend_connect_timeout_s",
+            5.0,
+            300.0,
+        )?,
+        first_byte_timeout: w.seconds(
+            limits_obj,
+            "limits",
+            "first_byte_timeout_s",
+            120.0,
+            3600.0,
+        )?,
+        idle_timeout: w.seconds(limits_obj, "limits", "idle_timeout_s", 60.0, 3600.0)?,
     };
 
     Ok(Config {
@@ -401,7 +505,11 @@ fn build(origin: &str, source: Option<PathBuf>, root: &Map<String, Value>, over:
     })
 }
 
-fn build_coordinator(w: &mut Walker, root: &Map<String, Value>, over: &Overrides) -> Result<CoordinatorConfig, ConfigError> {
+fn build_coordinator(
+    w: &mut Walker,
+    root: &Map<String, Value>,
+    over: &Overrides,
+) -> Result<CoordinatorConfig, ConfigError> {
     const P: &str = "coordinator";
     let c = w.section(
         root,
@@ -418,27 +526,29 @@ fn build_coordinator(w: &mut Walker, root: &Map<String, Value>, over: &Overrides
         ],
     )?;
     let allow_insecure = w.boolean(c, P, "allow_insecure")?.unwrap_or(false);
-    let (url_text, url_err): (String, Box<dyn Fn(String) -> ConfigError>) = match &over.coordinator_url {
-        Some(u) => (
-            u.clone(),
-            Box::new(|problem| ConfigError {
-                origin: "environment".into(),
-                key: ENV_COORDINATOR_URL.into(),
-                problem,
-            }),
-        ),
-        None => {
-            let origin = w.origin.to_owned();
-            (
-                w.string(c, P, "url")?.unwrap_or_else(|| DEFAULT_COORDINATOR_URL.into()),
-                Box::new(move |problem| ConfigError {
-                    origin: origin.clone(),
-                    key: "coordinator.url".into(),
+    let (url_text, url_err): (String, Box<dyn Fn(String) -> ConfigError>) =
+        match &over.coordinator_url {
+            Some(u) => (
+                u.clone(),
+                Box::new(|problem| ConfigError {
+                    origin: "environment".into(),
+                    key: ENV_COORDINATOR_URL.into(),
                     problem,
                 }),
-            )
-        }
-    };
+            ),
+            None => {
+                let origin = w.origin.to_owned();
+                (
+                    w.string(c, P, "url")?
+                        .unwrap_or_else(|| DEFAULT_COORDINATOR_URL.into()),
+                    Box::new(move |problem| ConfigError {
+                        origin: origin.clone(),
+                        key: "coordinator.url".into(),
+                        problem,
+                    }),
+                )
+            }
+        };
     let url = Endpoint::parse(&url_text).map_err(&url_err)?;
     match url.scheme {
         Scheme::Wss => {}
@@ -457,7 +567,10 @@ fn build_coordinator(w: &mut Walker, root: &Map<String, Value>, over: &Overrides
         .clone()
         .or(w.string(c, P, "enrollment_code")?)
         .filter(|s| !s.is_empty());
-    let ca_file = w.string(c, P, "ca_file")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let ca_file = w
+        .string(c, P, "ca_file")?
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
     let extra_roots = match &ca_file {
         None => Vec::new(),
         Some(path) => load_certs(path).map_err(|problem| w.err("coordinator.ca_file", problem))?,
@@ -482,12 +595,18 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{} is not valid PEM: {e:?}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{} contains no PEM CERTIFICATE block", path.display()));
+        return Err(format!(
+            "{} contains no PEM CERTIFICATE block",
+            path.display()
+        ));
     }
     Ok(certs)
 }
 
-fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<BackendConfig>, ConfigError> {
+fn build_backends(
+    w: &mut Walker,
+    root: &Map<String, Value>,
+) -> Result<Vec<BackendConfig>, ConfigError> {
     let list = match root.get("backends") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -500,9 +619,12 @@ fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<Backe
             return Err(w.err(&path, "must be an object"));
         };
         w.check_keys(b, &path, &["kind", "url", "models", "api_key_env"]);
-        let kind_text = w
-            .string(Some(b), &path, "kind")?
-            .ok_or_else(|| w.err(&join(&path, "kind"), "missing (one of vllm, llamacpp, lmstudio, ollama)"))?;
+        let kind_text = w.string(Some(b), &path, "kind")?.ok_or_else(|| {
+            w.err(
+                &join(&path, "kind"),
+                "missing (one of vllm, llamacpp, lmstudio, ollama)",
+            )
+        })?;
         let kind = BackendKind::parse(&kind_text).ok_or_else(|| {
             w.err(
                 &join(&path, "kind"),
@@ -512,7 +634,8 @@ fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<Backe
         let url_key = join(&path, "url");
         let url = match w.string(Some(b), &path, "url")? {
             Some(u) => Endpoint::parse(&u).map_err(|p| w.err(&url_key, p))?,
-            None => Endpoint::parse(&format!("http://127.0.0.1:{}", kind.default_port())).map_err(|p| w.err(&url_key, p))?,
+            None => Endpoint::parse(&format!("http://127.0.0.1:{}", kind.default_port()))
+                .map_err(|p| w.err(&url_key, p))?,
         };
         if url.scheme != Scheme::Http {
             return Err(w.err(
@@ -521,7 +644,10 @@ fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<Backe
             ));
         }
         if let Some(j) = out.iter().position(|o| o.url == url) {
-            return Err(w.err(&url_key, format!("duplicate backend: {url} is already backends[{j}]")));
+            return Err(w.err(
+                &url_key,
+                format!("duplicate backend: {url} is already backends[{j}]"),
+            ));
         }
         let models = match b.get("models") {
             None | Some(Value::Null) => None,
@@ -530,13 +656,17 @@ fn build_backends(w: &mut Walker, root: &Map<String, Value>) -> Result<Vec<Backe
                     .enumerate()
                     .map(|(j, m)| match m {
                         Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                        _ => Err(w.err(&format!("{path}.models[{j}]"), "must be a non-empty string")),
+                        _ => {
+                            Err(w.err(&format!("{path}.models[{j}]"), "must be a non-empty string"))
+                        }
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             Some(_) => return Err(w.err(&join(&path, "models"), "must be an array of model ids")),
         };
-        let api_key_env = w.string(Some(b), &path, "api_key_env")?.filter(|s| !s.is_empty());
+        let api_key_env = w
+            .string(Some(b), &path, "api_key_env")?
+            .filter(|s| !s.is_empty());
         let api_key = api_key_env.as_ref().and_then(|name| {
             let v = std::env::var(name).ok().filter(|v| !v.is_empty());
             if v.is_none() {
@@ -573,7 +703,10 @@ mod tests {
     #[test]
     fn empty_object_gives_protocol_defaults() {
         let c = parse("{}").unwrap();
-        assert_eq!(c.coordinator.url.to_string(), "wss://api.usepod.ai:443/provider/connect");
+        assert_eq!(
+            c.coordinator.url.to_string(),
+            "wss://api.usepod.ai:443/provider/connect"
+        );
         assert_eq!(c.coordinator.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(c.coordinator.ping_interval, Duration::from_secs(15));
         assert_eq!(c.limits.max_concurrent, 8);
@@ -598,31 +731,81 @@ mod tests {
         assert_eq!(c.coordinator.enrollment_code.as_deref(), Some("E"));
         assert_eq!(c.coordinator.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.backends[1].url.port, 11434);
-        assert_eq!(c.backends[0].models.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(
+            c.backends[0].models.as_deref(),
+            Some(&["a".to_string()][..])
+        );
         assert_eq!(c.pricing.resolve("a"), (0, 2));
         assert_eq!(c.limits.max_tokens_per_minute, Some(1000));
-        assert!(c.warnings.iter().any(|w| w.contains("USEPOD_TEST_UNSET_VAR")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("USEPOD_TEST_UNSET_VAR")));
     }
 
     #[test]
     fn errors_name_file_key_and_problem() {
         let cases = [
-            (r#"{"backends":[{"kind":"tgi"}]}"#, "backends[0].kind", "unknown backend kind"),
-            (r#"{"backends":[{"kind":"vllm","url":"https://x:1"}]}"#, "backends[0].url", "http://"),
-            (r#"{"coordinator":{"url":"http://x/"}}"#, "coordinator.url", "wss://"),
-            (r#"{"coordinator":{"url":"ws://example.com/"}}"#, "coordinator.url", "loopback"),
-            (r#"{"pricing":{"default_input_per_1m":0}}"#, "pricing.default_input_per_1m", "greater than 0"),
-            (r#"{"pricing":{"default_output_per_1m":0}}"#, "pricing.default_output_per_1m", "greater than 0"),
-            (r#"{"limits":{"max_concurrent":0}}"#, "limits.max_concurrent", "between 1 and 256"),
-            (r#"{"limits":{"max_concurrent":257}}"#, "limits.max_concurrent", "between 1 and 256"),
-            (r#"{"coordinator":{"ca_file":"/nonexistent/ca.pem"}}"#, "coordinator.ca_file", "cannot read"),
+            (
+                r#"{"backends":[{"kind":"tgi"}]}"#,
+                "backends[0].kind",
+                "unknown backend kind",
+            ),
+            (
+                r#"{"backends":[{"kind":"vllm","url":"https://x:1"}]}"#,
+                "backends[0].url",
+                "http://",
+            ),
+            (
+                r#"{"coordinator":{"url":"http://x/"}}"#,
+                "coordinator.url",
+                "wss://",
+            ),
+            (
+                r#"{"coordinator":{"url":"ws://example.com/"}}"#,
+                "coordinator.url",
+                "loopback",
+            ),
+            (
+                r#"{"pricing":{"default_input_per_1m":0}}"#,
+                "pricing.default_input_per_1m",
+                "greater than 0",
+            ),
+            (
+                r#"{"pricing":{"default_output_per_1m":0}}"#,
+                "pricing.default_output_per_1m",
+                "greater than 0",
+            ),
+            (
+                r#"{"limits":{"max_concurrent":0}}"#,
+                "limits.max_concurrent",
+                "between 1 and 256",
+            ),
+            (
+                r#"{"limits":{"max_concurrent":257}}"#,
+                "limits.max_concurrent",
+                "between 1 and 256",
+            ),
+            (
+                r#"{"coordinator":{"ca_file":"/nonexistent/ca.pem"}}"#,
+                "coordinator.ca_file",
+                "cannot read",
+            ),
             (
                 r#"{"backends":[{"kind":"vllm","url":"http://127.0.0.1:8000"},{"kind":"ollama","url":"http://127.0.0.1:8000/"}]}"#,
                 "backends[1].url",
                 "duplicate",
             ),
-            (r#"{"coordinator":{"heartbeat_interval_s":0}}"#, "coordinator.heartbeat_interval_s", "greater than 0"),
-            (r#"{"limits":{"max_concurrent":"8"}}"#, "limits.max_concurrent", "integer"),
+            (
+                r#"{"coordinator":{"heartbeat_interval_s":0}}"#,
+                "coordinator.heartbeat_interval_s",
+                "greater than 0",
+            ),
+            (
+                r#"{"limits":{"max_concurrent":"8"}}"#,
+                "limits.max_concurrent",
+                "integer",
+            ),
             (r#"{"backends":{}}"#, "backends", "array"),
         ];
         for (text, key, needle) in cases {
@@ -638,7 +821,9 @@ mod tests {
     fn insecure_ws_needs_loopback_or_opt_in() {
         assert!(parse(r#"{"coordinator":{"url":"ws://127.0.0.1:9/p"}}"#).is_ok());
         assert!(parse(r#"{"coordinator":{"url":"ws://localhost:9/p"}}"#).is_ok());
-        assert!(parse(r#"{"coordinator":{"url":"ws://10.1.2.3/p","allow_insecure":true}}"#).is_ok());
+        assert!(
+            parse(r#"{"coordinator":{"url":"ws://10.1.2.3/p","allow_insecure":true}}"#).is_ok()
+        );
     }
 
     #[test]
@@ -654,7 +839,8 @@ mod tests {
             enrollment_code: Some("ENV".into()),
             key_path: Some("/tmp/env.key".into()),
         };
-        let c = Config::from_str("f", r#"{"coordinator":{"enrollment_code":"FILE"}}"#, &over).unwrap();
+        let c =
+            Config::from_str("f", r#"{"coordinator":{"enrollment_code":"FILE"}}"#, &over).unwrap();
         assert_eq!(c.coordinator.url.host, "other.example");
         assert_eq!(c.coordinator.enrollment_code.as_deref(), Some("ENV"));
         assert_eq!(c.key_path, PathBuf::from("/tmp/env.key"));
@@ -663,13 +849,19 @@ mod tests {
             ..Overrides::default()
         };
         let e = Config::from_str("f", "{}", &bad).unwrap_err();
-        assert_eq!((e.origin.as_str(), e.key.as_str()), ("environment", ENV_COORDINATOR_URL));
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("environment", ENV_COORDINATOR_URL)
+        );
     }
 
     #[test]
     fn unknown_keys_warn_instead_of_failing() {
         let c = parse(r#"{"coordinator":{"heartbeat":3},"extra":1}"#).unwrap();
-        assert!(c.warnings.iter().any(|w| w.contains("coordinator.heartbeat")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("coordinator.heartbeat")));
         assert!(c.warnings.iter().any(|w| w.contains("extra")));
     }
 }

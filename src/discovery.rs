@@ -37,7 +37,9 @@ impl Target {
     }
 
     fn allows(&self, model: &str) -> bool {
-        self.allow.as_ref().is_none_or(|a| a.iter().any(|m| m == model))
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|m| m == model))
     }
 }
 
@@ -60,7 +62,10 @@ pub struct Snapshot {
 /// Builds the route table: per model, the healthy backend with the best kind
 /// priority (vllm < llamacpp < lmstudio < ollama), config order breaking ties;
 /// models with a zero price or outside a backend's allow-list are left out.
-pub fn route_table(backends: &[(Arc<Target>, Option<Probe>)], pricing: &Pricing) -> BTreeMap<String, Route> {
+pub fn route_table(
+    backends: &[(Arc<Target>, Option<Probe>)],
+    pricing: &Pricing,
+) -> BTreeMap<String, Route> {
     let mut routes: BTreeMap<String, Route> = BTreeMap::new();
     for (target, probe) in backends {
         let Some(p) = probe.as_ref().filter(|p| p.healthy) else {
@@ -113,7 +118,11 @@ impl Discovery {
     pub fn new(config: &Config) -> Discovery {
         let (changed_tx, changed_rx) = bounded(1);
         let (refresh_tx, refresh_rx) = bounded(1);
-        let configured: Vec<Arc<Target>> = config.backends.iter().map(|b| Arc::new(Target::from_config(b))).collect();
+        let configured: Vec<Arc<Target>> = config
+            .backends
+            .iter()
+            .map(|b| Arc::new(Target::from_config(b)))
+            .collect();
         Discovery {
             state: Mutex::new(State {
                 snapshot: Arc::new(Snapshot {
@@ -149,10 +158,10 @@ impl Discovery {
     /// Waits until the first probe round has finished or `timeout` passes.
     pub fn wait_first_round(&self, timeout: Duration) {
         let st = lock(&self.state);
-        let _ = self
-            .round_done
-            .wait_timeout_while(st, timeout, |s| s.rounds == 0)
-            .map(|(g, _)| g);
+        drop(
+            self.round_done
+                .wait_timeout_while(st, timeout, |s| s.rounds == 0),
+        );
     }
 
     fn publish(&self, backends: Vec<(Arc<Target>, Option<Probe>)>) {
@@ -232,7 +241,10 @@ fn log_probe(t: &Target, p: &Probe) {
 fn same_offer(a: &BTreeMap<String, Route>, b: &BTreeMap<String, Route>) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ka, ra), (kb, rb))| {
-            ka == kb && ra.target.kind == rb.target.kind && ra.target.url == rb.target.url && ra.context_window == rb.context_window
+            ka == kb
+                && ra.target.kind == rb.target.kind
+                && ra.target.url == rb.target.url
+                && ra.context_window == rb.context_window
         })
 }
 
@@ -339,7 +351,10 @@ mod tests {
     fn best_kind_wins_and_config_order_breaks_ties() {
         let backends = vec![
             (target(BackendKind::Ollama, 1, None), up(&["shared", "o"])),
-            (target(BackendKind::LlamaCpp, 2, None), up(&["shared", "tie"])),
+            (
+                target(BackendKind::LlamaCpp, 2, None),
+                up(&["shared", "tie"]),
+            ),
             (target(BackendKind::LlamaCpp, 3, None), up(&["tie"])),
             (target(BackendKind::Vllm, 4, None), None),
         ];
@@ -356,7 +371,10 @@ mod tests {
         down.healthy = false;
         let backends = vec![
             (target(BackendKind::Vllm, 1, None), Some(down)),
-            (target(BackendKind::LlamaCpp, 2, Some(&["a"])), up(&["a", "b"])),
+            (
+                target(BackendKind::LlamaCpp, 2, Some(&["a"])),
+                up(&["a", "b"]),
+            ),
             (target(BackendKind::Ollama, 3, None), up(&["free"])),
         ];
         let r = route_table(&backends, &pricing(&["free"]));

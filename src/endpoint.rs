@@ -119,7 +119,13 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme.as_str(), self.authority(), self.path)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.path
+        )
     }
 }
 
@@ -138,12 +144,21 @@ mod tests {
         assert_eq!((e.port, e.path.as_str()), (8080, "/"));
         assert!(e.is_loopback());
         let e = Endpoint::parse("ws://[::1]:9/x?y=1").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("::1", 9, "/x?y=1"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path.as_str()),
+            ("::1", 9, "/x?y=1")
+        );
         assert_eq!(e.authority(), "[::1]:9");
         assert!(e.is_loopback());
         assert!(!Endpoint::parse("ws://10.0.0.2/").unwrap().is_loopback());
-        assert_eq!(Endpoint::parse("http://h:1/v1/").unwrap().join("/models"), "/v1/models");
-        assert_eq!(Endpoint::parse("http://h:1").unwrap().join("/health"), "/health");
+        assert_eq!(
+            Endpoint::parse("http://h:1/v1/").unwrap().join("/models"),
+            "/v1/models"
+        );
+        assert_eq!(
+            Endpoint::parse("http://h:1").unwrap().join("/health"),
+            "/health"
+        );
     }
 
     #[test]

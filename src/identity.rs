@@ -19,7 +19,11 @@ const END: &str = "-----END USEPOD AGENT KEY-----";
 #[derive(Debug)]
 pub enum IdentityError {
     /// The file or its directory could not be read or written.
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     /// The file exists but is not a valid key file; it is left untouched.
     Corrupt { path: PathBuf, problem: String },
     /// `public` does not match the key derived from `secret`.
@@ -116,7 +120,8 @@ impl Identity {
         if lines.next() != Some(BEGIN) {
             return Err(corrupt(format!("first line is not {BEGIN}")));
         }
-        let (mut version, mut created, mut secret, mut public, mut provider_id) = (None, None, None, None, None);
+        let (mut version, mut created, mut secret, mut public, mut provider_id) =
+            (None, None, None, None, None);
         let mut extra = Vec::new();
         let mut ended = false;
         for line in lines.by_ref() {
@@ -140,14 +145,19 @@ impl Identity {
         if !ended {
             return Err(corrupt(format!("no {END} line (truncated?)")));
         }
-        let need = |v: Option<String>, name: &str| v.ok_or_else(|| corrupt(format!("missing `{name}:`")));
+        let need =
+            |v: Option<String>, name: &str| v.ok_or_else(|| corrupt(format!("missing `{name}:`")));
         let version = need(version, "version")?;
         if version != "1" {
-            return Err(corrupt(format!("unsupported version {version:?} (expected 1)")));
+            return Err(corrupt(format!(
+                "unsupported version {version:?} (expected 1)"
+            )));
         }
         let created = need(created, "created")?;
-        let seed = decode32(&need(secret, "secret")?).ok_or_else(|| corrupt("`secret` is not base64 of 32 bytes".into()))?;
-        let public = decode32(&need(public, "public")?).ok_or_else(|| corrupt("`public` is not base64 of 32 bytes".into()))?;
+        let seed = decode32(&need(secret, "secret")?)
+            .ok_or_else(|| corrupt("`secret` is not base64 of 32 bytes".into()))?;
+        let public = decode32(&need(public, "public")?)
+            .ok_or_else(|| corrupt("`public` is not base64 of 32 bytes".into()))?;
         let keypair = KeyPair::from_seed(Seed::new(seed));
         if *keypair.pk != public {
             return Err(IdentityError::Mismatch { path: path.into() });
@@ -183,7 +193,11 @@ impl Identity {
     pub fn save(&self) -> Result<(), IdentityError> {
         let io_err = |action: &'static str| {
             let path = self.path.clone();
-            move |source| IdentityError::Io { path, action, source }
+            move |source| IdentityError::Io {
+                path,
+                action,
+                source,
+            }
         };
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -196,10 +210,18 @@ impl Identity {
                 .create(&dir)
                 .map_err(io_err("create its directory"))?;
         }
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(self.render().as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -264,8 +286,18 @@ mod tests {
         let path = dir.join("sub/identity.key");
         let (id, created) = Identity::load_or_create(&path).unwrap();
         assert!(created);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let (again, created) = Identity::load_or_create(&path).unwrap();
         assert!(!created);
         assert_eq!(again.public_b64(), id.public_b64());
@@ -286,7 +318,10 @@ mod tests {
         assert_eq!(id.render(), text);
         let sig = B64.decode(id.sign_b64(b"nonce")).unwrap();
         kp.pk
-            .verify(b"nonce", &ed25519_compact::Signature::from_slice(&sig).unwrap())
+            .verify(
+                b"nonce",
+                &ed25519_compact::Signature::from_slice(&sig).unwrap(),
+            )
             .unwrap();
         assert_eq!(id.sign_b64(b"x").len(), 88);
         assert_eq!(id.public_b64().len(), 44);
@@ -296,7 +331,12 @@ mod tests {
     fn refuses_corrupt_truncated_and_mismatched_files() {
         let good = Identity::generate(Path::new("k")).render();
         let other = Identity::generate(Path::new("k")).render();
-        let public_line = |t: &str| t.lines().find(|l| l.starts_with("public:")).unwrap().to_owned();
+        let public_line = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("public:"))
+                .unwrap()
+                .to_owned()
+        };
         let mismatched = good.replace(&public_line(&good), &public_line(&other));
         let cases: Vec<(String, &str)> = vec![
             (good[..good.len() / 2].to_owned(), "truncated"),
@@ -308,7 +348,10 @@ mod tests {
         for (text, needle) in cases {
             let e = Identity::parse(Path::new("/x/identity.key"), text.as_bytes()).unwrap_err();
             let shown = e.to_string();
-            assert!(shown.contains("/x/identity.key") && shown.contains(needle), "{shown}");
+            assert!(
+                shown.contains("/x/identity.key") && shown.contains(needle),
+                "{shown}"
+            );
         }
         assert!(matches!(
             Identity::parse(Path::new("k"), mismatched.as_bytes()),
@@ -336,7 +379,10 @@ mod tests {
         assert!(id.set_provider_id("prov-1").unwrap());
         assert!(!id.set_provider_id("prov-1").unwrap());
         assert_eq!(Identity::load(&path).unwrap().provider_id(), Some("prov-1"));
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

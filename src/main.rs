@@ -109,14 +109,36 @@ fn validate(config: &Config) -> ExitCode {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(no file: defaults)".into());
     println!("config: {src} is valid");
-    println!("coordinator: {}", config.coordinator.url);
+    let c = &config.coordinator;
+    let insecure = if c.allow_insecure {
+        " (insecure ws:// allowed)"
+    } else {
+        ""
+    };
+    println!("coordinator: {}{insecure}", c.url);
+    if let Some(ca) = &c.ca_file {
+        println!(
+            "extra CA: {} ({} certificate(s))",
+            ca.display(),
+            c.extra_roots.len()
+        );
+    }
     println!("identity: {}", config.key_path.display());
     if config.backends.is_empty() {
         println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
     }
     for b in &config.backends {
-        let allow = b.models.as_ref().map(|m| format!(" models {m:?}")).unwrap_or_default();
-        println!("backend: {} {}{allow}", b.kind.as_str(), b.url);
+        let allow = b
+            .models
+            .as_ref()
+            .map(|m| format!(" models {m:?}"))
+            .unwrap_or_default();
+        let key = b
+            .api_key_env
+            .as_ref()
+            .map(|e| format!(" key from ${e}"))
+            .unwrap_or_default();
+        println!("backend: {} {}{allow}{key}", b.kind.as_str(), b.url);
     }
     println!("max_concurrent: {}", config.limits.max_concurrent);
     for w in &config.warnings {
@@ -157,8 +179,14 @@ fn discover(config: &Config) -> ExitCode {
         let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
         println!("{} {} ({state}{slots})", t.kind.as_str(), t.url);
         for m in &p.models {
-            let routed = snap.routes.get(&m.id).is_some_and(|r| Arc::ptr_eq(&r.target, t));
-            let ctx = m.context_window.map(|c| format!(" context {c}")).unwrap_or_default();
+            let routed = snap
+                .routes
+                .get(&m.id)
+                .is_some_and(|r| Arc::ptr_eq(&r.target, t));
+            let ctx = m
+                .context_window
+                .map(|c| format!(" context {c}"))
+                .unwrap_or_default();
             let note = if routed { "" } else { " (not offered here)" };
             println!("  {}{ctx}{note}", m.id);
         }

@@ -32,15 +32,28 @@ pub struct JobRequest {
 /// A server → agent message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    AuthChallenge { nonce: String },
-    AuthOk { provider_id: Option<String> },
-    AuthFailed { reason: Option<String> },
+    AuthChallenge {
+        nonce: String,
+    },
+    AuthOk {
+        provider_id: Option<String>,
+    },
+    AuthFailed {
+        reason: Option<String>,
+    },
     Job(JobRequest),
     /// A `job` frame we cannot run; answered with `job_error` when `job_id` is known.
-    MalformedJob { job_id: Option<String>, problem: String },
-    JobCancel { job_id: String },
+    MalformedJob {
+        job_id: Option<String>,
+        problem: String,
+    },
+    JobCancel {
+        job_id: String,
+    },
     ConfigUpdate,
-    Unknown { kind: String },
+    Unknown {
+        kind: String,
+    },
 }
 
 /// Why a text frame is not a message at all.
@@ -69,7 +82,8 @@ fn opt_string(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String>
 
 /// Parses one inbound text frame.
 pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(ParseError::NotAnObject);
     };
@@ -110,7 +124,8 @@ pub fn normalize_job_id(id: &str) -> Option<String> {
 
 fn parse_job(mut obj: serde_json::Map<String, Value>) -> Inbound {
     let raw_id = obj.get("job_id").and_then(Value::as_str).map(str::to_owned);
-    let malformed = |job_id: Option<String>, problem: String| Inbound::MalformedJob { job_id, problem };
+    let malformed =
+        |job_id: Option<String>, problem: String| Inbound::MalformedJob { job_id, problem };
     let Some(raw_id) = raw_id else {
         return malformed(None, "job_id missing or not a string".into());
     };
@@ -119,7 +134,12 @@ fn parse_job(mut obj: serde_json::Map<String, Value>) -> Inbound {
     };
     let model_id = match obj.get("model_id") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => return malformed(Some(job_id), "model_id missing or not a non-empty string".into()),
+        _ => {
+            return malformed(
+                Some(job_id),
+                "model_id missing or not a non-empty string".into(),
+            )
+        }
     };
     let request = match obj.remove("request") {
         Some(Value::Object(r)) => r,
@@ -134,7 +154,12 @@ fn parse_job(mut obj: serde_json::Map<String, Value>) -> Inbound {
         None | Some(Value::Null) => DEFAULT_DEADLINE_MS,
         Some(v) => match v.as_u64() {
             Some(ms) => ms,
-            None => return malformed(Some(job_id), format!("deadline_ms is not a non-negative integer: {v}")),
+            None => {
+                return malformed(
+                    Some(job_id),
+                    format!("deadline_ms is not a non-negative integer: {v}"),
+                )
+            }
         },
     };
     Inbound::Job(JobRequest {
@@ -275,7 +300,12 @@ impl Outbound {
         }
     }
 
-    pub fn job_error(job_id: &str, error_code: ErrorCode, message: impl Into<String>, tokens_emitted: u64) -> Outbound {
+    pub fn job_error(
+        job_id: &str,
+        error_code: ErrorCode,
+        message: impl Into<String>,
+        tokens_emitted: u64,
+    ) -> Outbound {
         Outbound::JobError {
             job_id: job_id.to_owned(),
             error_code,
@@ -309,7 +339,10 @@ mod tests {
             &m,
             json!({"type":"auth_response","pubkey":"P","signature":"S","agent_version":"0.1.0","enrollment_code":"E"}),
         );
-        if let Outbound::AuthResponse { enrollment_code, .. } = &mut m {
+        if let Outbound::AuthResponse {
+            enrollment_code, ..
+        } = &mut m
+        {
             *enrollment_code = None;
         }
         golden(
@@ -402,7 +435,9 @@ mod tests {
     fn parses_handshake_messages() {
         assert_eq!(
             parse_inbound(r#"{"type":"auth_challenge","nonce":"AAAA","x":1}"#).unwrap(),
-            Inbound::AuthChallenge { nonce: "AAAA".into() }
+            Inbound::AuthChallenge {
+                nonce: "AAAA".into()
+            }
         );
         assert_eq!(
             parse_inbound(r#"{"type":"auth_ok"}"#).unwrap(),
@@ -425,7 +460,9 @@ mod tests {
     #[test]
     fn parses_job_with_defaults_and_big_deadline() {
         let upper = ID.to_uppercase();
-        let text = format!(r#"{{"type":"job","job_id":"{upper}","model_id":"m","request":{{"messages":[]}}}}"#);
+        let text = format!(
+            r#"{{"type":"job","job_id":"{upper}","model_id":"m","request":{{"messages":[]}}}}"#
+        );
         let Inbound::Job(job) = parse_inbound(&text).unwrap() else {
             panic!("not a job")
         };
@@ -446,11 +483,22 @@ mod tests {
     #[test]
     fn malformed_jobs_keep_their_id() {
         let cases = [
-            (format!(r#"{{"type":"job","job_id":"{ID}","request":{{}}}}"#), "model_id"),
-            (format!(r#"{{"type":"job","job_id":"{ID}","model_id":"m"}}"#), "request missing"),
-            (format!(r#"{{"type":"job","job_id":"{ID}","model_id":"m","request":[1]}}"#), "request is not"),
             (
-                format!(r#"{{"type":"job","job_id":"{ID}","model_id":"m","request":{{}},"deadline_ms":-1}}"#),
+                format!(r#"{{"type":"job","job_id":"{ID}","request":{{}}}}"#),
+                "model_id",
+            ),
+            (
+                format!(r#"{{"type":"job","job_id":"{ID}","model_id":"m"}}"#),
+                "request missing",
+            ),
+            (
+                format!(r#"{{"type":"job","job_id":"{ID}","model_id":"m","request":[1]}}"#),
+                "request is not",
+            ),
+            (
+                format!(
+                    r#"{{"type":"job","job_id":"{ID}","model_id":"m","request":{{}},"deadline_ms":-1}}"#
+                ),
                 "deadline_ms",
             ),
         ];
@@ -463,7 +511,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        match parse_inbound(r#"{"type":"job","job_id":"nope","model_id":"m","request":{}}"#).unwrap() {
+        match parse_inbound(r#"{"type":"job","job_id":"nope","model_id":"m","request":{}}"#)
+            .unwrap()
+        {
             Inbound::MalformedJob { job_id, .. } => assert_eq!(job_id.as_deref(), Some("nope")),
             other => panic!("{other:?}"),
         }

@@ -112,12 +112,21 @@ mod tests {
 
     #[test]
     fn close_classification() {
-        assert_eq!(classify_close(Some((1001, "drain:deploy"))), CloseKind::DrainDeploy);
-        assert_eq!(classify_close(Some((1001, "drain:operator"))), CloseKind::DrainOperator);
+        assert_eq!(
+            classify_close(Some((1001, "drain:deploy"))),
+            CloseKind::DrainDeploy
+        );
+        assert_eq!(
+            classify_close(Some((1001, "drain:operator"))),
+            CloseKind::DrainOperator
+        );
         assert_eq!(classify_close(Some((1001, "bye"))), CloseKind::Graceful);
         assert_eq!(classify_close(Some((1001, ""))), CloseKind::Graceful);
         assert_eq!(classify_close(None), CloseKind::Graceful);
-        assert_eq!(classify_close(Some((1000, "drain:deploy"))), CloseKind::Unexpected);
+        assert_eq!(
+            classify_close(Some((1000, "drain:deploy"))),
+            CloseKind::Unexpected
+        );
         assert_eq!(classify_close(Some((1011, ""))), CloseKind::Unexpected);
         assert_eq!(CloseKind::Unexpected.log_level(), log::Level::Warn);
         assert_eq!(CloseKind::DrainDeploy.log_level(), log::Level::Info);
@@ -139,7 +148,9 @@ mod tests {
     #[test]
     fn pre_auth_failures_escalate_and_alarm_once() {
         let mut b = Backoff::default();
-        let ds: Vec<Decision> = (0..12).map(|_| b.next(false, CloseKind::Unexpected, 0.5)).collect();
+        let ds: Vec<Decision> = (0..12)
+            .map(|_| b.next(false, CloseKind::Unexpected, 0.5))
+            .collect();
         assert_eq!(ds[0].delay, Duration::from_secs(1));
         assert_eq!(ds[3].delay, Duration::from_secs(8));
         assert_eq!(ds[11].delay, Duration::from_secs(60));
@@ -154,8 +165,14 @@ mod tests {
             b.next(false, CloseKind::Unexpected, 0.5);
         }
         let d = b.next(true, CloseKind::Unexpected, 0.5);
-        assert_eq!((d.delay, d.consecutive_failures), (Duration::from_secs(1), 0));
-        assert_eq!(b.next(false, CloseKind::Unexpected, 0.5).delay, Duration::from_secs(1));
+        assert_eq!(
+            (d.delay, d.consecutive_failures),
+            (Duration::from_secs(1), 0)
+        );
+        assert_eq!(
+            b.next(false, CloseKind::Unexpected, 0.5).delay,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -166,6 +183,9 @@ mod tests {
         assert_eq!(lo, Duration::ZERO);
         assert!(hi > Duration::from_secs(4) && hi <= DRAIN_SPREAD);
         // after the spread, a failing reconnect escalates from the start again
-        assert_eq!(b.next(false, CloseKind::Unexpected, 0.5).delay, Duration::from_secs(1));
+        assert_eq!(
+            b.next(false, CloseKind::Unexpected, 0.5).delay,
+            Duration::from_secs(1)
+        );
     }
 }

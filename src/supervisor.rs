@@ -11,7 +11,12 @@ pub fn run(agent: &Agent, stop: &Receiver<()>) {
         let end = crate::session::run(agent, stop);
         let decision = backoff.next(end.authenticated, end.kind, crate::jitter::unit());
         if end.authenticated {
-            log::log!(end.kind.log_level(), "session closed: {} ({})", end.kind.as_str(), end.detail);
+            log::log!(
+                end.kind.log_level(),
+                "session closed: {} ({})",
+                end.kind.as_str(),
+                end.detail
+            );
         } else {
             log::warn!(
                 "connection attempt {} failed: {}",

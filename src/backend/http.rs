@@ -79,13 +79,25 @@ struct CancelInner {
     socket: Mutex<Option<TcpStream>>,
 }
 
+impl fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cancel({})", self.is_cancelled())
+    }
+}
+
 impl Cancel {
     /// Stops the request; returns false if it was already cancelled.
     pub fn cancel(&self) -> bool {
         if self.inner.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
-        if let Some(s) = self.inner.socket.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(s) = self
+            .inner
+            .socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = s.shutdown(Shutdown::Both);
         }
         true
@@ -161,7 +173,6 @@ enum Framing {
 /// A response whose body is read incrementally.
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
     reader: BufReader<TcpStream>,
     framing: Framing,
     limits: Limits,
@@ -177,7 +188,12 @@ fn connect(target: &Endpoint, limits: &Limits) -> Result<TcpStream, HttpError> {
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => return Ok(s),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
                 last = HttpError::Timeout(phase)
             }
             Err(e) => last = HttpError::Unreachable(format!("{addr}: {e}")),
@@ -189,7 +205,10 @@ fn connect(target: &Endpoint, limits: &Limits) -> Result<TcpStream, HttpError> {
 fn io_err(e: io::Error, phase: Phase, cancel: &Cancel) -> HttpError {
     if cancel.is_cancelled() {
         HttpError::Cancelled
-    } else if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+    } else if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
         HttpError::Timeout(phase)
     } else {
         HttpError::Io(e)
@@ -197,7 +216,12 @@ fn io_err(e: io::Error, phase: Phase, cancel: &Cancel) -> HttpError {
 }
 
 /// Sends a request and reads the status line and headers.
-pub fn send(target: &Endpoint, req: &Request, limits: Limits, cancel: &Cancel) -> Result<Response, HttpError> {
+pub fn send(
+    target: &Endpoint,
+    req: &Request,
+    limits: Limits,
+    cancel: &Cancel,
+) -> Result<Response, HttpError> {
     let sock = connect(target, &limits)?;
     cancel.attach(&sock)?;
     let _ = sock.set_nodelay(true);
@@ -222,13 +246,19 @@ pub fn send(target: &Endpoint, req: &Request, limits: Limits, cancel: &Cancel) -
         .and_then(|_| w.write_all(req.body.unwrap_or_default()))
         .map_err(|e| io_err(e, phase, cancel))?;
     let mut reader = BufReader::with_capacity(16 * 1024, sock);
-    reader.get_ref().set_read_timeout(Some(t)).map_err(HttpError::Io)?;
+    reader
+        .get_ref()
+        .set_read_timeout(Some(t))
+        .map_err(HttpError::Io)?;
     let status_line = read_line(&mut reader, phase, cancel)?;
     let status = parse_status(&status_line)?;
     let mut headers = Vec::new();
     loop {
         let (t, phase) = limits.wait(limits.idle, Phase::Idle)?;
-        reader.get_ref().set_read_timeout(Some(t)).map_err(HttpError::Io)?;
+        reader
+            .get_ref()
+            .set_read_timeout(Some(t))
+            .map_err(HttpError::Io)?;
         let line = read_line(&mut reader, phase, cancel)?;
         if line.is_empty() {
             break;
@@ -241,8 +271,15 @@ pub fn send(target: &Endpoint, req: &Request, limits: Limits, cancel: &Cancel) -
             .ok_or_else(|| HttpError::Malformed(format!("header line {line:?}")))?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let framing = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let framing = if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         Framing::Chunked {
             left_in_chunk: 0,
             done: false,
@@ -257,7 +294,6 @@ pub fn send(target: &Endpoint, req: &Request, limits: Limits, cancel: &Cancel) -
     };
     Ok(Response {
         status,
-        headers,
         reader,
         framing,
         limits,
@@ -276,7 +312,11 @@ fn parse_status(line: &str) -> Result<u16, HttpError> {
 }
 
 /// One CRLF- or LF-terminated line, capped in length.
-fn read_line(r: &mut BufReader<TcpStream>, phase: Phase, cancel: &Cancel) -> Result<String, HttpError> {
+fn read_line(
+    r: &mut BufReader<TcpStream>,
+    phase: Phase,
+    cancel: &Cancel,
+) -> Result<String, HttpError> {
     let mut line = Vec::new();
     loop {
         let buf = r.fill_buf().map_err(|e| io_err(e, phase, cancel))?;
@@ -300,16 +340,13 @@ fn read_line(r: &mut BufReader<TcpStream>, phase: Phase, cancel: &Cancel) -> Res
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
             }
-            return String::from_utf8(line).map_err(|_| HttpError::Malformed("non-UTF-8 header".into()));
+            return String::from_utf8(line)
+                .map_err(|_| HttpError::Malformed("non-UTF-8 header".into()));
         }
     }
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
     /// Reads the next piece of the body; Ok(0) at its end. Each wait is bounded
     /// by the idle limit and the deadline.
     pub fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
@@ -319,7 +356,9 @@ impl Response {
             .set_read_timeout(Some(t))
             .map_err(HttpError::Io)?;
         let cancel = self.cancel.clone();
-        let raw = |r: &mut BufReader<TcpStream>, buf: &mut [u8]| r.read(buf).map_err(|e| io_err(e, phase, &cancel));
+        let raw = |r: &mut BufReader<TcpStream>, buf: &mut [u8]| {
+            r.read(buf).map_err(|e| io_err(e, phase, &cancel))
+        };
         let n = match &mut self.framing {
             Framing::Length(0) => 0,
             Framing::Length(left) => {
@@ -333,7 +372,10 @@ impl Response {
             }
             Framing::UntilClose => raw(&mut self.reader, buf)?,
             Framing::Chunked { done: true, .. } => 0,
-            Framing::Chunked { left_in_chunk, done } => {
+            Framing::Chunked {
+                left_in_chunk,
+                done,
+            } => {
                 if *left_in_chunk == 0 {
                     let size_line = read_line(&mut self.reader, phase, &cancel)?;
                     let size_line = if size_line.is_empty() {
@@ -351,7 +393,9 @@ impl Response {
                     }
                     *left_in_chunk = size;
                 }
-                let cap = buf.len().min(usize::try_from(*left_in_chunk).unwrap_or(usize::MAX));
+                let cap = buf
+                    .len()
+                    .min(usize::try_from(*left_in_chunk).unwrap_or(usize::MAX));
                 let n = raw(&mut self.reader, &mut buf[..cap])?;
                 if n == 0 {
                     return Err(self.closed_early());
@@ -367,7 +411,10 @@ impl Response {
         if self.cancel.is_cancelled() {
             HttpError::Cancelled
         } else {
-            HttpError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the stream early"))
+            HttpError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed the stream early",
+            ))
         }
     }
 
@@ -452,11 +499,23 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n",
             Duration::ZERO,
         );
-        assert_eq!(get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(), (200, b"hello world".to_vec()));
-        let ep = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef", Duration::ZERO);
-        assert_eq!(get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(), (404, b"abc".to_vec()));
+        assert_eq!(
+            get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(),
+            (200, b"hello world".to_vec())
+        );
+        let ep = serve_once(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef",
+            Duration::ZERO,
+        );
+        assert_eq!(
+            get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(),
+            (404, b"abc".to_vec())
+        );
         let ep = serve_once(b"HTTP/1.0 200 OK\n\nrest", Duration::ZERO);
-        assert_eq!(get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(), (200, b"rest".to_vec()));
+        assert_eq!(
+            get(&ep, Limits::quick(Duration::from_secs(5))).unwrap(),
+            (200, b"rest".to_vec())
+        );
     }
 
     #[test]
@@ -465,7 +524,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        assert!(matches!(get(&ep, Limits::quick(Duration::from_secs(2))), Err(HttpError::Unreachable(_))));
+        assert!(matches!(
+            get(&ep, Limits::quick(Duration::from_secs(2))),
+            Err(HttpError::Unreachable(_))
+        ));
 
         let ep = serve_once(b"", Duration::from_secs(3));
         let limits = Limits {
@@ -474,21 +536,33 @@ mod tests {
             idle: Duration::from_secs(1),
             deadline: None,
         };
-        assert!(matches!(get(&ep, limits), Err(HttpError::Timeout(Phase::FirstByte))));
+        assert!(matches!(
+            get(&ep, limits),
+            Err(HttpError::Timeout(Phase::FirstByte))
+        ));
 
-        let ep = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab", Duration::from_secs(3));
+        let ep = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+            Duration::from_secs(3),
+        );
         let limits = Limits {
             deadline: Some(Instant::now() + Duration::from_millis(300)),
             ..limits
         };
         let t = Instant::now();
-        assert!(matches!(get(&ep, limits), Err(HttpError::Timeout(Phase::Deadline))));
+        assert!(matches!(
+            get(&ep, limits),
+            Err(HttpError::Timeout(Phase::Deadline))
+        ));
         assert!(t.elapsed() < Duration::from_millis(1000));
     }
 
     #[test]
     fn cancel_unblocks_a_read_at_once() {
-        let ep = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab", Duration::from_secs(5));
+        let ep = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+            Duration::from_secs(5),
+        );
         let cancel = Cancel::default();
         let req = Request {
             method: "GET",
@@ -507,7 +581,10 @@ mod tests {
         });
         assert!(matches!(r.read_body(&mut buf), Err(HttpError::Cancelled)));
         assert!(t.elapsed() < Duration::from_secs(2));
-        assert!(!cancel.cancel(), "second cancel reports it was already done");
+        assert!(
+            !cancel.cancel(),
+            "second cancel reports it was already done"
+        );
     }
 
     #[test]

@@ -42,11 +42,21 @@ impl Probe {
 fn get(url: &Endpoint, path: &str, key: Option<&str>) -> Result<(u16, Option<Value>), HttpError> {
     let auth = key.map(|k| format!("Bearer {k}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    json_call(url, "GET", path, None, &headers, PROBE_TIMEOUT, MAX_PROBE_BODY)
+    json_call(
+        url,
+        "GET",
+        path,
+        None,
+        &headers,
+        PROBE_TIMEOUT,
+        MAX_PROBE_BODY,
+    )
 }
 
 fn as_u32(v: Option<&Value>) -> Option<u32> {
-    v.and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0)
+    v.and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
 }
 
 /// Model ids (and vLLM's `max_model_len`) from an OpenAI `/v1/models` answer.
@@ -72,7 +82,11 @@ pub fn parse_openai_models(v: &Value) -> Vec<ModelInfo> {
 
 /// LM Studio's `/api/v0/models`: the loaded context if loaded, else the maximum.
 pub fn lmstudio_context(v: &Value, id: &str) -> Option<u32> {
-    let m = v.get("data")?.as_array()?.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(id))?;
+    let m = v
+        .get("data")?
+        .as_array()?
+        .iter()
+        .find(|m| m.get("id").and_then(Value::as_str) == Some(id))?;
     as_u32(m.get("loaded_context_length")).or_else(|| as_u32(m.get("max_context_length")))
 }
 
@@ -83,7 +97,9 @@ pub fn ollama_context(v: &Value) -> Option<u32> {
     if let Some(n) = arch.and_then(|a| as_u32(info.get(&format!("{a}.context_length")))) {
         return Some(n);
     }
-    info.iter().find(|(k, _)| k.ends_with(".context_length")).and_then(|(_, v)| as_u32(Some(v)))
+    info.iter()
+        .find(|(k, _)| k.ends_with(".context_length"))
+        .and_then(|(_, v)| as_u32(Some(v)))
 }
 
 /// llama-server's `/props`: (n_ctx, total_slots).
@@ -113,7 +129,9 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
     if let Some(path) = health_path {
         match get(url, path, key) {
             Ok((200, _)) => {}
-            Ok((503, _)) if kind == BackendKind::LlamaCpp => return Probe::down("loading the model (503)".into()),
+            Ok((503, _)) if kind == BackendKind::LlamaCpp => {
+                return Probe::down("loading the model (503)".into())
+            }
             Ok((status, _)) => return Probe::down(format!("GET {path} answered {status}")),
             Err(e) => return Probe::down(format!("GET {path}: {e}")),
         }
@@ -144,7 +162,15 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
         BackendKind::Ollama => {
             for m in &mut models {
                 let body = json!({ "model": m.id });
-                if let Ok((200, Some(v))) = json_call(url, "POST", "/api/show", Some(&body), &[], PROBE_TIMEOUT, MAX_PROBE_BODY) {
+                if let Ok((200, Some(v))) = json_call(
+                    url,
+                    "POST",
+                    "/api/show",
+                    Some(&body),
+                    &[],
+                    PROBE_TIMEOUT,
+                    MAX_PROBE_BODY,
+                ) {
                     m.context_window = ollama_context(&v);
                 }
             }
@@ -191,15 +217,22 @@ mod tests {
         assert_eq!(
             parse_openai_models(&v),
             vec![
-                ModelInfo { id: "a".into(), context_window: None },
-                ModelInfo { id: "b".into(), context_window: Some(4096) }
+                ModelInfo {
+                    id: "a".into(),
+                    context_window: None
+                },
+                ModelInfo {
+                    id: "b".into(),
+                    context_window: Some(4096)
+                }
             ]
         );
         let lm = json!({"data":[{"id":"m","loaded_context_length":8192,"max_context_length":32768},{"id":"n","max_context_length":4096}]});
         assert_eq!(lmstudio_context(&lm, "m"), Some(8192));
         assert_eq!(lmstudio_context(&lm, "n"), Some(4096));
         assert_eq!(lmstudio_context(&lm, "z"), None);
-        let ol = json!({"model_info":{"general.architecture":"llama","llama.context_length":131072}});
+        let ol =
+            json!({"model_info":{"general.architecture":"llama","llama.context_length":131072}});
         assert_eq!(ollama_context(&ol), Some(131072));
         let ol = json!({"model_info":{"qwen2.context_length":32768}});
         assert_eq!(ollama_context(&ol), Some(32768));

@@ -1,32 +1,156 @@
-//! Job admission and execution (filled in by the jobs work).
+//! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
-use crate::agent::Agent;
+mod registry;
+mod request;
+mod run;
+
+use crate::backend::http::Cancel;
 use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{unbounded, Sender};
+use registry::{Refusal, Registry};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use run::JobLimits;
+
+/// One admitted job on its way to a worker.
+pub struct Work {
+    pub job: JobRequest,
+    pub route: crate::discovery::Route,
+    pub cancel: Cancel,
+    pub ticket: u64,
+    pub tx: Sender<Outgoing>,
+    pub received: Instant,
+}
 
 pub struct Jobs {
     max: u32,
+    registry: Arc<Registry>,
+    work_tx: Sender<Work>,
 }
 
 impl Jobs {
-    pub fn new(config: &Config) -> Jobs {
+    /// Creates the pool: `limits.max_concurrent` threads, started once.
+    pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
+        let max = config.limits.max_concurrent;
+        let registry = Arc::new(Registry::new(max as usize));
+        // Unbounded is fine: admission already caps what can be queued at `max`.
+        let (work_tx, work_rx) = unbounded::<Work>();
+        let limits = JobLimits::from_config(config);
+        for i in 0..max {
+            let (rx, registry, discovery) = (
+                work_rx.clone(),
+                Arc::clone(&registry),
+                Arc::clone(&discovery),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("job-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    for w in rx {
+                        let terminal = run::execute(&w, &limits, &discovery);
+                        // The slot is freed before the terminal frame goes out, so
+                        // the coordinator's next job never finds it still taken.
+                        if registry.finish(&w.job.job_id, w.ticket) {
+                            if let Some(frame) = terminal {
+                                run::send_frame(&w, frame);
+                            }
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start job thread {i}: {e}");
+            }
+        }
         Jobs {
-            max: config.limits.max_concurrent,
+            max,
+            registry,
+            work_tx,
         }
     }
 
-    pub fn submit(&self, agent: &Agent, job: JobRequest, _tx: &Sender<Outgoing>) -> Option<Outbound> {
-        let _ = (agent, self.max);
-        Some(Outbound::job_error(&job.job_id, ErrorCode::ModelNotLoaded, "not yet", 0))
+    /// Admits a job or answers at once with the frame that refuses it.
+    pub fn submit(
+        &self,
+        discovery: &Discovery,
+        job: JobRequest,
+        tx: &Sender<Outgoing>,
+    ) -> Option<Outbound> {
+        let cancel = Cancel::default();
+        let ticket = match self.registry.admit(&job.job_id, cancel.clone()) {
+            Ok(t) => t,
+            Err(Refusal::Full) => {
+                log::info!("job {} refused: all {} slots busy", job.job_id, self.max);
+                return Some(Outbound::job_error(
+                    &job.job_id,
+                    ErrorCode::OutOfCapacity,
+                    format!("all {} slots are busy", self.max),
+                    0,
+                ));
+            }
+            Err(Refusal::DuplicateId) => {
+                // Answering would look like the running job failed; it goes on.
+                log::warn!("ignoring a second job frame for running job {}", job.job_id);
+                return None;
+            }
+        };
+        let Some(route) = discovery.snapshot().routes.get(&job.model_id).cloned() else {
+            self.registry.finish(&job.job_id, ticket);
+            return Some(Outbound::job_error(
+                &job.job_id,
+                ErrorCode::ModelNotLoaded,
+                format!("no backend here serves model {:?}", job.model_id),
+                0,
+            ));
+        };
+        log::debug!(
+            "job {} for {} → {} {}",
+            job.job_id,
+            job.model_id,
+            route.target.kind.as_str(),
+            route.target.url
+        );
+        let work = Work {
+            job,
+            route,
+            cancel,
+            ticket,
+            tx: tx.clone(),
+            received: Instant::now(),
+        };
+        if let Err(e) = self.work_tx.send(work) {
+            let w = e.into_inner();
+            self.registry.finish(&w.job.job_id, w.ticket);
+            return Some(Outbound::job_error(
+                &w.job.job_id,
+                ErrorCode::Internal,
+                "job pool is gone",
+                0,
+            ));
+        }
+        None
     }
 
-    pub fn cancel(&self, _job_id: &str) {}
+    /// job_cancel: the backend connection closes and the slot frees at once.
+    pub fn cancel(&self, job_id: &str) {
+        if self.registry.cancel(job_id) {
+            log::info!("job {job_id} cancelled by the coordinator");
+        } else {
+            log::debug!("job_cancel for unknown or finished job {job_id}");
+        }
+    }
 
-    pub fn cancel_all(&self, _why: &str) {}
+    pub fn cancel_all(&self, why: &str) {
+        let n = self.registry.cancel_all();
+        if n > 0 {
+            log::warn!("stopped {n} running job(s): {why}");
+        }
+    }
 
     pub fn in_flight(&self) -> u32 {
-        0
+        self.registry.in_flight() as u32
     }
 }

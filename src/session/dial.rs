@@ -18,7 +18,9 @@ use tungstenite::WebSocket;
 pub const MAX_INBOUND_MESSAGE: usize = 16 << 20;
 
 /// Builds the TLS client configuration once per process.
-pub fn tls_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -61,7 +63,10 @@ fn connect_tcp(url: &Endpoint, timeout: Duration) -> Result<TcpStream, SessionEr
 
 /// Connects and upgrades; the returned socket has `handshake_timeout` as its
 /// read and write timeout, for the caller to change once authenticated.
-pub fn dial(cfg: &CoordinatorConfig, tls: &Arc<ClientConfig>) -> Result<WebSocket<Duplex>, SessionError> {
+pub fn dial(
+    cfg: &CoordinatorConfig,
+    tls: &Arc<ClientConfig>,
+) -> Result<WebSocket<Duplex>, SessionError> {
     let url = &cfg.url;
     let mut sock = connect_tcp(url, cfg.connect_timeout)?;
     let _ = sock.set_nodelay(true);
@@ -73,7 +78,8 @@ pub fn dial(cfg: &CoordinatorConfig, tls: &Arc<ClientConfig>) -> Result<WebSocke
         Scheme::Wss => {
             let name = ServerName::try_from(url.host.clone())
                 .map_err(|e| SessionError::Tls(format!("bad server name {}: {e}", url.host)))?;
-            let mut conn = ClientConnection::new(Arc::clone(tls), name).map_err(|e| SessionError::Tls(e.to_string()))?;
+            let mut conn = ClientConnection::new(Arc::clone(tls), name)
+                .map_err(|e| SessionError::Tls(e.to_string()))?;
             while conn.is_handshaking() {
                 if started.elapsed() > cfg.handshake_timeout {
                     return Err(SessionError::Timeout("TLS handshake"));
@@ -89,18 +95,26 @@ pub fn dial(cfg: &CoordinatorConfig, tls: &Arc<ClientConfig>) -> Result<WebSocke
         }
         _ => None,
     };
-    let duplex = Duplex::new(sock, conn).map_err(|e| SessionError::Connect(format!("socket clone: {e}")))?;
+    let duplex =
+        Duplex::new(sock, conn).map_err(|e| SessionError::Connect(format!("socket clone: {e}")))?;
     let request = format!("{url}");
     let request = tungstenite::client::IntoClientRequest::into_client_request(request.as_str())
         .map_err(|e| SessionError::Upgrade(e.to_string()))?;
     let mut request = request;
     request.headers_mut().insert(
         "User-Agent",
-        tungstenite::http::HeaderValue::from_static(concat!("usepod-edge/", env!("CARGO_PKG_VERSION"))),
+        tungstenite::http::HeaderValue::from_static(concat!(
+            "usepod-edge/",
+            env!("CARGO_PKG_VERSION")
+        )),
     );
     match tungstenite::client::client_with_config(request, duplex, Some(ws_config())) {
         Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::HandshakeError::Failure(e)) => Err(SessionError::from_ws("WebSocket upgrade", e)),
-        Err(tungstenite::HandshakeError::Interrupted(_)) => Err(SessionError::Timeout("WebSocket upgrade")),
+        Err(tungstenite::HandshakeError::Failure(e)) => {
+            Err(SessionError::from_ws("WebSocket upgrade", e))
+        }
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            Err(SessionError::Timeout("WebSocket upgrade"))
+        }
     }
 }

@@ -98,7 +98,10 @@ impl Duplex {
 
     fn refuse_if_sealed(&self) -> io::Result<()> {
         if self.is_writer && self.shared.sealed.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection is closing"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection is closing",
+            ));
         }
         Ok(())
     }
@@ -213,7 +216,10 @@ impl Write for Duplex {
                         st.conn.write_tls(&mut out)?;
                     }
                     if n == 0 && !rest.is_empty() {
-                        return Err(io::Error::new(io::ErrorKind::WriteZero, "TLS refused plaintext"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "TLS refused plaintext",
+                        ));
                     }
                 }
                 let mut sock = lock(&self.shared.socket);

@@ -9,12 +9,17 @@ use base64::Engine as _;
 use tungstenite::{Message, WebSocket};
 
 /// Next text message before auth; control frames are handled by tungstenite.
-fn next_text(ws: &mut WebSocket<Duplex>, waiting_for: &'static str) -> Result<String, SessionError> {
+fn next_text(
+    ws: &mut WebSocket<Duplex>,
+    waiting_for: &'static str,
+) -> Result<String, SessionError> {
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => return Ok(t.as_str().to_owned()),
             Ok(Message::Binary(_)) => {
-                return Err(SessionError::Handshake(format!("binary frame while waiting for {waiting_for}")))
+                return Err(SessionError::Handshake(format!(
+                    "binary frame while waiting for {waiting_for}"
+                )))
             }
             Ok(Message::Close(frame)) => {
                 let _ = ws.flush();
@@ -56,9 +61,21 @@ pub fn authenticate(
             .decode(nonce.as_bytes())
             .ok()
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| SessionError::Handshake("auth_challenge nonce missing or not standard base64".into()))?,
-        Ok(other) => return Err(SessionError::Handshake(format!("expected auth_challenge, got {other:?}"))),
-        Err(e) => return Err(SessionError::Handshake(format!("expected auth_challenge: {e}"))),
+            .ok_or_else(|| {
+                SessionError::Handshake(
+                    "auth_challenge nonce missing or not standard base64".into(),
+                )
+            })?,
+        Ok(other) => {
+            return Err(SessionError::Handshake(format!(
+                "expected auth_challenge, got {other:?}"
+            )))
+        }
+        Err(e) => {
+            return Err(SessionError::Handshake(format!(
+                "expected auth_challenge: {e}"
+            )))
+        }
     };
     let reply = auth_response(identity, &nonce, enrollment_code);
     ws.send(Message::text(reply.to_text()))
@@ -67,7 +84,9 @@ pub fn authenticate(
     match parse_inbound(&text) {
         Ok(Inbound::AuthOk { provider_id }) => Ok(provider_id),
         Ok(Inbound::AuthFailed { reason }) => Err(SessionError::AuthFailed(reason)),
-        Ok(other) => Err(SessionError::Handshake(format!("expected auth_ok, got {other:?}"))),
+        Ok(other) => Err(SessionError::Handshake(format!(
+            "expected auth_ok, got {other:?}"
+        ))),
         Err(e) => Err(SessionError::Handshake(format!("expected auth_ok: {e}"))),
     }
 }

@@ -11,6 +11,7 @@ pub use dial::{tls_config, MAX_INBOUND_MESSAGE};
 pub use duplex::Duplex;
 
 use crate::agent::Agent;
+use crate::backend::http::Cancel;
 use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -28,6 +29,9 @@ pub const OUTBOUND_CAPACITY: usize = 64;
 #[derive(Debug)]
 pub enum Outgoing {
     Text(String),
+    /// A job's frame: dropped unsent once the job is cancelled, so nothing
+    /// follows a job_cancel.
+    Job(Cancel, String),
     Ping,
 }
 
@@ -60,7 +64,10 @@ impl SessionError {
     fn from_ws(phase: &'static str, e: tungstenite::Error) -> SessionError {
         match e {
             tungstenite::Error::Io(io)
-                if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 SessionError::Timeout(phase)
             }
@@ -78,7 +85,11 @@ impl fmt::Display for SessionError {
             SessionError::Upgrade(e) => write!(f, "WebSocket upgrade failed: {e}"),
             SessionError::Handshake(e) => write!(f, "handshake failed: {e}"),
             SessionError::AuthFailed(r) => {
-                write!(f, "authentication refused: {}", r.as_deref().unwrap_or("(no reason given)"))
+                write!(
+                    f,
+                    "authentication refused: {}",
+                    r.as_deref().unwrap_or("(no reason given)")
+                )
             }
             SessionError::WebSocket(phase, e) => write!(f, "WebSocket error during {phase}: {e}"),
         }
@@ -128,7 +139,10 @@ pub fn run(agent: &Agent, stop: &Receiver<()>) -> SessionEnd {
     }
     log::info!(
         "authenticated as {}",
-        agent.lock_identity().provider_id().unwrap_or("(no provider_id)")
+        agent
+            .lock_identity()
+            .provider_id()
+            .unwrap_or("(no provider_id)")
     );
 
     // Pongs answer our pings, so silence for three intervals means the link is dead.
@@ -145,7 +159,11 @@ pub fn run(agent: &Agent, stop: &Receiver<()>) -> SessionEnd {
         };
     }
     let writer_ws = match ws.get_ref().writer() {
-        Ok(w) => WebSocket::from_raw_socket(w, tungstenite::protocol::Role::Client, Some(dial::ws_config())),
+        Ok(w) => WebSocket::from_raw_socket(
+            w,
+            tungstenite::protocol::Role::Client,
+            Some(dial::ws_config()),
+        ),
         Err(e) => {
             return SessionEnd {
                 authenticated: true,
@@ -201,7 +219,9 @@ fn read_loop(
             }
             Ok(Message::Binary(b)) => log::debug!("ignoring a {}-byte binary frame", b.len()),
             Ok(Message::Close(frame)) => {
-                let code = frame.as_ref().map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                let code = frame
+                    .as_ref()
+                    .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
                 let kind = classify_close(code.as_ref().map(|(c, r)| (*c, r.as_str())));
                 finish_close(ws);
                 let detail = match code {
@@ -212,9 +232,15 @@ fn read_loop(
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
-                log::warn!("dead link: no inbound traffic for {:.1}s", dead_after.as_secs_f64());
+                log::warn!(
+                    "dead link: no inbound traffic for {:.1}s",
+                    dead_after.as_secs_f64()
+                );
                 return ended(CloseKind::Unexpected, "dead link".into());
             }
             Err(tungstenite::Error::Capacity(e)) => {
@@ -236,7 +262,10 @@ fn read_loop(
 /// out (and nothing after it), then we wait briefly for the server to hang up.
 fn finish_close(ws: &mut WebSocket<Duplex>) {
     ws.get_ref().seal_writers();
-    let _ = ws.get_ref().socket().set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = ws
+        .get_ref()
+        .socket()
+        .set_read_timeout(Some(Duration::from_secs(2)));
     let _ = ws.flush();
     for _ in 0..64 {
         if ws.read().is_err() {
@@ -253,15 +282,29 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             log::warn!("ignoring inbound frame, {e}: {excerpt:?}");
             None
         }
-        Ok(Inbound::Job(job)) => agent.jobs.submit(agent, job, tx).map(Outgoing::from),
+        Ok(Inbound::Job(job)) => agent
+            .jobs
+            .submit(&agent.discovery, job, tx)
+            .map(Outgoing::from),
         Ok(Inbound::MalformedJob {
             job_id: Some(id),
             problem,
         }) => {
             log::warn!("malformed job {id}: {problem}");
-            Some(Outbound::job_error(&id, ErrorCode::Internal, format!("malformed job: {problem}"), 0).into())
+            Some(
+                Outbound::job_error(
+                    &id,
+                    ErrorCode::Internal,
+                    format!("malformed job: {problem}"),
+                    0,
+                )
+                .into(),
+            )
         }
-        Ok(Inbound::MalformedJob { job_id: None, problem }) => {
+        Ok(Inbound::MalformedJob {
+            job_id: None,
+            problem,
+        }) => {
             log::warn!("ignoring a job frame without a readable job_id: {problem}");
             None
         }
@@ -292,6 +335,8 @@ fn writer_loop(mut ws: WebSocket<Duplex>, rx: Receiver<Outgoing>, halted: Receiv
         };
         let res = match msg {
             Outgoing::Text(t) => ws.send(Message::text(t)),
+            Outgoing::Job(cancel, _) if cancel.is_cancelled() => continue,
+            Outgoing::Job(_, t) => ws.send(Message::text(t)),
             Outgoing::Ping => ws.send(Message::Ping(Default::default())),
         };
         if let Err(e) = res {
