@@ -1,7 +1,7 @@
 # usepod-edge: everyday targets. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help build test demo lint fmt clean
+.PHONY: help build test test-unit demo lint fmt llama clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -9,8 +9,20 @@ help:
 build: ## release build for this machine
 	$(CARGO) build --release
 
-test: ## unit and integration tests (what CI runs)
+demo: ## the agent against a local TLS coordinator and backend (no account needed)
+	$(CARGO) build --bin usepod-edge --example demo
+	./target/debug/examples/demo ./target/debug/usepod-edge
+
+llama: ## prepare the real llama-server + tiny models the tests use
+	bash tests/real/setup_llama.sh
+
+# The real-backend tests report SKIPPED when llama-server cannot be prepared.
+test: ## unit and integration tests, real llama-server included (what CI runs)
+	-bash tests/real/setup_llama.sh
 	$(CARGO) test --all-targets
+
+test-unit: ## unit tests only
+	$(CARGO) test --bins
 
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
@@ -21,3 +33,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
+	rm -rf tests/.cache
