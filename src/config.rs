@@ -82,6 +82,9 @@ pub struct BackendConfig {
     pub api_key_env: Option<String>,
     /// Read once at load; never logged.
     pub api_key: Option<String>,
+    /// Send Anthropic jobs to the backend's own `/v1/messages` (default); false
+    /// always translates them to chat completions.
+    pub native_anthropic: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -618,7 +621,11 @@ fn build_backends(
         let Value::Object(b) = item else {
             return Err(w.err(&path, "must be an object"));
         };
-        w.check_keys(b, &path, &["kind", "url", "models", "api_key_env"]);
+        w.check_keys(
+            b,
+            &path,
+            &["kind", "url", "models", "api_key_env", "native_anthropic"],
+        );
         let kind_text = w.string(Some(b), &path, "kind")?.ok_or_else(|| {
             w.err(
                 &join(&path, "kind"),
@@ -683,6 +690,9 @@ fn build_backends(
             models,
             api_key_env,
             api_key,
+            native_anthropic: w
+                .boolean(Some(b), &path, "native_anthropic")?
+                .unwrap_or(true),
         });
     }
     Ok(out)

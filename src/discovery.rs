@@ -32,7 +32,7 @@ impl Target {
             url: b.url.clone(),
             allow: b.models.clone(),
             api_key: b.api_key.clone(),
-            serves_messages: AtomicBool::new(true),
+            serves_messages: AtomicBool::new(b.native_anthropic),
         }
     }
 
@@ -191,7 +191,12 @@ impl Discovery {
                 let results = &results;
                 s.spawn(move || {
                     let p = probe::probe(t.kind, &t.url, t.api_key.as_deref());
-                    log_probe(t, &p);
+                    let previous = self.snapshot().backends.iter().find_map(|(o, op)| {
+                        (o.kind == t.kind && o.url == t.url)
+                            .then(|| op.clone())
+                            .flatten()
+                    });
+                    log_probe(t, &p, previous.as_ref() != Some(&p));
                     let snapshot = {
                         let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
                         r[i].1 = Some(p);
@@ -219,22 +224,26 @@ impl Discovery {
     }
 }
 
-fn log_probe(t: &Target, p: &Probe) {
+/// Logs a probe result: at INFO when it changed since the last round, so the
+/// periodic refresh stays quiet.
+fn log_probe(t: &Target, p: &Probe, changed: bool) {
+    let level = if changed {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
     if p.healthy {
         let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
-        log::debug!(
-            "{} at {}: {} model(s){slots}",
+        let ids: Vec<&str> = p.models.iter().map(|m| m.id.as_str()).collect();
+        log::log!(
+            level,
+            "{} at {}: models {ids:?}{slots}",
             t.kind.as_str(),
-            t.url,
-            p.models.len()
+            t.url
         );
     } else {
-        log::info!(
-            "{} at {} unavailable: {}",
-            t.kind.as_str(),
-            t.url,
-            p.problem.as_deref().unwrap_or("?")
-        );
+        let why = p.problem.as_deref().unwrap_or("?");
+        log::log!(level, "{} at {} unavailable: {why}", t.kind.as_str(), t.url);
     }
 }
 
