@@ -418,6 +418,20 @@ impl Response {
         }
     }
 
+    /// At most the first `max` bytes of the body, for error messages; a body
+    /// that breaks off yields what arrived.
+    pub fn read_prefix(&mut self, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while out.len() < max {
+            match self.read_body(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n.min(max - out.len())]),
+            }
+        }
+        out
+    }
+
     /// The whole body, up to `max` bytes.
     pub fn read_to_end(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         let mut out = Vec::new();
@@ -585,6 +599,29 @@ mod tests {
             !cancel.cancel(),
             "second cancel reports it was already done"
         );
+    }
+
+    #[test]
+    fn error_body_prefix_is_cut_not_lost() {
+        let ep = serve_once(
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 5000\r\n\r\nboom and then",
+            Duration::ZERO,
+        );
+        let req = Request {
+            method: "GET",
+            path: "/",
+            headers: &[],
+            body: None,
+        };
+        let mut r = send(
+            &ep,
+            &req,
+            Limits::quick(Duration::from_secs(5)),
+            &Cancel::default(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.read_prefix(4), b"boom");
     }
 
     #[test]

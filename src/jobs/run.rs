@@ -199,7 +199,7 @@ fn relay(w: &Work, limits: &JobLimits, stats: &mut StreamStats) -> Result<(), Fa
                 plan = Plan::AnthropicTranslated;
                 continue;
             }
-            let body = resp.read_to_end(2048).unwrap_or_default();
+            let body = resp.read_prefix(2048);
             let (code, message) = classify_status(resp.status, &body);
             return Err(Failure::Error(code, message));
         }
