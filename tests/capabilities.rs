@@ -1,0 +1,216 @@
+//! `capabilities` (PROTOCOL.md): sent right after auth_ok without waiting on a backend that
+//! hangs, and shaped exactly as the coordinator expects.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::agent::{Setup, VERSION};
+use support::stub_http::{Blackhole, StaticHttp};
+use support::{secs, watchdog};
+
+const S5: Duration = Duration::from_secs(5);
+
+/// The protocol's shape for capabilities, with the agent's concurrency `conc`.
+fn check_shape(caps: &Value, conc: u64) {
+    assert_eq!(caps["type"], "capabilities");
+    let models = caps["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("`models` must be an array: {caps}"));
+    let mut ids = Vec::new();
+    for m in models {
+        let id = m["model_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("model_id must be a string: {m}"));
+        ids.push(id.to_string());
+        for k in ["input_per_1m", "output_per_1m"] {
+            let p = m[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("`{k}` must be an unsigned integer: {m}"));
+            assert!(p > 0, "a model priced 0 must not be offered: {m}");
+        }
+        assert_eq!(
+            m["max_concurrent"].as_u64(),
+            Some(conc),
+            "per-model concurrency: {m}"
+        );
+        let backend = m["backend"].as_str().unwrap_or("");
+        assert!(
+            ["vllm", "llamacpp", "lmstudio", "ollama"].contains(&backend),
+            "backend kind: {m}"
+        );
+        if let Some(cw) = m.get("context_window") {
+            let cw = cw
+                .as_u64()
+                .unwrap_or_else(|| panic!("context_window is a u32 or omitted, not {cw}: {m}"));
+            assert!(cw > 0 && cw <= u32::MAX as u64, "context_window: {m}");
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "models sorted by model_id, one entry per id");
+    assert_eq!(
+        caps["limits"]["max_concurrent_total"].as_u64(),
+        Some(conc),
+        "limits.max_concurrent_total: {caps}"
+    );
+    assert!(
+        caps["limits"].get("max_tokens_per_minute").is_some(),
+        "limits.max_tokens_per_minute must be present (null when unset): {caps}"
+    );
+    assert_eq!(
+        caps["metadata"]["agent_version"].as_str(),
+        Some(VERSION),
+        "metadata.agent_version: {caps}"
+    );
+}
+
+#[test]
+fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
+    let _w = watchdog(Duration::from_secs(20), "capabilities_with_blackhole");
+    let hole = Blackhole::start();
+    let mut s = Setup::new("blackhole");
+    s.set(
+        "/backends",
+        json!([{"kind": "llamacpp", "url": hole.url(), "models": ["m1"]}]),
+    );
+    s.set("/limits/max_concurrent", json!(3));
+    s.set("/limits/max_tokens_per_minute", json!(12345));
+    let agent = s.spawn();
+    let conn = s.coord.accept(S5);
+    // Make sure a probe is stuck in the black hole before auth_ok goes out.
+    assert!(
+        support::wait_until(Duration::from_secs(5), || hole.accepted() >= 1),
+        "the agent never contacted the configured backend"
+    );
+    let auth = conn.authenticate(Some("prov-caps"));
+    let caps = conn.expect_capabilities(Duration::from_secs(3));
+    let after = secs(caps.at - auth.auth_ok_at);
+    assert!(
+        after < 1.0,
+        "capabilities came {after:.3} s after auth_ok; must be < 1 s with a hanging backend"
+    );
+    check_shape(&caps.value, 3);
+    assert_eq!(caps.value["limits"]["max_tokens_per_minute"], json!(12345));
+
+    // Again on a reconnect, with the backend still hanging.
+    conn.send_close(1001, "bye");
+    let conn2 = s.coord.accept(S5);
+    let auth2 = conn2.authenticate(Some("prov-caps"));
+    let caps2 = conn2.expect_capabilities(Duration::from_secs(3));
+    let after2 = secs(caps2.at - auth2.auth_ok_at);
+    assert!(
+        after2 < 1.0,
+        "second session: capabilities after {after2:.3} s"
+    );
+    check_shape(&caps2.value, 3);
+    drop(agent);
+}
+
+fn llamacpp_stub() -> StaticHttp {
+    StaticHttp::start(vec![
+        ("GET", "/health", 200, json!({"status": "ok"}).to_string()),
+        (
+            "GET",
+            "/v1/models",
+            200,
+            json!({"object": "list", "data": [
+                {"id": "zeta-model", "object": "model", "owned_by": "llamacpp"},
+                {"id": "alpha-model", "object": "model", "owned_by": "llamacpp"},
+                {"id": "free-model", "object": "model", "owned_by": "llamacpp"}
+            ]})
+            .to_string(),
+        ),
+        (
+            "GET",
+            "/props",
+            200,
+            json!({"default_generation_settings": {"n_ctx": 4096}, "total_slots": 2}).to_string(),
+        ),
+    ])
+}
+
+/// Authenticate sessions until capabilities list models (discovery runs in the
+/// background, so the first session may advertise none yet).
+fn discovered_caps(s: &Setup) -> Value {
+    let mut conn = s.coord.accept(S5);
+    for _ in 0..5 {
+        conn.authenticate(Some("prov-models"));
+        let caps = conn.expect_capabilities(Duration::from_secs(3));
+        if caps.value["models"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+        {
+            return caps.value;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        conn.send_close(1001, "again");
+        conn = s.coord.accept(S5);
+    }
+    panic!("capabilities never listed the backend's models");
+}
+
+#[test]
+fn capabilities_list_discovered_models_sorted_and_priced() {
+    let _w = watchdog(Duration::from_secs(20), "capabilities_models");
+    let stub = llamacpp_stub();
+    let mut s = Setup::new("models");
+    s.set(
+        "/backends",
+        json!([{"kind": "llamacpp", "url": stub.url()}]),
+    );
+    s.set("/limits/max_concurrent", json!(3));
+    s.set(
+        "/pricing",
+        json!({"default_input_per_1m": 500000, "default_output_per_1m": 1000000,
+               "models": {"free-model": {"input_per_1m": 0, "output_per_1m": 0},
+                          "alpha-model": {"input_per_1m": 7, "output_per_1m": 9}}}),
+    );
+    let _agent = s.spawn();
+    let caps = discovered_caps(&s);
+    check_shape(&caps, 3);
+    let models = caps["models"].as_array().unwrap();
+    let ids: Vec<&str> = models
+        .iter()
+        .map(|m| m["model_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["alpha-model", "zeta-model"],
+        "free-model (price 0) is not offered"
+    );
+    assert_eq!(models[0]["input_per_1m"], 7);
+    assert_eq!(models[0]["output_per_1m"], 9);
+    assert_eq!(models[1]["input_per_1m"], 500000);
+    assert_eq!(models[1]["output_per_1m"], 1000000);
+    for m in models {
+        assert_eq!(m["backend"], "llamacpp");
+        if let Some(cw) = m.get("context_window") {
+            assert_eq!(cw, 4096, "context_window from /props n_ctx: {m}");
+        }
+    }
+    assert_eq!(caps["limits"]["max_tokens_per_minute"], Value::Null);
+}
+
+#[test]
+fn a_backend_model_allow_list_limits_what_is_advertised() {
+    let _w = watchdog(Duration::from_secs(20), "capabilities_allow_list");
+    let stub = llamacpp_stub();
+    let mut s = Setup::new("allowlist");
+    s.set(
+        "/backends",
+        json!([{"kind": "llamacpp", "url": stub.url(), "models": ["zeta-model"]}]),
+    );
+    let _agent = s.spawn();
+    let caps = discovered_caps(&s);
+    check_shape(&caps, 8);
+    let ids: Vec<&str> = caps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["zeta-model"], "only the allow-listed model");
+}
