@@ -5,6 +5,9 @@ use crate::discovery::Discovery;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::protocol::{HeartbeatStats, ModelOffer, OfferLimits, Outbound};
+use crate::session::Outgoing;
+use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +21,10 @@ pub struct Agent {
     pub tls: Arc<rustls::ClientConfig>,
     pub discovery: Arc<Discovery>,
     pub jobs: Jobs,
+    /// Set once a shutdown began: no reconnects, no new jobs.
+    stopping: AtomicBool,
+    /// The live session's outbound queue, for the shutdown to close it.
+    session: Mutex<Option<Sender<Outgoing>>>,
 }
 
 impl Agent {
@@ -30,11 +37,44 @@ impl Agent {
             tls,
             discovery,
             jobs,
+            stopping: AtomicBool::new(false),
+            session: Mutex::new(None),
         }
     }
 
     pub fn lock_identity(&self) -> MutexGuard<'_, Identity> {
         self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Starts a shutdown: the current session goes on until `close_session`.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.jobs.stop_admitting();
+    }
+
+    fn session_slot(&self) -> MutexGuard<'_, Option<Sender<Outgoing>>> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the session once it is authenticated (Some) and when it ends (None).
+    pub fn set_session(&self, tx: Option<Sender<Outgoing>>) {
+        *self.session_slot() = tx;
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.session_slot().is_some()
+    }
+
+    /// Asks the live session, if any, to close with `code`; true if one was asked.
+    pub fn close_session(&self, code: u16, reason: &str) -> bool {
+        match self.session_slot().as_ref() {
+            Some(tx) => tx.send(Outgoing::Close(code, reason.to_owned())).is_ok(),
+            None => false,
+        }
     }
 
     /// The `capabilities` frame for the current route table.

@@ -121,6 +121,8 @@ pub struct Limits {
     pub backend_connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are stopped.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +454,7 @@ fn build(
             "backend_connect_timeout_s",
             "first_byte_timeout_s",
             "idle_timeout_s",
+            "drain_timeout_s",
         ],
     )?;
     let max_concurrent = w
@@ -491,6 +494,7 @@ fn build(
             3600.0,
         )?,
         idle_timeout: w.seconds(limits_obj, "limits", "idle_timeout_s", 60.0, 3600.0)?,
+        drain_timeout: w.seconds(limits_obj, "limits", "drain_timeout_s", 30.0, 3600.0)?,
     };
 
     Ok(Config {

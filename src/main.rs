@@ -14,6 +14,7 @@ mod jobs;
 mod protocol;
 mod reconnect;
 mod session;
+mod shutdown;
 mod supervisor;
 
 use cli::{Command, Parsed};
@@ -222,9 +223,14 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let agent = agent::Agent::new(config, identity, tls);
+    let agent = Arc::new(agent::Agent::new(config, identity, tls));
     discovery::spawn(Arc::clone(&agent.discovery));
-    let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    supervisor::run(&agent, &stop_rx);
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {
+        log::error!("cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    supervisor::run(&agent, &wake_rx);
+    log::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -4,11 +4,15 @@ use crate::agent::Agent;
 use crate::reconnect::Backoff;
 use crossbeam_channel::Receiver;
 
-/// Runs sessions until `stop` fires.
-pub fn run(agent: &Agent, stop: &Receiver<()>) {
+/// Runs sessions until a shutdown begins; `wake` cuts a backoff sleep short.
+pub fn run(agent: &Agent, wake: &Receiver<()>) {
     let mut backoff = Backoff::default();
-    loop {
-        let end = crate::session::run(agent, stop);
+    while !agent.stopping() {
+        let end = crate::session::run(agent);
+        if agent.stopping() {
+            log::info!("session closed for shutdown ({})", end.detail);
+            return;
+        }
         let decision = backoff.next(end.authenticated, end.kind, crate::jitter::unit());
         if end.authenticated {
             log::log!(
@@ -32,8 +36,6 @@ pub fn run(agent: &Agent, stop: &Receiver<()>) {
             );
         }
         log::info!("reconnecting in {}ms", decision.delay.as_millis());
-        if stop.recv_timeout(decision.delay).is_ok() {
-            return;
-        }
+        let _ = wake.recv_timeout(decision.delay);
     }
 }

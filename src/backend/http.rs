@@ -319,7 +319,10 @@ fn read_line(
 ) -> Result<String, HttpError> {
     let mut line = Vec::new();
     loop {
-        let buf = r.fill_buf().map_err(|e| io_err(e, phase, cancel))?;
+        let buf = match r.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other.map_err(|e| io_err(e, phase, cancel))?,
+        };
         if buf.is_empty() {
             return Err(if cancel.is_cancelled() {
                 HttpError::Cancelled
@@ -357,7 +360,13 @@ impl Response {
             .map_err(HttpError::Io)?;
         let cancel = self.cancel.clone();
         let raw = |r: &mut BufReader<TcpStream>, buf: &mut [u8]| {
-            r.read(buf).map_err(|e| io_err(e, phase, &cancel))
+            loop {
+                // Signals (the shutdown's SIGTERM) interrupt timed socket reads.
+                match r.read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other.map_err(|e| io_err(e, phase, &cancel)),
+                }
+            }
         };
         let n = match &mut self.framing {
             Framing::Length(0) => 0,

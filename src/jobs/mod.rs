@@ -11,6 +11,8 @@ use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
 use crossbeam_channel::{unbounded, Sender};
 use registry::{Refusal, Registry};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +32,8 @@ pub struct Jobs {
     max: u32,
     registry: Arc<Registry>,
     work_tx: Sender<Work>,
+    /// Set by a shutdown: new jobs are refused with out_of_capacity.
+    closed: AtomicBool,
 }
 
 impl Jobs {
@@ -51,7 +55,23 @@ impl Jobs {
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     for w in rx {
-                        let terminal = run::execute(&w, &limits, &discovery);
+                        // A bug in one job must not kill this thread (the pool would
+                        // shrink silently) nor the other jobs: it fails that job only.
+                        let terminal = catch_unwind(AssertUnwindSafe(|| {
+                            run::execute(&w, &limits, &discovery)
+                        }))
+                        .unwrap_or_else(|_| {
+                            log::error!(
+                                "job {} panicked; reported as internal error",
+                                w.job.job_id
+                            );
+                            Some(Outbound::job_error(
+                                &w.job.job_id,
+                                ErrorCode::Internal,
+                                "agent error while running the job",
+                                0,
+                            ))
+                        });
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
                         if registry.finish(&w.job.job_id, w.ticket) {
@@ -69,7 +89,12 @@ impl Jobs {
             max,
             registry,
             work_tx,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    pub fn stop_admitting(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Admits a job or answers at once with the frame that refuses it.
@@ -79,6 +104,14 @@ impl Jobs {
         job: JobRequest,
         tx: &Sender<Outgoing>,
     ) -> Option<Outbound> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(Outbound::job_error(
+                &job.job_id,
+                ErrorCode::OutOfCapacity,
+                "this agent is shutting down",
+                0,
+            ));
+        }
         let cancel = Cancel::default();
         let ticket = match self.registry.admit(&job.job_id, cancel.clone()) {
             Ok(t) => t,

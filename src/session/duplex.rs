@@ -50,6 +50,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A socket read that a signal does not fail: reads on sockets with a timeout
+/// return EINTR even when the handler asked for restarts (signal(7)).
+fn read_retrying(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match (&mut &*sock).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -174,7 +185,7 @@ impl Duplex {
             }
             // No lock held while waiting for the network.
             self.raw.resize(RAW_READ, 0);
-            let n = (&self.sock).read(&mut self.raw)?;
+            let n = read_retrying(&self.sock, &mut self.raw)?;
             let mut st = lock(tls);
             if n == 0 {
                 st.eof = true;
@@ -189,7 +200,7 @@ impl Read for Duplex {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let shared = Arc::clone(&self.shared);
         match &shared.tls {
-            None => (&self.sock).read(buf),
+            None => read_retrying(&self.sock, buf),
             Some(tls) => self.read_tls_plain(tls, buf),
         }
     }

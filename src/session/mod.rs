@@ -16,6 +16,7 @@ use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -33,6 +34,8 @@ pub enum Outgoing {
     /// follows a job_cancel.
     Job(Cancel, String),
     Ping,
+    /// The agent closes the connection (shutdown); nothing is sent after it.
+    Close(u16, String),
 }
 
 impl From<Outbound> for Outgoing {
@@ -115,7 +118,7 @@ impl SessionEnd {
 }
 
 /// Runs one session to its end. Never panics on coordinator input.
-pub fn run(agent: &Agent, stop: &Receiver<()>) -> SessionEnd {
+pub fn run(agent: &Agent) -> SessionEnd {
     let cfg = &agent.config.coordinator;
     log::debug!("connecting to {}", cfg.url);
     let mut ws = match dial::dial(cfg, &agent.tls) {
@@ -176,14 +179,21 @@ pub fn run(agent: &Agent, stop: &Receiver<()>) -> SessionEnd {
     let (tx, rx) = bounded::<Outgoing>(OUTBOUND_CAPACITY);
     // Dropping `halt` wakes every thread of this session.
     let (halt, halted) = bounded::<()>(0);
+    // Set when we sent our own Close: the server's answer then needs no reply.
+    let closing = AtomicBool::new(false);
     let end = std::thread::scope(|scope| {
-        let halted_w = halted.clone();
-        scope.spawn(move || writer_loop(writer_ws, rx, halted_w));
+        let (halted_w, closing) = (halted.clone(), &closing);
+        scope.spawn(move || writer_loop(writer_ws, rx, halted_w, closing));
         let caps = agent.capabilities_when_ready();
         let _ = tx.send(Outgoing::Text(caps.clone()));
         let (tx_t, halted_t) = (tx.clone(), halted.clone());
         scope.spawn(move || ticker::run(agent, tx_t, halted_t, caps));
-        let end = read_loop(agent, &mut ws, &tx, stop, dead_after);
+        agent.set_session(Some(tx.clone()));
+        if agent.stopping() {
+            let _ = tx.send(Outgoing::Close(1001, "agent shutting down".into()));
+        }
+        let end = read_loop(agent, &mut ws, &tx, &closing, dead_after);
+        agent.set_session(None);
         drop(halt);
         ws.get_ref().shutdown();
         end
@@ -197,7 +207,7 @@ fn read_loop(
     agent: &Agent,
     ws: &mut WebSocket<Duplex>,
     tx: &Sender<Outgoing>,
-    stop: &Receiver<()>,
+    closing: &AtomicBool,
     dead_after: Duration,
 ) -> SessionEnd {
     let ended = |kind, detail: String| SessionEnd {
@@ -206,9 +216,6 @@ fn read_loop(
         detail,
     };
     loop {
-        if stop.try_recv().is_ok() {
-            return ended(CloseKind::Graceful, "agent stopping".into());
-        }
         match ws.read() {
             Ok(Message::Text(t)) => {
                 if let Some(reply) = handle_text(agent, t.as_str(), tx) {
@@ -223,6 +230,10 @@ fn read_loop(
                     .as_ref()
                     .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
                 let kind = classify_close(code.as_ref().map(|(c, r)| (*c, r.as_str())));
+                if closing.load(Ordering::SeqCst) {
+                    // The server answered our Close: the handshake is complete.
+                    return ended(CloseKind::Graceful, "closed by this agent".into());
+                }
                 finish_close(ws);
                 let detail = match code {
                     Some((c, r)) => format!("close code {c} {r:?}"),
@@ -327,7 +338,12 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
     }
 }
 
-fn writer_loop(mut ws: WebSocket<Duplex>, rx: Receiver<Outgoing>, halted: Receiver<()>) {
+fn writer_loop(
+    mut ws: WebSocket<Duplex>,
+    rx: Receiver<Outgoing>,
+    halted: Receiver<()>,
+    closing: &AtomicBool,
+) {
     loop {
         let msg = select! {
             recv(rx) -> m => match m { Ok(m) => m, Err(_) => return },
@@ -338,6 +354,15 @@ fn writer_loop(mut ws: WebSocket<Duplex>, rx: Receiver<Outgoing>, halted: Receiv
             Outgoing::Job(cancel, _) if cancel.is_cancelled() => continue,
             Outgoing::Job(_, t) => ws.send(Message::text(t)),
             Outgoing::Ping => ws.send(Message::Ping(Default::default())),
+            Outgoing::Close(code, reason) => {
+                closing.store(true, Ordering::SeqCst);
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                let _ = ws.send(Message::Close(Some(frame)));
+                return;
+            }
         };
         if let Err(e) = res {
             log::debug!("writer stopping: {e}");

@@ -1,0 +1,86 @@
+//! SIGTERM/SIGINT: drain, then close the session with 1001 and exit 0. A second
+//! signal exits at once. SIGHUP is logged: a config reload is a restart.
+
+use crate::agent::Agent;
+use crossbeam_channel::Sender;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the coordinator gets to answer our Close before we exit anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Exit status when a second signal cuts the drain short.
+const EXIT_INTERRUPTED: i32 = 130;
+
+pub fn install(agent: Arc<Agent>, wake: Sender<()>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut draining = false;
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => log::warn!(
+                        "SIGHUP: this agent reads its config at start; restart it to apply changes"
+                    ),
+                    _ if draining => {
+                        log::warn!("second signal: exiting now");
+                        std::process::exit(EXIT_INTERRUPTED);
+                    }
+                    _ => {
+                        draining = true;
+                        let (agent, wake) = (Arc::clone(&agent), wake.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("drain".into())
+                            .spawn(move || drain(&agent, &wake));
+                        if let Err(e) = spawned {
+                            log::error!("cannot start the drain: {e}; exiting");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+    true
+}
+
+/// Stops taking jobs, lets running ones finish up to the drain timeout, stops
+/// the rest, closes the session with 1001 and lets `main` return.
+fn drain(agent: &Agent, wake: &Sender<()>) {
+    agent.begin_stop();
+    let _ = wake.try_send(());
+    let limit = agent.config.limits.drain_timeout;
+    let n = agent.jobs.in_flight();
+    log::info!(
+        "shutting down: {n} job(s) in flight, waiting up to {:.0}s",
+        limit.as_secs_f64()
+    );
+    if !wait_for(limit, || agent.jobs.in_flight() == 0) {
+        agent.jobs.cancel_all("drain timeout reached");
+    }
+    if agent.close_session(1001, "agent shutting down")
+        && !wait_for(CLOSE_GRACE, || !agent.has_session())
+    {
+        log::warn!("the coordinator did not answer our Close; exiting anyway");
+        std::process::exit(0);
+    }
+    // Normally the supervisor has returned by now and main exits 0 first. A
+    // session still being dialled closes itself once authenticated; this bounds it.
+    std::thread::sleep(CLOSE_GRACE * 3);
+    log::warn!("shutdown did not finish in time; exiting");
+    std::process::exit(0);
+}
