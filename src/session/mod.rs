@@ -192,7 +192,7 @@ pub fn run(agent: &Agent) -> SessionEnd {
         if agent.stopping() {
             let _ = tx.send(Outgoing::Close(1001, "agent shutting down".into()));
         }
-        let end = read_loop(agent, &mut ws, &tx, &closing, dead_after);
+        let end = read_loop(agent, &mut ws, &tx, closing, dead_after);
         agent.set_session(None);
         drop(halt);
         ws.get_ref().shutdown();
