@@ -12,7 +12,6 @@
 #[allow(dead_code)]
 mod coordinator;
 #[path = "../tests/support/fake_backend.rs"]
-#[allow(dead_code)]
 mod fake_backend;
 #[path = "../tests/support/tls.rs"]
 #[allow(dead_code)]

@@ -134,6 +134,7 @@ fn relay(w: &Work, limits: &JobLimits, stats: &mut StreamStats) -> Result<(), Fa
     let deadline = w
         .received
         .checked_add(Duration::from_millis(w.job.deadline_ms));
+    let mut fell_back = false;
     loop {
         let (path, body, translator) = match plan {
             Plan::OpenAi => (
@@ -195,13 +196,18 @@ fn relay(w: &Work, limits: &JobLimits, stats: &mut StreamStats) -> Result<(), Fa
         let mut resp = http::send(&target.url, &req, http_limits, &w.cancel)?;
         if !(200..300).contains(&resp.status) {
             if plan == Plan::AnthropicNative && matches!(resp.status, 404 | 405) {
-                mark_no_messages(target);
+                // Also what some backends answer for an unknown model: only a
+                // translated request that then succeeds proves the route is missing.
                 plan = Plan::AnthropicTranslated;
+                fell_back = true;
                 continue;
             }
             let body = resp.read_prefix(2048);
             let (code, message) = classify_status(resp.status, &body);
             return Err(Failure::Error(code, message));
+        }
+        if fell_back {
+            mark_no_messages(target);
         }
         return stream(w, &mut resp, translator, stats);
     }
