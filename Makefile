@@ -9,8 +9,11 @@ help:
 build: ## release build for this machine
 	$(CARGO) build --release
 
+# With a prepared llama-server (`make llama`) the demo's backend is real.
 demo: ## the agent against a local TLS coordinator and backend (no account needed)
 	$(CARGO) build --bin usepod-edge --example demo
+	if [ -x tests/.cache/llama-server ] && [ -f tests/.cache/tiny.gguf ]; then \
+	  export USEPOD_EDGE_DEMO_LLAMA=tests/.cache/llama-server USEPOD_EDGE_DEMO_MODEL=tests/.cache/tiny.gguf; fi; \
 	./target/debug/examples/demo ./target/debug/usepod-edge
 
 llama: ## prepare the real llama-server + tiny models the tests use

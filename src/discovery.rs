@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// How often backends are re-probed when nothing asks sooner.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// Sooner while a backend is down or still loading its model, so it is
+/// offered within seconds of coming up.
+pub const REFRESH_WHILE_DOWN: Duration = Duration::from_secs(3);
 
 /// A backend the agent may call; jobs reach nothing else.
 #[derive(Debug)]
@@ -219,7 +222,11 @@ impl Discovery {
     pub fn run_forever(&self) {
         loop {
             self.round();
-            let _ = self.refresh_rx.recv_timeout(REFRESH_EVERY);
+            let snap = self.snapshot();
+            let all_up = !snap.backends.is_empty()
+                && snap.backends.iter().all(|(_, p)| p.as_ref().is_some_and(|p| p.healthy));
+            let wait = if all_up { REFRESH_EVERY } else { REFRESH_WHILE_DOWN };
+            let _ = self.refresh_rx.recv_timeout(wait);
         }
     }
 }
