@@ -90,8 +90,9 @@ impl Agent {
                     model_id: id.clone(),
                     input_per_1m,
                     output_per_1m,
-                    // llama-server runs at most total_slots requests at a time.
-                    max_concurrent: route.slots.map_or(max, |s| s.min(max)),
+                    // PROTOCOL.md: per model, the agent's concurrency. Bounding by
+                    // llama-server's total_slots comes with per-backend admission.
+                    max_concurrent: max,
                     backend: route.target.kind.as_str(),
                     context_window: route.context_window,
                 }

@@ -51,7 +51,6 @@ impl Target {
 pub struct Route {
     pub target: Arc<Target>,
     pub context_window: Option<u32>,
-    pub slots: Option<u32>,
 }
 
 /// The latest discovery result.
@@ -86,7 +85,6 @@ pub fn route_table(
                     Route {
                         target: Arc::clone(target),
                         context_window: *context_window,
-                        slots: p.slots,
                     },
                 );
             }
@@ -224,8 +222,15 @@ impl Discovery {
             self.round();
             let snap = self.snapshot();
             let all_up = !snap.backends.is_empty()
-                && snap.backends.iter().all(|(_, p)| p.as_ref().is_some_and(|p| p.healthy));
-            let wait = if all_up { REFRESH_EVERY } else { REFRESH_WHILE_DOWN };
+                && snap
+                    .backends
+                    .iter()
+                    .all(|(_, p)| p.as_ref().is_some_and(|p| p.healthy));
+            let wait = if all_up {
+                REFRESH_EVERY
+            } else {
+                REFRESH_WHILE_DOWN
+            };
             let _ = self.refresh_rx.recv_timeout(wait);
         }
     }
