@@ -295,17 +295,33 @@ impl Walker<'_> {
         }
     }
 
+    /// An optional typed value: absent or null is None; a value `convert`
+    /// rejects is an error saying it `must` be something else.
+    fn typed<T>(
+        &self,
+        obj: Option<&Map<String, Value>>,
+        path: &str,
+        key: &str,
+        must: &str,
+        convert: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        match obj.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => convert(v)
+                .map(Some)
+                .ok_or_else(|| self.err(&join(path, key), format!("must be {must}, got {v}"))),
+        }
+    }
+
     fn string(
         &self,
         obj: Option<&Map<String, Value>>,
         path: &str,
         key: &str,
     ) -> Result<Option<String>, ConfigError> {
-        match obj.and_then(|o| o.get(key)) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.err(&join(path, key), "must be a string")),
-        }
+        self.typed(obj, path, key, "a string", |v| {
+            v.as_str().map(str::to_owned)
+        })
     }
 
     fn boolean(
@@ -314,11 +330,7 @@ impl Walker<'_> {
         path: &str,
         key: &str,
     ) -> Result<Option<bool>, ConfigError> {
-        match obj.and_then(|o| o.get(key)) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.err(&join(path, key), "must be true or false")),
-        }
+        self.typed(obj, path, key, "true or false", Value::as_bool)
     }
 
     fn uint(
@@ -327,15 +339,7 @@ impl Walker<'_> {
         path: &str,
         key: &str,
     ) -> Result<Option<u64>, ConfigError> {
-        match obj.and_then(|o| o.get(key)) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                self.err(
-                    &join(path, key),
-                    format!("must be a non-negative integer, got {v}"),
-                )
-            }),
-        }
+        self.typed(obj, path, key, "a non-negative integer", Value::as_u64)
     }
 
     /// Seconds as a positive number (fractions allowed), bounded above.
