@@ -9,7 +9,7 @@ use crate::session::Outgoing;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long capabilities wait for the first discovery round before going out
 /// with what is known; later rounds re-send them.
@@ -25,6 +25,16 @@ pub struct Agent {
     stopping: AtomicBool,
     /// The live session's outbound queue, for the shutdown to close it.
     session: Mutex<Option<Sender<Outgoing>>>,
+    link: Mutex<Link>,
+}
+
+/// The coordinator connection as the state file reports it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// `connecting`, `connected`, `reconnecting` or `stopping`.
+    pub state: &'static str,
+    pub since: SystemTime,
+    pub detail: String,
 }
 
 impl Agent {
@@ -39,11 +49,30 @@ impl Agent {
             jobs,
             stopping: AtomicBool::new(false),
             session: Mutex::new(None),
+            link: Mutex::new(Link {
+                state: "connecting",
+                since: SystemTime::now(),
+                detail: String::new(),
+            }),
         }
     }
 
     pub fn lock_identity(&self) -> MutexGuard<'_, Identity> {
         self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the connection state; `since` moves only when the state changes.
+    pub fn set_link(&self, state: &'static str, detail: impl Into<String>) {
+        let mut l = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        if l.state != state {
+            l.state = state;
+            l.since = SystemTime::now();
+        }
+        l.detail = detail.into();
+    }
+
+    pub fn link(&self) -> Link {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn stopping(&self) -> bool {
@@ -53,6 +82,7 @@ impl Agent {
     /// Starts a shutdown: the current session goes on until `close_session`.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.set_link("stopping", "draining jobs");
         self.jobs.stop_admitting();
     }
 
@@ -119,9 +149,6 @@ impl Agent {
     }
 
     pub fn heartbeat_stats(&self) -> HeartbeatStats {
-        HeartbeatStats {
-            queue_depth: self.jobs.in_flight(),
-            ..HeartbeatStats::default()
-        }
+        self.jobs.metrics.heartbeat(self.jobs.in_flight())
     }
 }

@@ -8,6 +8,7 @@ pub enum Command {
     Validate,
     Identity,
     Discover,
+    Status,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct Cli {
     pub command: Command,
     pub config: Option<PathBuf>,
     pub log_level: Option<String>,
+    /// `status --json`
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,7 @@ commands:
   validate   check the config file and print what it resolves to
   identity   print this agent's public key and provider_id
   discover   probe the backends once, print what was found, and exit
+  status     what the running agent is doing (--json for the raw state)
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
@@ -52,6 +56,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut command = None;
     let mut config = None;
     let mut log_level = None;
+    let mut json = false;
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -69,6 +74,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "-V" | "--version" => return Ok(Parsed::Version),
             "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
             "-l" | "--log-level" => log_level = Some(value("--log-level")?),
+            "--json" => json = true,
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             w => {
                 let c = match w {
@@ -76,6 +82,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "validate" => Command::Validate,
                     "identity" => Command::Identity,
                     "discover" => Command::Discover,
+                    "status" => Command::Status,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {
@@ -88,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         command: command.unwrap_or(Command::Run),
         config,
         log_level,
+        json,
     }))
 }
 
@@ -106,7 +114,8 @@ mod tests {
             Parsed::Go(Cli {
                 command: Command::Validate,
                 config: Some("/x".into()),
-                log_level: None
+                log_level: None,
+                json: false
             })
         );
         assert_eq!(
@@ -114,7 +123,8 @@ mod tests {
             Parsed::Go(Cli {
                 command: Command::Run,
                 config: None,
-                log_level: Some("debug".into())
+                log_level: Some("debug".into()),
+                json: false
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);

@@ -137,6 +137,16 @@ pub struct Config {
     pub limits: Limits,
     /// Non-fatal findings (unknown keys, unset api_key_env) for the log and `validate`.
     pub warnings: Vec<String>,
+    pub status: StatusConfig,
+}
+
+/// Local reporting: the state file `usepod-edge status` reads, and an optional
+/// Prometheus textfile for node_exporter.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub state_file: PathBuf,
+    pub metrics_textfile: Option<PathBuf>,
+    pub interval: Duration,
 }
 
 /// Settings taken from the environment, applied over the file.
@@ -391,7 +401,14 @@ fn build(
     w.check_keys(
         root,
         "",
-        &["coordinator", "identity", "backends", "pricing", "limits"],
+        &[
+            "coordinator",
+            "identity",
+            "backends",
+            "pricing",
+            "limits",
+            "status",
+        ],
     );
     let coordinator = build_coordinator(&mut w, root, over)?;
 
@@ -501,7 +518,30 @@ fn build(
         drain_timeout: w.seconds(limits_obj, "limits", "drain_timeout_s", 30.0, 3600.0)?,
     };
 
+    let st = w.section(
+        root,
+        "status",
+        &["state_file", "metrics_textfile", "interval_s"],
+    )?;
+    let state_file = match w
+        .string(st, "status", "state_file")?
+        .filter(|s| !s.is_empty())
+    {
+        Some(p) => PathBuf::from(p),
+        // Beside the identity: a directory the agent can always write.
+        None => key_path.with_file_name("state.json"),
+    };
+    let status = StatusConfig {
+        state_file,
+        metrics_textfile: w
+            .string(st, "status", "metrics_textfile")?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        interval: w.seconds(st, "status", "interval_s", 5.0, 300.0)?,
+    };
+
     Ok(Config {
+        status,
         source,
         coordinator,
         key_path,

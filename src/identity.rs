@@ -8,9 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_compact::{KeyPair, Seed};
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 const BEGIN: &str = "-----BEGIN USEPOD AGENT KEY-----";
@@ -188,8 +187,7 @@ impl Identity {
         s + END + "\n"
     }
 
-    /// Writes the file atomically: a 0600 temp file in the same directory,
-    /// fsync, rename over the old one, fsync the directory.
+    /// Writes the file atomically with mode 0600, creating its directory 0700.
     pub fn save(&self) -> Result<(), IdentityError> {
         let io_err = |action: &'static str| {
             let path = self.path.clone();
@@ -199,38 +197,10 @@ impl Identity {
                 source,
             }
         };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err("create its directory"))?;
-        }
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(self.render().as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("write it")(e)
-        })
+        crate::atomic_file::ensure_private_dir(&self.path)
+            .map_err(io_err("create its directory"))?;
+        crate::atomic_file::write(&self.path, self.render().as_bytes(), 0o600)
+            .map_err(io_err("write it"))
     }
 
     /// Records the provider_id the coordinator assigned; writes the file only when it changed.

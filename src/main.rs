@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod atomic_file;
 mod backend;
 mod cli;
 mod clock;
@@ -11,10 +12,12 @@ mod endpoint;
 mod identity;
 mod jitter;
 mod jobs;
+mod metrics;
 mod protocol;
 mod reconnect;
 mod session;
 mod shutdown;
+mod state;
 mod supervisor;
 
 use cli::{Command, Parsed};
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Validate => validate(&config),
         Command::Identity => show_identity(&config),
         Command::Discover => discover(&config),
+        Command::Status => state::show(&config, cli.json),
         Command::Run => run(config),
     }
 }
@@ -225,6 +229,7 @@ fn run(config: Config) -> ExitCode {
     };
     let agent = Arc::new(agent::Agent::new(config, identity, tls));
     discovery::spawn(Arc::clone(&agent.discovery));
+    state::spawn_writer(Arc::clone(&agent));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {
         log::error!("cannot install signal handlers: {e}");

@@ -8,6 +8,7 @@ use crossbeam_channel::Receiver;
 pub fn run(agent: &Agent, wake: &Receiver<()>) {
     let mut backoff = Backoff::default();
     while !agent.stopping() {
+        agent.set_link("connecting", agent.config.coordinator.url.to_string());
         let end = crate::session::run(agent);
         if agent.stopping() {
             log::info!("session closed for shutdown ({})", end.detail);
@@ -36,6 +37,15 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
             );
         }
         log::info!("reconnecting in {}ms", decision.delay.as_millis());
+        agent.set_link(
+            "reconnecting",
+            format!(
+                "{} ({}); next attempt in {} ms",
+                end.kind.as_str(),
+                end.detail,
+                decision.delay.as_millis()
+            ),
+        );
         let _ = wake.recv_timeout(decision.delay);
     }
 }

@@ -7,6 +7,7 @@ mod run;
 use crate::backend::http::Cancel;
 use crate::config::Config;
 use crate::discovery::Discovery;
+use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
 use crossbeam_channel::{unbounded, Sender};
@@ -32,6 +33,7 @@ pub struct Jobs {
     max: u32,
     registry: Arc<Registry>,
     work_tx: Sender<Work>,
+    pub metrics: Arc<Metrics>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
 }
@@ -44,11 +46,13 @@ impl Jobs {
         // Unbounded is fine: admission already caps what can be queued at `max`.
         let (work_tx, work_rx) = unbounded::<Work>();
         let limits = JobLimits::from_config(config);
+        let metrics = Arc::new(Metrics::default());
         for i in 0..max {
-            let (rx, registry, discovery) = (
+            let (rx, registry, discovery, metrics) = (
                 work_rx.clone(),
                 Arc::clone(&registry),
                 Arc::clone(&discovery),
+                Arc::clone(&metrics),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{i}"))
@@ -58,7 +62,7 @@ impl Jobs {
                         // A bug in one job must not kill this thread (the pool would
                         // shrink silently) nor the other jobs: it fails that job only.
                         let terminal = catch_unwind(AssertUnwindSafe(|| {
-                            run::execute(&w, &limits, &discovery)
+                            run::execute(&w, &limits, &discovery, &metrics)
                         }))
                         .unwrap_or_else(|_| {
                             log::error!(
@@ -89,12 +93,25 @@ impl Jobs {
             max,
             registry,
             work_tx,
+            metrics,
             closed: AtomicBool::new(false),
         }
     }
 
     pub fn stop_admitting(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// The job_error that refuses a job at admission, counted like any failure.
+    fn refuse(&self, job_id: &str, code: ErrorCode, message: String) -> Option<Outbound> {
+        log::info!("job {job_id} refused ({}): {message}", code.as_str());
+        self.metrics.record(Sample {
+            at: Instant::now(),
+            ttfb_ms: None,
+            tokens_per_sec: None,
+            error: Some(code),
+        });
+        Some(Outbound::job_error(job_id, code, message, 0))
     }
 
     /// Admits a job or answers at once with the frame that refuses it.
@@ -105,24 +122,15 @@ impl Jobs {
         tx: &Sender<Outgoing>,
     ) -> Option<Outbound> {
         if self.closed.load(Ordering::SeqCst) {
-            return Some(Outbound::job_error(
-                &job.job_id,
-                ErrorCode::OutOfCapacity,
-                "this agent is shutting down",
-                0,
-            ));
+            let why = "this agent is shutting down".to_owned();
+            return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
         let cancel = Cancel::default();
         let ticket = match self.registry.admit(&job.job_id, cancel.clone()) {
             Ok(t) => t,
             Err(Refusal::Full) => {
-                log::info!("job {} refused: all {} slots busy", job.job_id, self.max);
-                return Some(Outbound::job_error(
-                    &job.job_id,
-                    ErrorCode::OutOfCapacity,
-                    format!("all {} slots are busy", self.max),
-                    0,
-                ));
+                let why = format!("all {} slots are busy", self.max);
+                return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
             }
             Err(Refusal::DuplicateId) => {
                 // Answering would look like the running job failed; it goes on.
@@ -132,12 +140,8 @@ impl Jobs {
         };
         let Some(route) = discovery.snapshot().routes.get(&job.model_id).cloned() else {
             self.registry.finish(&job.job_id, ticket);
-            return Some(Outbound::job_error(
-                &job.job_id,
-                ErrorCode::ModelNotLoaded,
-                format!("no backend here serves model {:?}", job.model_id),
-                0,
-            ));
+            let why = format!("no backend here serves model {:?}", job.model_id);
+            return self.refuse(&job.job_id, ErrorCode::ModelNotLoaded, why);
         };
         log::debug!(
             "job {} for {} → {} {}",
@@ -157,12 +161,11 @@ impl Jobs {
         if let Err(e) = self.work_tx.send(work) {
             let w = e.into_inner();
             self.registry.finish(&w.job.job_id, w.ticket);
-            return Some(Outbound::job_error(
+            return self.refuse(
                 &w.job.job_id,
                 ErrorCode::Internal,
-                "job pool is gone",
-                0,
-            ));
+                "job pool is gone".into(),
+            );
         }
         None
     }

@@ -7,6 +7,7 @@ use crate::backend::http::{self, HttpError, Request, Response};
 use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
 use crate::config::Config;
 use crate::discovery::{mark_no_messages, Discovery};
+use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobFormat, Outbound, Tokens};
 use crate::session::Outgoing;
 use crossbeam_channel::SendTimeoutError;
@@ -36,6 +37,13 @@ impl JobLimits {
             max_request_bytes: c.limits.max_request_bytes,
         }
     }
+}
+
+/// What a job has streamed so far.
+#[derive(Default)]
+pub struct Progress {
+    pub stats: StreamStats,
+    pub first_chunk: Option<Instant>,
 }
 
 /// How a job ended without a job_done.
@@ -77,18 +85,40 @@ pub fn send_frame(w: &Work, frame: Outbound) -> bool {
     }
 }
 
-/// Runs the job; returns its terminal frame (None when it was stopped).
-pub fn execute(w: &Work, limits: &JobLimits, discovery: &Discovery) -> Option<Outbound> {
-    let mut stats = StreamStats::default();
+/// Runs the job, records how it went, and returns its terminal frame (None
+/// when it was stopped).
+pub fn execute(
+    w: &Work,
+    limits: &JobLimits,
+    discovery: &Discovery,
+    metrics: &Metrics,
+) -> Option<Outbound> {
+    let mut p = Progress::default();
     let id = &w.job.job_id;
-    match relay(w, limits, &mut stats) {
+    let result = relay(w, limits, &mut p);
+    let output = p.stats.output_tokens();
+    let ttfb_ms = p
+        .first_chunk
+        .map(|t| u32::try_from(t.duration_since(w.received).as_millis()).unwrap_or(u32::MAX));
+    match result {
         Ok(()) => {
-            let tokens = Tokens::new(stats.usage.input.unwrap_or(0), stats.output_tokens());
+            let tokens = Tokens::new(p.stats.usage.input.unwrap_or(0), output);
             let duration_ms = u32::try_from(w.received.elapsed().as_millis()).unwrap_or(u32::MAX);
+            let generating = p
+                .first_chunk
+                .map(|t| t.elapsed().as_secs_f64())
+                .unwrap_or(0.0);
+            metrics.record(Sample {
+                at: Instant::now(),
+                ttfb_ms,
+                // Speed needs some time to mean anything; a 1-token answer has none.
+                tokens_per_sec: (generating > 0.0 && output > 1)
+                    .then(|| output as f64 / generating),
+                error: None,
+            });
             log::debug!(
-                "job {id} done: {} in / {} out tokens in {duration_ms} ms",
-                tokens.input,
-                tokens.output
+                "job {id} done: {} in / {output} out tokens in {duration_ms} ms",
+                tokens.input
             );
             Some(Outbound::JobDone {
                 job_id: id.clone(),
@@ -104,13 +134,14 @@ pub fn execute(w: &Work, limits: &JobLimits, discovery: &Discovery) -> Option<Ou
             if code == ErrorCode::BackendUnreachable {
                 discovery.refresh();
             }
+            metrics.record(Sample {
+                at: Instant::now(),
+                ttfb_ms,
+                tokens_per_sec: None,
+                error: Some(code),
+            });
             log::warn!("job {id} failed ({}): {message}", code.as_str());
-            Some(Outbound::job_error(
-                id,
-                code,
-                message,
-                stats.output_tokens(),
-            ))
+            Some(Outbound::job_error(id, code, message, output))
         }
     }
 }
@@ -122,7 +153,7 @@ enum Plan {
     AnthropicTranslated,
 }
 
-fn relay(w: &Work, limits: &JobLimits, stats: &mut StreamStats) -> Result<(), Failure> {
+fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> {
     let target = &w.route.target;
     let mut plan = match w.job.format {
         JobFormat::OpenAi => Plan::OpenAi,
@@ -209,7 +240,7 @@ fn relay(w: &Work, limits: &JobLimits, stats: &mut StreamStats) -> Result<(), Fa
         if fell_back {
             mark_no_messages(target);
         }
-        return stream(w, &mut resp, translator, stats);
+        return stream(w, &mut resp, translator, p);
     }
 }
 
@@ -219,28 +250,31 @@ fn stream(
     w: &Work,
     resp: &mut Response,
     mut translator: Option<StreamTranslator>,
-    stats: &mut StreamStats,
+    p: &mut Progress,
 ) -> Result<(), Failure> {
     let mut splitter = EventSplitter::new(MAX_EVENT_BYTES);
     let mut buf = vec![0u8; READ_BUF];
-    let forward =
-        |ready: Vec<u8>, stats: &mut StreamStats, translator: &mut Option<StreamTranslator>| {
-            if ready.is_empty() {
-                return true;
-            }
-            let events = parse_events(&ready);
-            for ev in &events {
-                stats.observe(ev);
-            }
-            let out = match translator {
-                Some(t) => events
-                    .iter()
-                    .flat_map(|e| t.on_openai_data(&e.data))
-                    .collect(),
-                None => ready,
-            };
-            out.is_empty() || send_frame(w, Outbound::job_chunk(&w.job.job_id, &out))
+    let forward = |ready: Vec<u8>, p: &mut Progress, translator: &mut Option<StreamTranslator>| {
+        if ready.is_empty() {
+            return true;
+        }
+        let events = parse_events(&ready);
+        for ev in &events {
+            p.stats.observe(ev);
+        }
+        let out = match translator {
+            Some(t) => events
+                .iter()
+                .flat_map(|e| t.on_openai_data(&e.data))
+                .collect(),
+            None => ready,
         };
+        if out.is_empty() {
+            return true;
+        }
+        p.first_chunk.get_or_insert_with(Instant::now);
+        send_frame(w, Outbound::job_chunk(&w.job.job_id, &out))
+    };
     let started = Instant::now();
     loop {
         let n = resp.read_body(&mut buf)?;
@@ -250,12 +284,12 @@ fn stream(
         let ready = splitter
             .push(&buf[..n])
             .map_err(|e| internal(format!("backend stream refused: {e}")))?;
-        if !forward(ready, stats, &mut translator) {
+        if !forward(ready, p, &mut translator) {
             return Err(Failure::Stopped);
         }
     }
     let rest = splitter.take_rest();
-    if !forward(rest, stats, &mut translator) {
+    if !forward(rest, p, &mut translator) {
         return Err(Failure::Stopped);
     }
     if let Some(t) = translator.as_mut() {
@@ -264,7 +298,7 @@ fn stream(
             return Err(Failure::Stopped);
         }
     }
-    if !stats.done {
+    if !p.stats.done {
         return Err(internal(format!(
             "backend stream ended after {:?} without its final event ([DONE] or message_stop)",
             started.elapsed()

@@ -140,13 +140,13 @@ pub fn run(agent: &Agent) -> SessionEnd {
             Err(e) => log::error!("{e}; continuing with provider_id {pid} in memory"),
         }
     }
-    log::info!(
-        "authenticated as {}",
-        agent
-            .lock_identity()
-            .provider_id()
-            .unwrap_or("(no provider_id)")
-    );
+    let who = agent
+        .lock_identity()
+        .provider_id()
+        .unwrap_or("(no provider_id)")
+        .to_owned();
+    log::info!("authenticated as {who}");
+    agent.set_link("connected", format!("{} as {who}", cfg.url));
 
     // Pongs answer our pings, so silence for three intervals means the link is dead.
     let dead_after = cfg.ping_interval * 3;
