@@ -1,0 +1,364 @@
+//! The SysV init script, for real: `init/install.sh` into a scratch root (DESTDIR), then
+//! `etc/init.d/usepod-edge` start / status / stop / restart run through start-stop-daemon
+//! against a plain ws:// test coordinator on 127.0.0.1. Checks the process (pid, binary,
+//! user), the pidfile, the log file, the LSB exit codes, the 1001 close of a stop's drain,
+//! that a bad config is refused at start, and that install keeps an existing config.
+//!
+//! The script's paths come from the environment (DAEMON, CONFIG, PIDFILE, LOGFILE,
+//! STATE_DIR, DAEMON_USER, DEFAULTS_FILE), so nothing outside the scratch root is touched.
+//! As root the agent runs as `nobody` (start-stop-daemon --chuid); otherwise as the caller.
+//! Without start-stop-daemon (not Debian/Ubuntu) the test prints SKIPPED.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::agent::{base_config, write_config, AGENT_ENV, BIN};
+use support::coordinator::{Conn, Coordinator};
+use support::{refused_port, wait_until, watchdog, TempDir};
+
+const S10: Duration = Duration::from_secs(10);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start_stop_daemon() -> Option<PathBuf> {
+    ["/sbin", "/usr/sbin", "/bin", "/usr/bin"]
+        .iter()
+        .map(|d| Path::new(d).join("start-stop-daemon"))
+        .find(|p| p.exists())
+}
+
+fn id(args: &[&str]) -> Option<String> {
+    let out = Command::new("id").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+struct Out {
+    code: Option<i32>,
+    text: String,
+}
+
+/// The scratch root with the service installed, and how to run its init script.
+struct Service {
+    root: PathBuf,
+    script: PathBuf,
+    daemon: PathBuf,
+    config: PathBuf,
+    pidfile: PathBuf,
+    logfile: PathBuf,
+    state_dir: PathBuf,
+    user: String,
+    /// Last: removed after the agent is stopped.
+    _dir: TempDir,
+}
+
+impl Service {
+    fn install(name: &str) -> Service {
+        let dir = TempDir::new(name);
+        let root = dir.path().to_path_buf();
+        // The agent runs as `nobody` when we are root: it must reach its files.
+        chmod(&root, 0o755);
+        let out = install_into(&root);
+        assert_eq!(out.code, Some(0), "init/install.sh failed:\n{}", out.text);
+        let user = if id(&["-u"]).as_deref() == Some("0") {
+            if id(&["-u", "nobody"]).is_some() {
+                "nobody".to_string()
+            } else {
+                "root".to_string()
+            }
+        } else {
+            id(&["-un"]).expect("id -un")
+        };
+        let s = Service {
+            script: root.join("etc/init.d/usepod-edge"),
+            daemon: root.join("usr/bin/usepod-edge"),
+            config: root.join("etc/usepod-edge/config.json"),
+            pidfile: root.join("run/usepod-edge.pid"),
+            logfile: root.join("var/log/usepod-edge/usepod-edge.log"),
+            state_dir: root.join("var/lib/usepod-edge"),
+            user,
+            root,
+            _dir: dir,
+        };
+        s
+    }
+
+    fn write_config(&self, config: &serde_json::Value) {
+        write_config(self.config.parent().unwrap(), "config.json", config);
+        // install made the directory 0750 root:usepod-edge; the test's user is not in it.
+        chmod(self.config.parent().unwrap(), 0o755);
+        chmod(&self.config, 0o644);
+    }
+
+    /// Run the init script with `action`; killed after 90 s (the stop schedule is 45 + 5).
+    fn run(&self, action: &str) -> Out {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("90").arg(&self.script).arg(action);
+        for k in AGENT_ENV {
+            cmd.env_remove(k);
+        }
+        cmd.env("DEFAULTS_FILE", self.root.join("etc/default/usepod-edge"))
+            .env("DAEMON", &self.daemon)
+            .env("CONFIG", &self.config)
+            .env("PIDFILE", &self.pidfile)
+            .env("LOGFILE", &self.logfile)
+            .env("STATE_DIR", &self.state_dir)
+            .env("DAEMON_USER", &self.user)
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        let out = cmd.output().expect("run the init script");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Out {
+            code: out.status.code(),
+            text,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.logfile).unwrap_or_default()
+    }
+
+    /// `start`, then the agent's connection: authenticated, capabilities received.
+    fn start_and_connect(&self, coord: &Coordinator, action: &str) -> (u32, Conn) {
+        let out = self.run(action);
+        assert_eq!(out.code, Some(0), "{action} failed:\n{}", out.text);
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("no pidfile after {action}:\n{}", out.text));
+        support::register_child(pid);
+        let Some(conn) = coord.try_accept(S10) else {
+            panic!(
+                "the agent started by `{action}` did not connect\n{}\n--- log ---\n{}",
+                out.text,
+                self.log()
+            );
+        };
+        conn.authenticate(Some("prov-service"));
+        conn.expect_capabilities(S10);
+        (pid, conn)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // A failed test must not leave the agent running.
+        if let Some(pid) = self.pid() {
+            if alive(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.logfile.display(), self.log());
+        }
+    }
+}
+
+fn install_into(root: &Path) -> Out {
+    let out = Command::new("sh")
+        .arg(repo().join("init/install.sh"))
+        .env("BIN", BIN)
+        .env("DESTDIR", root)
+        .env("PREFIX", "/usr")
+        .env("INIT", "sysv")
+        .output()
+        .expect("run init/install.sh");
+    Out {
+        code: out.status.code(),
+        text: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Running and not a zombie (an orphan nobody reaped yet counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn sysv_script_starts_reports_and_stops_the_agent_through_start_stop_daemon() {
+    let Some(ssd) = start_stop_daemon() else {
+        eprintln!("SKIPPED: no start-stop-daemon on this machine (the SysV script needs it)");
+        return;
+    };
+    let _w = watchdog(Duration::from_secs(120), "service_sysv");
+    eprintln!("using {}", ssd.display());
+    let svc = Service::install("svc");
+
+    // What install put there.
+    for f in [
+        "usr/bin/usepod-edge",
+        "etc/init.d/usepod-edge",
+        "etc/logrotate.d/usepod-edge",
+        "etc/usepod-edge/config.json",
+        "etc/usepod-edge/config.example.json",
+        "usr/share/doc/usepod-edge/config.example.md",
+    ] {
+        assert!(svc.root.join(f).is_file(), "install did not create {f}");
+    }
+    assert_eq!(
+        std::fs::metadata(&svc.script).unwrap().mode() & 0o111,
+        0o111,
+        "the init script is executable"
+    );
+    assert_eq!(
+        std::fs::metadata(&svc.state_dir).unwrap().mode() & 0o777,
+        0o700,
+        "state dir mode"
+    );
+    let init = std::fs::read_to_string(&svc.script).unwrap();
+    assert!(
+        init.contains("DAEMON=${DAEMON:-/usr/bin/usepod-edge}"),
+        "the installed script runs the binary from PREFIX/bin"
+    );
+
+    // The shipped example config is valid and has no unknown keys.
+    let v = Command::new(&svc.daemon)
+        .args(["--config", svc.config.to_str().unwrap(), "validate"])
+        .env("HOME", svc.root.as_os_str())
+        .output()
+        .unwrap();
+    let vtext = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(v.status.success(), "example config invalid:\n{vtext}");
+    assert!(
+        !vtext.contains("unknown key"),
+        "example config has unknown keys:\n{vtext}"
+    );
+
+    // Our config: the test coordinator; a second install keeps it.
+    let coord = Coordinator::start_plain();
+    let key_path = svc.state_dir.join("identity.key");
+    let mut config = base_config(&coord.url(), None, &key_path);
+    config["backends"] = json!([{"kind": "llamacpp",
+                                 "url": format!("http://127.0.0.1:{}", refused_port())}]);
+    svc.write_config(&config);
+    let written = std::fs::read_to_string(&svc.config).unwrap();
+    let again = install_into(&svc.root);
+    assert_eq!(again.code, Some(0), "second install: {}", again.text);
+    assert_eq!(
+        std::fs::read_to_string(&svc.config).unwrap(),
+        written,
+        "install overwrote an existing config"
+    );
+    assert!(again.text.contains("kept"), "{}", again.text);
+    svc.write_config(&config);
+
+    // The defaults file is read (and exported to the agent).
+    std::fs::create_dir_all(svc.root.join("etc/default")).unwrap();
+    std::fs::write(
+        svc.root.join("etc/default/usepod-edge"),
+        "LOG_LEVEL=debug\n",
+    )
+    .unwrap();
+
+    // Not running yet.
+    let st = svc.run("status");
+    assert_eq!(st.code, Some(3), "status before start: {}", st.text);
+
+    // start: a daemon under the service user that connects.
+    let (pid, conn) = svc.start_and_connect(&coord, "start");
+    assert!(alive(pid), "pidfile pid {pid} is not alive");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("read /proc/PID/exe");
+    assert_eq!(
+        exe,
+        svc.daemon.canonicalize().unwrap(),
+        "the pidfile's pid is not our binary"
+    );
+    if let Some(uid) = id(&["-u", &svc.user]) {
+        let proc_uid = std::fs::metadata(format!("/proc/{pid}")).unwrap().uid();
+        assert_eq!(proc_uid.to_string(), uid, "runs as {}", svc.user);
+    }
+    let st = svc.run("status");
+    assert_eq!(st.code, Some(0), "status while running: {}", st.text);
+    assert!(st.text.contains("is running"), "{}", st.text);
+    assert!(st.text.contains(&pid.to_string()), "{}", st.text);
+
+    // A second start is a no-op.
+    let again = svc.run("start");
+    assert_eq!(again.code, Some(0), "{}", again.text);
+    assert!(again.text.contains("already running"), "{}", again.text);
+    assert_eq!(svc.pid(), Some(pid), "a second start replaced the pidfile");
+    assert_eq!(
+        coord.try_accept(Duration::from_millis(300)).map(|_| ()),
+        None
+    );
+
+    // Logs reach the file, at the defaults file's level; the identity is in STATE_DIR.
+    assert!(
+        wait_until(S10, || svc.log().contains("DEBUG")),
+        "no DEBUG lines in {}",
+        svc.logfile.display()
+    );
+    assert!(key_path.is_file(), "identity key not created in STATE_DIR");
+
+    // stop: the agent drains (1001 close), exits; pidfile gone; status 3.
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop: {}", out.text);
+    assert!(!alive(pid), "pid {pid} still running after stop");
+    assert!(!svc.pidfile.exists(), "pidfile left after stop");
+    assert!(conn.wait_closed(S10), "the connection did not end");
+    assert_eq!(
+        conn.peer_close().flatten().map(|(code, _)| code),
+        Some(1001),
+        "a stop closes the session with 1001 (going away)"
+    );
+    let st = svc.run("status");
+    assert_eq!(st.code, Some(3), "status after stop: {}", st.text);
+    assert!(st.text.contains("not running"), "{}", st.text);
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop when stopped: {}", out.text);
+
+    // restart from stopped starts; reload restarts (a new process).
+    let (pid1, _c1) = svc.start_and_connect(&coord, "restart");
+    let (pid2, _c2) = svc.start_and_connect(&coord, "reload");
+    assert_ne!(pid1, pid2, "reload did not restart the agent");
+    assert!(!alive(pid1), "the old agent survived reload");
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop: {}", out.text);
+    assert!(!alive(pid2));
+
+    // A bad config is refused at start with LSB 6 and the reason; nothing keeps running.
+    config["limits"]["max_concurrent"] = json!(0);
+    svc.write_config(&config);
+    let out = svc.run("start");
+    assert_eq!(out.code, Some(6), "start with a bad config: {}", out.text);
+    assert!(out.text.contains("max_concurrent"), "{}", out.text);
+    assert!(!svc.pidfile.exists(), "pidfile after a refused start");
+    assert_eq!(svc.run("status").code, Some(3));
+}
