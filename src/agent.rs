@@ -120,9 +120,9 @@ impl Agent {
                     model_id: id.clone(),
                     input_per_1m,
                     output_per_1m,
-                    // PROTOCOL.md: per model, the agent's concurrency. Bounding by
-                    // llama-server's total_slots comes with per-backend admission.
-                    max_concurrent: max,
+                    // llama-server runs at most total_slots requests at once,
+                    // and admission holds its jobs to that.
+                    max_concurrent: route.slots.map_or(max, |s| s.min(max)),
                     backend: route.target.kind.as_str(),
                     context_window: route.context_window,
                 }

@@ -51,6 +51,8 @@ impl Target {
 pub struct Route {
     pub target: Arc<Target>,
     pub context_window: Option<u32>,
+    /// llama-server's total_slots: how many of this backend's jobs may run at once.
+    pub slots: Option<u32>,
 }
 
 /// The latest discovery result.
@@ -85,6 +87,7 @@ pub fn route_table(
                     Route {
                         target: Arc::clone(target),
                         context_window: *context_window,
+                        slots: p.slots,
                     },
                 );
             }

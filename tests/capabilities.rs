@@ -13,7 +13,9 @@ use support::{secs, watchdog};
 const S5: Duration = Duration::from_secs(5);
 
 /// The protocol's shape for capabilities, with the agent's concurrency `conc`.
-fn check_shape(caps: &Value, conc: u64) {
+/// `conc`: the agent's concurrency; `per_model`: what each model may run at once
+/// (the agent's concurrency, capped by llama-server's total_slots).
+fn check_shape(caps: &Value, conc: u64, per_model: u64) {
     assert_eq!(caps["type"], "capabilities");
     let models = caps["models"]
         .as_array()
@@ -32,7 +34,7 @@ fn check_shape(caps: &Value, conc: u64) {
         }
         assert_eq!(
             m["max_concurrent"].as_u64(),
-            Some(conc),
+            Some(per_model),
             "per-model concurrency: {m}"
         );
         let backend = m["backend"].as_str().unwrap_or("");
@@ -92,7 +94,7 @@ fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
         after < 1.0,
         "capabilities came {after:.3} s after auth_ok; must be < 1 s with a hanging backend"
     );
-    check_shape(&caps.value, 3);
+    check_shape(&caps.value, 3, 3);
     assert_eq!(caps.value["limits"]["max_tokens_per_minute"], json!(12345));
 
     // Again on a reconnect, with the backend still hanging.
@@ -105,7 +107,7 @@ fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
         after2 < 1.0,
         "second session: capabilities after {after2:.3} s"
     );
-    check_shape(&caps2.value, 3);
+    check_shape(&caps2.value, 3, 3);
     drop(agent);
 }
 
@@ -170,7 +172,7 @@ fn capabilities_list_discovered_models_sorted_and_priced() {
     );
     let _agent = s.spawn();
     let caps = discovered_caps(&s);
-    check_shape(&caps, 3);
+    check_shape(&caps, 3, 2);
     let models = caps["models"].as_array().unwrap();
     let ids: Vec<&str> = models
         .iter()
@@ -205,7 +207,7 @@ fn a_backend_model_allow_list_limits_what_is_advertised() {
     );
     let _agent = s.spawn();
     let caps = discovered_caps(&s);
-    check_shape(&caps, 8);
+    check_shape(&caps, 8, 2);
     let ids: Vec<&str> = caps["models"]
         .as_array()
         .unwrap()

@@ -125,11 +125,32 @@ impl Jobs {
             let why = "this agent is shutting down".to_owned();
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
+        // Capacity is reported before an unknown model (PROTOCOL.md).
+        let route = discovery.snapshot().routes.get(&job.model_id).cloned();
+        let full = || format!("all {} slots are busy", self.max);
+        let Some(route) = route else {
+            return if self.registry.is_full() {
+                self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())
+            } else {
+                let why = format!("no backend here serves model {:?}", job.model_id);
+                self.refuse(&job.job_id, ErrorCode::ModelNotLoaded, why)
+            };
+        };
         let cancel = Cancel::default();
-        let ticket = match self.registry.admit(&job.job_id, cancel.clone()) {
+        let backend_key = route.target.url.to_string();
+        let limit = route.slots.map(|s| (backend_key.as_str(), s));
+        let ticket = match self.registry.admit(&job.job_id, cancel.clone(), limit) {
             Ok(t) => t,
             Err(Refusal::Full) => {
-                let why = format!("all {} slots are busy", self.max);
+                return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())
+            }
+            Err(Refusal::BackendFull) => {
+                let why = format!(
+                    "{} at {} is running all {} of its slots",
+                    route.target.kind.as_str(),
+                    route.target.url,
+                    route.slots.unwrap_or(0)
+                );
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
             }
             Err(Refusal::DuplicateId) => {
@@ -137,11 +158,6 @@ impl Jobs {
                 log::warn!("ignoring a second job frame for running job {}", job.job_id);
                 return None;
             }
-        };
-        let Some(route) = discovery.snapshot().routes.get(&job.model_id).cloned() else {
-            self.registry.finish(&job.job_id, ticket);
-            let why = format!("no backend here serves model {:?}", job.model_id);
-            return self.refuse(&job.job_id, ErrorCode::ModelNotLoaded, why);
         };
         log::debug!(
             "job {} for {} → {} {}",

@@ -12,11 +12,27 @@ struct Entry {
     /// Distinguishes a re-used job_id from the job that used it before.
     ticket: u64,
     cancel: Cancel,
+    /// The backend whose slot this job holds, when that backend has a limit.
+    backend: Option<String>,
 }
 
 struct Inner {
     running: HashMap<String, Entry>,
+    /// Jobs per limited backend (llama-server's total_slots).
+    busy: HashMap<String, u32>,
     next_ticket: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, job_id: &str) -> Option<Entry> {
+        let e = self.running.remove(job_id)?;
+        if let Some(b) = &e.backend {
+            if let Some(n) = self.busy.get_mut(b) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Some(e)
+    }
 }
 
 pub struct Registry {
@@ -28,8 +44,13 @@ pub struct Registry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Full,
+    /// The backend's own parallelism is used up.
+    BackendFull,
     DuplicateId,
 }
+
+/// A backend-side limit for one admission: (backend key, its slots).
+pub type BackendLimit<'a> = Option<(&'a str, u32)>;
 
 impl Registry {
     pub fn new(max: usize) -> Registry {
@@ -37,6 +58,7 @@ impl Registry {
             max,
             inner: Mutex::new(Inner {
                 running: HashMap::new(),
+                busy: HashMap::new(),
                 next_ticket: 0,
             }),
         }
@@ -46,8 +68,18 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a slot for `job_id`; the ticket identifies this admission.
-    pub fn admit(&self, job_id: &str, cancel: Cancel) -> Result<u64, Refusal> {
+    pub fn is_full(&self) -> bool {
+        self.lock().running.len() >= self.max
+    }
+
+    /// Takes a slot for `job_id` (and one of its backend's, if limited); the
+    /// ticket identifies this admission.
+    pub fn admit(
+        &self,
+        job_id: &str,
+        cancel: Cancel,
+        backend: BackendLimit,
+    ) -> Result<u64, Refusal> {
         let mut g = self.lock();
         if g.running.len() >= self.max {
             return Err(Refusal::Full);
@@ -55,10 +87,21 @@ impl Registry {
         if g.running.contains_key(job_id) {
             return Err(Refusal::DuplicateId);
         }
+        if let Some((key, slots)) = backend {
+            let n = g.busy.entry(key.to_owned()).or_insert(0);
+            if *n >= slots {
+                return Err(Refusal::BackendFull);
+            }
+            *n += 1;
+        }
         g.next_ticket += 1;
         let ticket = g.next_ticket;
-        g.running
-            .insert(job_id.to_owned(), Entry { ticket, cancel });
+        let entry = Entry {
+            ticket,
+            cancel,
+            backend: backend.map(|(k, _)| k.to_owned()),
+        };
+        g.running.insert(job_id.to_owned(), entry);
         Ok(ticket)
     }
 
@@ -66,7 +109,7 @@ impl Registry {
     pub fn finish(&self, job_id: &str, ticket: u64) -> bool {
         let mut g = self.lock();
         if g.running.get(job_id).is_some_and(|e| e.ticket == ticket) {
-            g.running.remove(job_id);
+            g.remove(job_id);
             return true;
         }
         false
@@ -74,7 +117,7 @@ impl Registry {
 
     /// Stops a job and frees its slot at once; false for unknown or finished ids.
     pub fn cancel(&self, job_id: &str) -> bool {
-        let entry = self.lock().running.remove(job_id);
+        let entry = self.lock().remove(job_id);
         match entry {
             Some(e) => {
                 e.cancel.cancel();
@@ -86,7 +129,10 @@ impl Registry {
 
     /// Stops every job; returns how many there were.
     pub fn cancel_all(&self) -> usize {
-        let all: Vec<Entry> = self.lock().running.drain().map(|(_, e)| e).collect();
+        let mut g = self.lock();
+        g.busy.clear();
+        let all: Vec<Entry> = g.running.drain().map(|(_, e)| e).collect();
+        drop(g);
         for e in &all {
             e.cancel.cancel();
         }
@@ -107,24 +153,44 @@ mod tests {
     #[test]
     fn admits_up_to_max_and_refuses_duplicates() {
         let r = Registry::new(2);
-        let a = r.admit("a", Cancel::default()).unwrap();
-        assert_eq!(r.admit("a", Cancel::default()), Err(Refusal::DuplicateId));
-        r.admit("b", Cancel::default()).unwrap();
-        assert_eq!(r.admit("c", Cancel::default()), Err(Refusal::Full));
+        let a = r.admit("a", Cancel::default(), None).unwrap();
+        assert_eq!(
+            r.admit("a", Cancel::default(), None),
+            Err(Refusal::DuplicateId)
+        );
+        r.admit("b", Cancel::default(), None).unwrap();
+        assert_eq!(r.admit("c", Cancel::default(), None), Err(Refusal::Full));
         assert!(r.finish("a", a));
         assert!(!r.finish("a", a), "a slot is freed once");
-        r.admit("c", Cancel::default()).unwrap();
+        r.admit("c", Cancel::default(), None).unwrap();
         assert_eq!(r.in_flight(), 2);
         assert_eq!(r.cancel_all(), 2);
         assert_eq!(r.in_flight(), 0);
     }
 
     #[test]
+    fn a_backend_limit_caps_its_jobs_and_frees_with_them() {
+        let r = Registry::new(8);
+        let a = r.admit("a", Cancel::default(), Some(("llama", 2))).unwrap();
+        r.admit("b", Cancel::default(), Some(("llama", 2))).unwrap();
+        assert_eq!(
+            r.admit("c", Cancel::default(), Some(("llama", 2))),
+            Err(Refusal::BackendFull)
+        );
+        r.admit("d", Cancel::default(), Some(("other", 1))).unwrap();
+        r.admit("e", Cancel::default(), None).unwrap();
+        assert!(r.finish("a", a));
+        r.admit("c", Cancel::default(), Some(("llama", 2))).unwrap();
+        assert!(r.cancel("b"));
+        assert_eq!(r.lock().busy.get("llama"), Some(&1));
+    }
+
+    #[test]
     fn a_stale_finish_does_not_free_a_reused_id() {
         let r = Registry::new(4);
-        let old = r.admit("x", Cancel::default()).unwrap();
+        let old = r.admit("x", Cancel::default(), None).unwrap();
         assert!(r.cancel("x"));
-        let _new = r.admit("x", Cancel::default()).unwrap();
+        let _new = r.admit("x", Cancel::default(), None).unwrap();
         assert!(!r.finish("x", old));
         assert_eq!(r.in_flight(), 1);
     }
@@ -137,7 +203,7 @@ mod tests {
                 .map(|i| {
                     let id = format!("job-{i}");
                     let c = Cancel::default();
-                    let t = r.admit(&id, c.clone()).unwrap();
+                    let t = r.admit(&id, c.clone(), Some(("backend", 64))).unwrap();
                     (id, t, c)
                 })
                 .collect();
@@ -166,6 +232,11 @@ mod tests {
             }
             assert_eq!(freed.load(Ordering::SeqCst), 64);
             assert_eq!(r.in_flight(), 0);
+            assert_eq!(
+                r.lock().busy.get("backend"),
+                Some(&0),
+                "backend slots freed once each"
+            );
             // every job whose slot went by cancel saw its token fire
             let cancelled = tickets.iter().filter(|(_, _, c)| c.is_cancelled()).count();
             assert!(cancelled <= 64);
