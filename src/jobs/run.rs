@@ -292,7 +292,10 @@ fn stream(
     if !forward(rest, p, &mut translator) {
         return Err(Failure::Stopped);
     }
-    if let Some(t) = translator.as_mut() {
+    // Only a stream that really ended is finished as a message: after EOF without
+    // [DONE] the translator must not invent content_block_stop/message_stop (the
+    // client would read a broken stream as a complete, `end_turn` answer).
+    if let Some(t) = translator.as_mut().filter(|_| p.stats.done) {
         let tail = t.finish();
         if !tail.is_empty() && !send_frame(w, Outbound::job_chunk(&w.job.job_id, &tail)) {
             return Err(Failure::Stopped);
