@@ -9,6 +9,7 @@ pub enum Command {
     Identity,
     Discover,
     Status,
+    Doctor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +39,13 @@ commands:
   identity   print this agent's public key and provider_id
   discover   probe the backends once, print what was found, and exit
   status     what the running agent is doing (--json for the raw state)
+  doctor     check config, identity, clock, disk, coordinator and backends
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
                          ~/.config/usepod-edge/config.json if present,
                          else /etc/usepod-edge/config.json)
+      --json             with status: print the state as JSON
   -l, --log-level LEVEL  error, warn, info (default), debug, trace
                          (env USEPOD_EDGE_LOG)
   -V, --version          print the version
@@ -83,6 +86,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "identity" => Command::Identity,
                     "discover" => Command::Discover,
                     "status" => Command::Status,
+                    "doctor" => Command::Doctor,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {

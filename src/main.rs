@@ -8,6 +8,7 @@ mod cli;
 mod clock;
 mod config;
 mod discovery;
+mod doctor;
 mod endpoint;
 mod identity;
 mod jitter;
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
         Command::Identity => show_identity(&config),
         Command::Discover => discover(&config),
         Command::Status => state::show(&config, cli.json),
+        Command::Doctor => doctor::run(&config),
         Command::Run => run(config),
     }
 }

@@ -7,7 +7,7 @@ mod duplex;
 mod handshake;
 mod ticker;
 
-pub use dial::{tls_config, MAX_INBOUND_MESSAGE};
+pub use dial::{dial, tls_config, MAX_INBOUND_MESSAGE};
 pub use duplex::Duplex;
 
 use crate::agent::Agent;

@@ -1,0 +1,316 @@
+//! `usepod-edge doctor`: every check has a stable name and a deadline; the
+//! exit status says whether all passed.
+
+use crate::backend::http::{self, Cancel, Request};
+use crate::config::Config;
+use crate::identity::Identity;
+use crossbeam_channel::bounded;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// 2026-01-01T00:00:00Z: a clock before this release was built is wrong.
+const CLOCK_FLOOR_UNIX: u64 = 1_767_225_600;
+const SHORT: Duration = Duration::from_secs(10);
+/// A one-token completion may have to load the model first.
+const COMPLETION: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Runs `f` on its own thread and gives up after `limit`, so one hung check
+/// (DNS has no timeout of its own) cannot stall the rest.
+fn with_deadline(
+    name: &str,
+    limit: Duration,
+    f: impl FnOnce() -> Result<String, String> + Send + 'static,
+) -> Check {
+    let (tx, rx) = bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name(format!("doctor-{name}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    let result = match spawned {
+        Err(e) => Err(format!("cannot start the check: {e}")),
+        Ok(_) => rx
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", limit.as_secs()))),
+    };
+    let (ok, detail) = match result {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    Check {
+        name: name.to_owned(),
+        ok,
+        detail,
+    }
+}
+
+fn check_identity(config: &Config) -> Check {
+    let path = config.key_path.clone();
+    with_deadline("identity", SHORT, move || {
+        let id = Identity::load(&path).map_err(|e| e.to_string())?;
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} has mode {mode:o}; it holds the secret key and must be 0600",
+                path.display()
+            ));
+        }
+        Ok(format!(
+            "{} readable, mode 600, provider_id {}",
+            path.display(),
+            id.provider_id().unwrap_or("none yet")
+        ))
+    })
+}
+
+fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>) -> Vec<Check> {
+    let url = config.coordinator.url.clone();
+    let host = url.host.clone();
+    let port = url.port;
+    let dns = with_deadline("coordinator_dns", SHORT, move || {
+        let addrs: Vec<_> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+        match addrs.first() {
+            Some(a) => Ok(format!("{host} → {a}")),
+            None => Err(format!("{host} resolved to no address")),
+        }
+    });
+    if !dns.ok {
+        return vec![dns];
+    }
+    let timeout = config.coordinator.connect_timeout;
+    let authority = url.authority();
+    let tcp = with_deadline("coordinator_tcp", timeout + SHORT, move || {
+        let addr = authority
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {authority}"))?;
+        let t = Instant::now();
+        TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        Ok(format!(
+            "connected to {addr} in {} ms",
+            t.elapsed().as_millis()
+        ))
+    });
+    if !tcp.ok {
+        return vec![dns, tcp];
+    }
+    let cfg = config.coordinator.clone();
+    let ws = with_deadline(
+        "coordinator_tls",
+        cfg.connect_timeout + cfg.handshake_timeout + SHORT,
+        move || {
+            let ws = crate::session::dial(&cfg, &tls).map_err(|e| e.to_string())?;
+            ws.get_ref().shutdown();
+            let what = if cfg.url.scheme == crate::endpoint::Scheme::Wss {
+                "TLS certificate verified, WebSocket upgrade accepted"
+            } else {
+                "plain ws:// (no TLS), WebSocket upgrade accepted"
+            };
+            Ok(what.into())
+        },
+    );
+    vec![dns, tcp, ws]
+}
+
+fn check_backends(config: &Config) -> Vec<Check> {
+    let d = crate::discovery::Discovery::new(config);
+    d.round();
+    let snap = d.snapshot();
+    if snap.backends.is_empty() {
+        return vec![Check {
+            name: "backends".into(),
+            ok: false,
+            detail: "none configured and none found on 127.0.0.1 ports 8000, 8080, 1234, 11434"
+                .into(),
+        }];
+    }
+    let mut out = Vec::new();
+    for (t, p) in &snap.backends {
+        let name = format!("backend {} {}", t.kind.as_str(), t.url);
+        let Some(p) = p.as_ref().filter(|p| p.healthy) else {
+            let why = p
+                .as_ref()
+                .and_then(|p| p.problem.clone())
+                .unwrap_or_else(|| "not probed".into());
+            out.push(Check {
+                name,
+                ok: false,
+                detail: why,
+            });
+            continue;
+        };
+        let Some(model) = p.models.first().map(|m| m.id.clone()) else {
+            out.push(Check {
+                name,
+                ok: false,
+                detail: "healthy but lists no model".into(),
+            });
+            continue;
+        };
+        let (url, key) = (t.url.clone(), t.api_key.clone());
+        let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
+        let n = p.models.len();
+        out.push(with_deadline(&name, COMPLETION + SHORT, move || {
+            let body = serde_json::json!({"model": model, "max_tokens": 1,
+                "messages": [{"role": "user", "content": "ping"}]})
+            .to_string();
+            let auth = key.map(|k| format!("Bearer {k}"));
+            let mut headers = vec![("Content-Type", "application/json")];
+            if let Some(a) = &auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            let req = Request {
+                method: "POST",
+                path: "/v1/chat/completions",
+                headers: &headers,
+                body: Some(body.as_bytes()),
+            };
+            let t = Instant::now();
+            let mut resp = http::send(
+                &url,
+                &req,
+                http::Limits::quick(COMPLETION),
+                &Cancel::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            let answer = resp.read_prefix(4096);
+            if !(200..300).contains(&resp.status) {
+                let excerpt: String = String::from_utf8_lossy(&answer).chars().take(200).collect();
+                return Err(format!(
+                    "one-token completion on {model}: HTTP {} {excerpt}",
+                    resp.status
+                ));
+            }
+            Ok(format!(
+                "{n} model(s){slots}; one-token completion on {model} in {} ms",
+                t.elapsed().as_millis()
+            ))
+        }));
+    }
+    out
+}
+
+fn check_clock() -> Check {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let ok = now >= CLOCK_FLOOR_UNIX;
+    Check {
+        name: "clock".into(),
+        ok,
+        detail: if ok {
+            format!("{} UTC", crate::clock::now_rfc3339())
+        } else {
+            format!(
+                "system time {} is before this release; TLS certificates will not verify (is NTP running?)",
+                crate::clock::now_rfc3339()
+            )
+        },
+    }
+}
+
+fn check_disk(config: &Config) -> Check {
+    let dir = config
+        .status
+        .state_file
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    with_deadline("disk", SHORT, move || {
+        let probe = dir.join(format!(".doctor-{}", std::process::id()));
+        crate::atomic_file::write(&probe, b"ok", 0o600)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(format!("{} is writable", dir.display()))
+    })
+}
+
+/// Runs every check and prints one line each.
+pub fn run(config: &Config) -> ExitCode {
+    let mut checks = vec![Check {
+        name: "config".into(),
+        ok: true,
+        detail: config
+            .source
+            .as_ref()
+            .map(|p| format!("{} is valid", p.display()))
+            .unwrap_or_else(|| "no file; defaults are valid".into()),
+    }];
+    checks.push(check_identity(config));
+    checks.push(check_clock());
+    checks.push(check_disk(config));
+    match crate::session::tls_config(&config.coordinator.extra_roots) {
+        Ok(tls) => checks.extend(check_coordinator(config, tls)),
+        Err(e) => checks.push(Check {
+            name: "coordinator_tls".into(),
+            ok: false,
+            detail: e,
+        }),
+    }
+    checks.extend(check_backends(config));
+    for c in &checks {
+        println!(
+            "{} {:<16} {}",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("all {} checks passed", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} checks failed", checks.len());
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hung_check_fails_at_its_deadline() {
+        let t = Instant::now();
+        let c = with_deadline("slow", Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(String::new())
+        });
+        assert!(!c.ok && c.detail.contains("no answer"));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(with_deadline("fast", SHORT, || Ok("fine".into())).ok);
+        assert_eq!(
+            with_deadline("bad", SHORT, || Err("broken".into())).detail,
+            "broken"
+        );
+    }
+
+    #[test]
+    fn clock_floor_is_2026() {
+        assert_eq!(
+            crate::clock::rfc3339(UNIX_EPOCH + Duration::from_secs(CLOCK_FLOOR_UNIX)),
+            "2026-01-01T00:00:00.000000000+00:00"
+        );
+        assert!(check_clock().ok);
+    }
+}
