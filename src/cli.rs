@@ -10,6 +10,7 @@ pub enum Command {
     Discover,
     Status,
     Doctor,
+    Pair,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,10 @@ pub struct Cli {
     pub log_level: Option<String>,
     /// `status --json`
     pub json: bool,
+    /// `pair --api URL`
+    pub api: Option<String>,
+    /// `pair --force`: replace an existing config
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,8 @@ commands:
   discover   probe the backends once, print what was found, and exit
   status     what the running agent is doing (--json for the raw state)
   doctor     check config, identity, clock, disk, coordinator and backends
+  pair       pair this device with your Use Pod account and write the config
+             (--api URL, default https://api.usepod.ai; --force replaces a config)
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
@@ -60,6 +67,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut config = None;
     let mut log_level = None;
     let mut json = false;
+    let mut api = None;
+    let mut force = false;
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -78,6 +87,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
             "-l" | "--log-level" => log_level = Some(value("--log-level")?),
             "--json" => json = true,
+            "--api" => api = Some(value("--api")?),
+            "--force" => force = true,
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             w => {
                 let c = match w {
@@ -87,6 +98,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "discover" => Command::Discover,
                     "status" => Command::Status,
                     "doctor" => Command::Doctor,
+                    "pair" => Command::Pair,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {
@@ -100,6 +112,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         config,
         log_level,
         json,
+        api,
+        force,
     }))
 }
 
@@ -119,7 +133,9 @@ mod tests {
                 command: Command::Validate,
                 config: Some("/x".into()),
                 log_level: None,
-                json: false
+                json: false,
+                api: None,
+                force: false
             })
         );
         assert_eq!(
@@ -128,7 +144,9 @@ mod tests {
                 command: Command::Run,
                 config: None,
                 log_level: Some("debug".into()),
-                json: false
+                json: false,
+                api: None,
+                force: false
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);

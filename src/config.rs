@@ -445,7 +445,13 @@ fn build(
         }
     }
     let mut models = BTreeMap::new();
-    if let Some(m) = w.section(pricing_obj.unwrap_or(&Map::new()), "models", &[])? {
+    // Keys here are model ids, not settings: nothing to warn about.
+    let price_map = match pricing_obj.and_then(|p| p.get("models")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(w.err("pricing.models", "must be an object of model ids")),
+    };
+    if let Some(m) = price_map {
         for (model, v) in m {
             let path = format!("pricing.models.{model}");
             let Value::Object(p) = v else {
@@ -910,6 +916,17 @@ mod tests {
         assert_eq!(
             (e.origin.as_str(), e.key.as_str()),
             ("environment", ENV_COORDINATOR_URL)
+        );
+    }
+
+    #[test]
+    fn per_model_prices_are_not_unknown_keys() {
+        let c = parse(r#"{"pricing":{"models":{"m":{"input_per_1m":3}}}}"#).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.pricing.resolve("m"), (3, DEFAULT_OUTPUT_PER_1M));
+        assert_eq!(
+            problem(r#"{"pricing":{"models":[]}}"#).key,
+            "pricing.models"
         );
     }
 

@@ -14,6 +14,7 @@ mod identity;
 mod jitter;
 mod jobs;
 mod metrics;
+mod pair;
 mod protocol;
 mod reconnect;
 mod session;
@@ -49,12 +50,26 @@ fn init_logging(flag: Option<&str>) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
-    let (path, explicit) = match (&cli.config, std::env::var_os(config::ENV_CONFIG)) {
+/// The config file named by flag or environment (explicit) or the default.
+fn config_path(cli: &cli::Cli) -> (PathBuf, bool) {
+    match (&cli.config, std::env::var_os(config::ENV_CONFIG)) {
         (Some(p), _) => (p.clone(), true),
         (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
         _ => (config::default_config_path(), false),
-    };
+    }
+}
+
+fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
+    let (path, mut explicit) = config_path(cli);
+    // `pair` writes the config, so a missing one is expected there; with
+    // --force a broken one is about to be replaced.
+    if cli.command == Command::Pair {
+        explicit = false;
+        if cli.force && !Config::load(&path, false, &Overrides::from_env()).is_ok() {
+            return Config::from_str(&path.display().to_string(), "{}", &Overrides::from_env())
+                .map_err(|_| ExitCode::from(EXIT_CONFIG));
+        }
+    }
     match Config::load(&path, explicit, &Overrides::from_env()) {
         Ok(c) => {
             if c.source.is_none() {
@@ -105,6 +120,10 @@ fn main() -> ExitCode {
         Command::Discover => discover(&config),
         Command::Status => state::show(&config, cli.json),
         Command::Doctor => doctor::run(&config),
+        Command::Pair => {
+            let path = config_path(&cli).0;
+            pair::run(&path, cli.api.as_deref(), cli.force, &config)
+        }
         Command::Run => run(config),
     }
 }

@@ -1,0 +1,351 @@
+//! `usepod-edge pair`: the device-flow pairing of PROTOCOL.md ("Pairing"): issue
+//! a code, show it, poll until the operator confirms it, then write the config
+//! and keep the provider_id in the identity file.
+
+use crate::config::Config;
+
+use crate::identity::Identity;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Upper bound on waiting for the operator, whatever the server says.
+const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+const POLL_EVERY: Duration = Duration::from_secs(3);
+const MAX_BODY: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollState {
+    Pending,
+    Expired,
+    Active {
+        provider_id: Option<String>,
+        /// model_id → (input_per_1m, output_per_1m, max_concurrent)
+        model_config: Vec<(String, Option<u64>, Option<u64>, Option<u64>)>,
+    },
+}
+
+/// Reads a poll answer; an unknown status is an error naming it.
+pub fn parse_poll(v: &Value) -> Result<PollState, String> {
+    match v.get("status").and_then(Value::as_str) {
+        Some("pending") => Ok(PollState::Pending),
+        Some("expired") => Ok(PollState::Expired),
+        Some("active") => Ok(PollState::Active {
+            provider_id: v
+                .get("provider_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            model_config: v
+                .get("model_config")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| {
+                            Some((
+                                m.get("model_id")?.as_str()?.to_owned(),
+                                m.get("input_per_1m").and_then(Value::as_u64),
+                                m.get("output_per_1m").and_then(Value::as_u64),
+                                m.get("max_concurrent").and_then(Value::as_u64),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        Some(other) => Err(format!("unknown pairing status {other:?}")),
+        None => Err(format!("pairing answer without a status: {v}")),
+    }
+}
+
+/// The coordinator's WebSocket URL for an API base: http→ws, https→wss, + /provider/connect.
+pub fn ws_url(api: &str) -> Result<String, String> {
+    let api = api.trim_end_matches('/');
+    let rest = api
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| api.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .ok_or_else(|| format!("--api must be an http(s):// URL, got {api:?}"))?;
+    Ok(format!("{rest}/provider/connect"))
+}
+
+/// The HTTP(S) API base of a coordinator URL: wss://host/… → https://host.
+pub fn api_base(coordinator: &crate::endpoint::Endpoint) -> String {
+    use crate::endpoint::Scheme;
+    let (scheme, default_port) = match coordinator.scheme {
+        Scheme::Ws | Scheme::Http => ("http", 80),
+        Scheme::Wss | Scheme::Https => ("https", 443),
+    };
+    if coordinator.port == default_port {
+        let host = if coordinator.host.contains(':') {
+            format!("[{}]", coordinator.host)
+        } else {
+            coordinator.host.clone()
+        };
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{}", coordinator.authority())
+    }
+}
+
+/// Where the operator confirms the code: the site beside the API host.
+pub fn pair_page(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    let site = match api.split_once("://api.") {
+        Some((scheme, host)) => format!("{scheme}://{host}"),
+        None => api.to_owned(),
+    };
+    format!("{site}/host/pair")
+}
+
+/// The config written after pairing: coordinator, identity path, the backends
+/// found now, and the prices the operator chose on the site.
+pub fn render_config(ws: &str, key_path: &Path, backends: &[Value], state: &PollState) -> Value {
+    let mut models = Map::new();
+    let mut max_concurrent = None;
+    if let PollState::Active { model_config, .. } = state {
+        for (id, input, output, conc) in model_config {
+            let mut p = Map::new();
+            if let Some(i) = input {
+                p.insert("input_per_1m".into(), json!(i));
+            }
+            if let Some(o) = output {
+                p.insert("output_per_1m".into(), json!(o));
+            }
+            models.insert(id.clone(), Value::Object(p));
+            max_concurrent = max_concurrent.max(*conc);
+        }
+    }
+    let mut config = json!({
+        "coordinator": {"url": ws},
+        "identity": {"key_path": key_path},
+        "backends": backends,
+        "pricing": {"models": models},
+    });
+    if let Some(c) = max_concurrent.filter(|c| (1..=256).contains(c)) {
+        config["limits"] = json!({"max_concurrent": c});
+    }
+    config
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
+    let mut resp = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_string()
+        .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
+    if !(200..300).contains(&status) {
+        let excerpt: String = text.chars().take(300).collect();
+        return Err(format!("POST {url} answered HTTP {status}: {excerpt}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("POST {url}: answer is not JSON ({e})"))
+}
+
+/// The whole flow; `config_path` is where the config is written.
+pub fn run(config_path: &Path, api: Option<&str>, force: bool, config: &Config) -> ExitCode {
+    if config_path.exists() && !force {
+        eprintln!(
+            "usepod-edge: {} already exists; pairing would replace it. Run `pair --force` to do so.",
+            config_path.display()
+        );
+        return ExitCode::from(2);
+    }
+    // Without --api, pair with whatever coordinator the config names.
+    let api = api
+        .map(str::to_owned)
+        .unwrap_or_else(|| api_base(&config.coordinator.url));
+    let ws = match ws_url(&api) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("usepod-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match pair(config_path, &api, &ws, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("usepod-edge: pairing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), String> {
+    let (mut identity, _) =
+        Identity::load_or_create(&config.key_path).map_err(|e| e.to_string())?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .user_agent(concat!("usepod-edge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+
+    let d = crate::discovery::Discovery::new(config);
+    d.round();
+    let snap = d.snapshot();
+    let backends: Vec<Value> = snap
+        .backends
+        .iter()
+        .filter_map(|(t, p)| {
+            let p = p.as_ref().filter(|p| p.healthy)?;
+            Some(json!({"kind": t.kind.as_str(), "url": t.url.to_string(),
+                        "models": p.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>()}))
+        })
+        .collect();
+
+    let base = api.trim_end_matches('/');
+    let issued = post(
+        &agent,
+        &format!("{base}/v1/host/pair/issue"),
+        &json!({"agent_pubkey": identity.public_b64()}),
+    )?;
+    let code = issued
+        .get("pair_code")
+        .and_then(Value::as_str)
+        .ok_or("issue answer has no pair_code")?;
+    let token = issued
+        .get("poll_token")
+        .and_then(Value::as_str)
+        .ok_or("issue answer has no poll_token")?;
+    let expires = issued
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .unwrap_or("in a few minutes");
+    println!(
+        "To pair this device, open {} and enter the code:\n\n    {code}\n\n(expires {expires})",
+        pair_page(api)
+    );
+    let poll_body = json!({"poll_token": token,
+        "capabilities": {"backends": backends, "agent_version": env!("CARGO_PKG_VERSION")}});
+    let started = Instant::now();
+    let state = loop {
+        if started.elapsed() > MAX_WAIT {
+            return Err(format!(
+                "not confirmed within {} minutes",
+                MAX_WAIT.as_secs() / 60
+            ));
+        }
+        match parse_poll(&post(
+            &agent,
+            &format!("{base}/v1/host/pair/poll"),
+            &poll_body,
+        )?)? {
+            PollState::Pending => std::thread::sleep(POLL_EVERY),
+            PollState::Expired => {
+                return Err(format!(
+                    "the code {code} expired before it was confirmed; run pair again"
+                ))
+            }
+            active => break active,
+        }
+    };
+    if let PollState::Active {
+        provider_id: Some(pid),
+        ..
+    } = &state
+    {
+        identity.set_provider_id(pid).map_err(|e| e.to_string())?;
+        println!(
+            "paired as {pid}; provider_id saved in {}",
+            identity.path().display()
+        );
+    }
+    let text =
+        serde_json::to_string_pretty(&render_config(ws, &config.key_path, &backends, &state))
+            .unwrap_or_default();
+    crate::atomic_file::ensure_private_dir(config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    crate::atomic_file::write(config_path, format!("{text}\n").as_bytes(), 0o640)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    println!(
+        "config written to {}; start the agent with `usepod-edge --config {} run`",
+        config_path.display(),
+        config_path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_the_api_base() {
+        assert_eq!(
+            ws_url("https://api.usepod.ai").unwrap(),
+            "wss://api.usepod.ai/provider/connect"
+        );
+        assert_eq!(
+            ws_url("http://127.0.0.1:9/").unwrap(),
+            "ws://127.0.0.1:9/provider/connect"
+        );
+        assert!(ws_url("ftp://x").is_err());
+        assert_eq!(
+            pair_page("https://api.usepod.ai"),
+            "https://usepod.ai/host/pair"
+        );
+        assert_eq!(
+            pair_page("http://127.0.0.1:9"),
+            "http://127.0.0.1:9/host/pair"
+        );
+    }
+
+    #[test]
+    fn poll_answers() {
+        assert_eq!(
+            parse_poll(&json!({"status":"pending"})),
+            Ok(PollState::Pending)
+        );
+        assert_eq!(
+            parse_poll(&json!({"status":"expired"})),
+            Ok(PollState::Expired)
+        );
+        let active = parse_poll(&json!({"status":"active","host_token":"t","provider_id":"prov-1",
+            "model_config":[{"model_id":"m","input_per_1m":7,"output_per_1m":9,"max_concurrent":2},{"bad":1}]}))
+        .unwrap();
+        assert_eq!(
+            active,
+            PollState::Active {
+                provider_id: Some("prov-1".into()),
+                model_config: vec![("m".into(), Some(7), Some(9), Some(2))]
+            }
+        );
+        assert!(parse_poll(&json!({"status":"weird"}))
+            .unwrap_err()
+            .contains("weird"));
+        assert!(parse_poll(&json!({})).is_err());
+    }
+
+    #[test]
+    fn written_config_is_valid_and_carries_prices() {
+        let state = PollState::Active {
+            provider_id: None,
+            model_config: vec![("m".into(), Some(7), Some(9), Some(2))],
+        };
+        let backends =
+            vec![json!({"kind":"llamacpp","url":"http://127.0.0.1:8080/","models":["m"]})];
+        let v = render_config(
+            "wss://api.usepod.ai/provider/connect",
+            Path::new("/k"),
+            &backends,
+            &state,
+        );
+        let c = Config::from_str(
+            "paired.json",
+            &v.to_string(),
+            &crate::config::Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.pricing.resolve("m"), (7, 9));
+        assert_eq!(c.limits.max_concurrent, 2);
+        assert_eq!(c.backends.len(), 1);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+}

@@ -1,0 +1,229 @@
+//! `usepod-edge pair` against a fake pairing API on 127.0.0.1.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::agent::run_cli;
+use support::fake_backend::{FakeBackend, Kind};
+use support::{watchdog, TempDir};
+
+/// Answers issue, then `pending` `pendings` times, then `final_status`.
+struct PairApi {
+    port: u16,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl PairApi {
+    fn start(pendings: usize, final_answer: Value) -> PairApi {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut polls = 0;
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push((path.clone(), body));
+                let answer = match path.as_str() {
+                    "/v1/host/pair/issue" => {
+                        json!({"pair_code":"WXYZ-2345","poll_token":"poll-tok","expires_at":"2026-11-22T09:00:00Z"})
+                    }
+                    "/v1/host/pair/poll" if polls < pendings => {
+                        polls += 1;
+                        json!({"status":"pending"})
+                    }
+                    "/v1/host/pair/poll" => final_answer.clone(),
+                    _ => json!({"error":"not found"}),
+                };
+                let text = answer.to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        PairApi { port, seen }
+    }
+
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<(String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn pairing_writes_the_config_and_keeps_the_provider_id() {
+    let _w = watchdog(Duration::from_secs(40), "pairing");
+    let dir = TempDir::new("pair");
+    let fake = FakeBackend::start(Kind::LlamaCpp, &["paired-model"]);
+    let api = PairApi::start(
+        1,
+        json!({"status":"active","host_token":"secret-host-token","provider_id":"prov-paired",
+               "model_config":[{"model_id":"paired-model","input_per_1m":7,"output_per_1m":9,"max_concurrent":2}]}),
+    );
+    // The config pair starts from: only where the identity lives and which backend to offer.
+    let seed = dir.join("seed.json");
+    let key = dir.join("state/identity.key");
+    std::fs::write(
+        &seed,
+        json!({"identity":{"key_path":key},"backends":[{"kind":"llamacpp","url":fake.url()}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            seed.to_str().unwrap(),
+            "pair",
+            "--api",
+            &api.api(),
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("WXYZ-2345") && out.stdout.contains("/host/pair"),
+        "{}",
+        out.stdout
+    );
+    assert!(!format!("{}{}", out.stdout, out.stderr).contains("secret-host-token"));
+
+    let reqs = api.requests();
+    let paths: Vec<&str> = reqs.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/host/pair/issue",
+            "/v1/host/pair/poll",
+            "/v1/host/pair/poll"
+        ]
+    );
+    let id = run_cli(
+        &["--config", seed.to_str().unwrap(), "identity"],
+        &[],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert!(
+        id.stdout.contains("provider_id: prov-paired"),
+        "{}",
+        id.stdout
+    );
+    let public = id
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public: "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(reqs[0].1["agent_pubkey"], public);
+    let poll = &reqs[1].1;
+    assert_eq!(poll["poll_token"], "poll-tok");
+    assert_eq!(
+        poll["capabilities"]["agent_version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(poll["capabilities"]["backends"][0]["kind"], "llamacpp");
+    assert_eq!(
+        poll["capabilities"]["backends"][0]["models"],
+        json!(["paired-model"])
+    );
+
+    // The seed config was replaced (--force) by the paired one; it validates.
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&seed).unwrap()).unwrap();
+    assert_eq!(
+        written["coordinator"]["url"],
+        format!("ws://127.0.0.1:{}/provider/connect", api.port)
+    );
+    assert_eq!(
+        written["pricing"]["models"]["paired-model"],
+        json!({"input_per_1m":7,"output_per_1m":9})
+    );
+    let v = run_cli(
+        &["--config", seed.to_str().unwrap(), "validate"],
+        &[],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
+    assert!(!v.stdout.contains("warning"), "{}", v.stdout);
+}
+
+#[test]
+fn an_existing_config_is_not_clobbered_and_expiry_fails() {
+    let _w = watchdog(Duration::from_secs(30), "pairing refusals");
+    let dir = TempDir::new("pair-no");
+    let api = PairApi::start(0, json!({"status":"expired"}));
+    let cfg = dir.join("config.json");
+    let original =
+        json!({"identity":{"key_path":dir.join("k/identity.key")},"backends":[]}).to_string();
+    std::fs::write(&cfg, &original).unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "pair",
+            "--api",
+            &api.api(),
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), original);
+    assert!(api.requests().is_empty(), "nothing is asked of the API");
+
+    let out = run_cli(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "pair",
+            "--api",
+            &api.api(),
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        original,
+        "an expired pairing writes nothing"
+    );
+}
