@@ -82,7 +82,7 @@ impl Service {
         } else {
             id(&["-un"]).expect("id -un")
         };
-        let s = Service {
+        Service {
             script: root.join("etc/init.d/usepod-edge"),
             daemon: root.join("usr/bin/usepod-edge"),
             config: root.join("etc/usepod-edge/config.json"),
@@ -92,8 +92,7 @@ impl Service {
             user,
             root,
             _dir: dir,
-        };
-        s
+        }
     }
 
     fn write_config(&self, config: &serde_json::Value) {

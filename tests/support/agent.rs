@@ -16,6 +16,21 @@ use super::{refused_port, TempDir};
 pub const BIN: &str = env!("CARGO_BIN_EXE_usepod-edge");
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The binary the tests start: `$USEPOD_EDGE_BIN` when set (a cross-built one from dist/,
+/// say), else the one cargo built. `$USEPOD_EDGE_RUNNER` (e.g. `qemu-aarch64-static`), when
+/// set, runs it; its pid is then the runner's, which passes signals to the binary.
+pub fn bin_command() -> (Command, String) {
+    let bin = std::env::var("USEPOD_EDGE_BIN").unwrap_or_else(|_| BIN.to_string());
+    match std::env::var("USEPOD_EDGE_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut cmd = Command::new(&runner);
+            cmd.arg(&bin);
+            (cmd, format!("{runner} {bin}"))
+        }
+        _ => (Command::new(&bin), bin),
+    }
+}
+
 /// Environment variables the agent reads; removed from every child so the developer's
 /// environment cannot leak into a test.
 pub const AGENT_ENV: &[&str] = &[
@@ -216,7 +231,7 @@ impl Agent {
     /// Start the binary with `args` and `envs` (on top of a cleaned environment with
     /// HOME set to `home`).
     pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)], home: &Path) -> Agent {
-        let mut cmd = Command::new(BIN);
+        let (mut cmd, bin) = bin_command();
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -231,7 +246,7 @@ impl Agent {
         }
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         super::register_child(child.id());
         let logs: Arc<(Mutex<LogBuf>, Condvar)> = Arc::default();
         let out = child.stdout.take().unwrap();
