@@ -37,3 +37,32 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf tests/.cache
+
+# ---------------------------------------------------------------------------------------
+# Devices (issue 4): static musl builds without docker, the aarch64 build tested under
+# qemu-user, install as a service. cross/dist.sh and cross/musl-env.sh install what they
+# lack (rustup targets; clang, llvm, qemu-user-static, file with apt-get when root).
+# Never run `cross` on these machines; cross/Cross.toml is for operators with docker.
+# ---------------------------------------------------------------------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+AARCH64 := aarch64-unknown-linux-musl
+AARCH64_BIN := dist/usepod-edge-$(VERSION)-$(AARCH64)
+BIN ?= target/release/usepod-edge
+PREFIX ?= /usr/local
+DESTDIR ?=
+INIT ?= auto
+
+.PHONY: dist test-aarch64 smoke-aarch64 install
+
+dist: ## static, stripped aarch64 + x86_64 musl binaries in dist/ with SHA256SUMS (no docker)
+	bash cross/dist.sh
+
+test-aarch64: ## unit tests of the aarch64 build, run under qemu-user
+	bash cross/musl-env.sh nice -n 10 $(CARGO) test --locked --target $(AARCH64) --bins
+
+smoke-aarch64: dist ## dist's aarch64 binary under qemu: --version, validate, a TLS session + job
+	USEPOD_EDGE_BIN=$(AARCH64_BIN) USEPOD_EDGE_RUNNER=qemu-aarch64-static \
+	  $(CARGO) test --test smoke_binary -- --nocapture
+
+install: ## BIN (target/release/usepod-edge), init script for this system, config, user; PREFIX, DESTDIR
+	BIN='$(BIN)' PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' INIT='$(INIT)' sh init/install.sh
