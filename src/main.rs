@@ -65,7 +65,7 @@ fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
     // --force a broken one is about to be replaced.
     if cli.command == Command::Pair {
         explicit = false;
-        if cli.force && !Config::load(&path, false, &Overrides::from_env()).is_ok() {
+        if cli.force && Config::load(&path, false, &Overrides::from_env()).is_err() {
             return Config::from_str(&path.display().to_string(), "{}", &Overrides::from_env())
                 .map_err(|_| ExitCode::from(EXIT_CONFIG));
         }

@@ -15,14 +15,22 @@ const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 const POLL_EVERY: Duration = Duration::from_secs(3);
 const MAX_BODY: u64 = 1 << 20;
 
+/// What the operator chose for one model on the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub model_id: String,
+    pub input_per_1m: Option<u64>,
+    pub output_per_1m: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum PollState {
     Pending,
     Expired,
     Active {
         provider_id: Option<String>,
-        /// model_id → (input_per_1m, output_per_1m, max_concurrent)
-        model_config: Vec<(String, Option<u64>, Option<u64>, Option<u64>)>,
+        model_config: Vec<ModelChoice>,
     },
 }
 
@@ -42,12 +50,12 @@ pub fn parse_poll(v: &Value) -> Result<PollState, String> {
                 .map(|a| {
                     a.iter()
                         .filter_map(|m| {
-                            Some((
-                                m.get("model_id")?.as_str()?.to_owned(),
-                                m.get("input_per_1m").and_then(Value::as_u64),
-                                m.get("output_per_1m").and_then(Value::as_u64),
-                                m.get("max_concurrent").and_then(Value::as_u64),
-                            ))
+                            Some(ModelChoice {
+                                model_id: m.get("model_id")?.as_str()?.to_owned(),
+                                input_per_1m: m.get("input_per_1m").and_then(Value::as_u64),
+                                output_per_1m: m.get("output_per_1m").and_then(Value::as_u64),
+                                max_concurrent: m.get("max_concurrent").and_then(Value::as_u64),
+                            })
                         })
                         .collect()
                 })
@@ -104,16 +112,16 @@ pub fn render_config(ws: &str, key_path: &Path, backends: &[Value], state: &Poll
     let mut models = Map::new();
     let mut max_concurrent = None;
     if let PollState::Active { model_config, .. } = state {
-        for (id, input, output, conc) in model_config {
+        for m in model_config {
             let mut p = Map::new();
-            if let Some(i) = input {
+            if let Some(i) = m.input_per_1m {
                 p.insert("input_per_1m".into(), json!(i));
             }
-            if let Some(o) = output {
+            if let Some(o) = m.output_per_1m {
                 p.insert("output_per_1m".into(), json!(o));
             }
-            models.insert(id.clone(), Value::Object(p));
-            max_concurrent = max_concurrent.max(*conc);
+            models.insert(m.model_id.clone(), Value::Object(p));
+            max_concurrent = max_concurrent.max(m.max_concurrent);
         }
     }
     let mut config = json!({
@@ -297,6 +305,15 @@ mod tests {
         );
     }
 
+    fn choice() -> ModelChoice {
+        ModelChoice {
+            model_id: "m".into(),
+            input_per_1m: Some(7),
+            output_per_1m: Some(9),
+            max_concurrent: Some(2),
+        }
+    }
+
     #[test]
     fn poll_answers() {
         assert_eq!(
@@ -314,7 +331,7 @@ mod tests {
             active,
             PollState::Active {
                 provider_id: Some("prov-1".into()),
-                model_config: vec![("m".into(), Some(7), Some(9), Some(2))]
+                model_config: vec![choice()]
             }
         );
         assert!(parse_poll(&json!({"status":"weird"}))
@@ -327,7 +344,7 @@ mod tests {
     fn written_config_is_valid_and_carries_prices() {
         let state = PollState::Active {
             provider_id: None,
-            model_config: vec![("m".into(), Some(7), Some(9), Some(2))],
+            model_config: vec![choice()],
         };
         let backends =
             vec![json!({"kind":"llamacpp","url":"http://127.0.0.1:8080/","models":["m"]})];
