@@ -1,0 +1,154 @@
+//! One function per fuzz target: feed the input to the agent's parser and check what
+//! must hold beyond "does not panic". `tests` replays every file under `seeds/<target>/`
+//! and `regressions/<target>/` (inputs that once crashed a target are kept there).
+
+use crate::backend::anthropic::{request_to_openai, StreamTranslator};
+use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
+use crate::config::{Config, Overrides};
+use crate::identity::Identity;
+use crate::protocol::{normalize_job_id, parse_inbound};
+use std::path::Path;
+
+/// An inbound WebSocket text frame (after auth and during the handshake).
+pub fn inbound_frame(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = parse_inbound(text);
+    if let Some(id) = normalize_job_id(text) {
+        // A normalized id is stable.
+        assert_eq!(normalize_job_id(&id).as_deref(), Some(id.as_str()));
+    }
+}
+
+/// The SSE splitter fed in pieces (sizes taken from the first bytes) must produce the
+/// same bytes as fed whole, every piece it emits ends on a line end, and nothing is lost
+/// or invented: emitted + rest == input. Then events and usage are parsed.
+pub fn sse(data: &[u8]) {
+    let (sizes, body) = data.split_at(data.len().min(4));
+    let max = 64 * 1024;
+    let mut whole = EventSplitter::new(max);
+    let Ok(whole_out) = whole.push(body) else {
+        return;
+    };
+    let whole_rest = whole.take_rest();
+    let mut pieces = EventSplitter::new(max);
+    let mut out = Vec::new();
+    let mut rest = body;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = (usize::from(sizes.get(i % sizes.len().max(1)).copied().unwrap_or(7)) % 61 + 1)
+            .min(rest.len());
+        let (piece, tail) = rest.split_at(n);
+        let got = pieces.push(piece).expect("a piece failed where the whole did not");
+        if let Some(&last) = got.last() {
+            assert!(last == b'\n' || last == b'\r', "emitted bytes end mid-line");
+        }
+        out.extend_from_slice(&got);
+        rest = tail;
+        i += 1;
+    }
+    assert_eq!(out, whole_out, "splitting depends on how the bytes arrived");
+    assert_eq!(pieces.take_rest(), whole_rest);
+    let mut all = whole_out.clone();
+    all.extend_from_slice(&whole_rest);
+    assert_eq!(all, body, "bytes lost or invented");
+    let mut stats = StreamStats::default();
+    for ev in parse_events(&whole_out) {
+        stats.observe(&ev);
+    }
+    let _ = stats.output_tokens();
+}
+
+/// First byte picks the mode: the request translator on a JSON body, or the stream
+/// translator on SSE data lines. Whatever the stream, finish() yields a well-formed
+/// Anthropic event stream (every event has JSON data).
+pub fn anthropic(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            if let Ok(out) = request_to_openai(&v, "m") {
+                assert!(out.is_object());
+                assert_eq!(out["stream"], true);
+            }
+        }
+        return;
+    }
+    let mut t = StreamTranslator::new("m", "msg_fuzz");
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        out.extend(t.on_openai_data(line));
+    }
+    out.extend(t.finish());
+    assert!(t.finish().is_empty(), "finish() emits twice");
+    for ev in parse_events(&out) {
+        serde_json::from_str::<serde_json::Value>(&ev.data)
+            .unwrap_or_else(|e| panic!("translator emitted non-JSON data ({e}): {:?}", ev.data));
+    }
+}
+
+/// An identity file: whatever parses renders back to a file that parses to the same key
+/// and provider_id.
+pub fn identity(data: &[u8]) {
+    let path = Path::new("/nonexistent/identity.key");
+    if let Ok(id) = Identity::parse(path, data) {
+        let again = Identity::parse(path, id.render().as_bytes()).expect("render → parse");
+        assert_eq!(again.public_b64(), id.public_b64());
+        assert_eq!(again.provider_id(), id.provider_id());
+    }
+}
+
+/// A config file (no environment overrides).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = Config::from_str("fuzz.json", text, &Overrides::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(target: &str, f: fn(&[u8])) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for dir in ["seeds", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                f(&bytes);
+                n += 1;
+            }
+        }
+        eprintln!("{target}: replayed {n} inputs");
+    }
+
+    #[test]
+    fn replay_inbound_frame() {
+        replay("inbound_frame", inbound_frame);
+    }
+    #[test]
+    fn replay_sse() {
+        replay("sse", sse);
+    }
+    #[test]
+    fn replay_anthropic() {
+        replay("anthropic", anthropic);
+    }
+    #[test]
+    fn replay_identity() {
+        replay("identity", identity);
+    }
+    #[test]
+    fn replay_config() {
+        replay("config", config);
+    }
+}
