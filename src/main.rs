@@ -241,7 +241,23 @@ fn run(config: Config) -> ExitCode {
         identity.public_b64(),
         identity.provider_id().unwrap_or("(none yet)")
     );
-    let tls = match session::tls_config(&config.coordinator.extra_roots) {
+    let roots = match session::trust_anchors(
+        &config.coordinator,
+        std::env::var_os(session::ENV_SSL_CERT_FILE),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // A proxy variable that can never work (socks5://, https://) is a config
+    // error now, not a reconnect loop later.
+    if let Err(e) = session::proxy::from_env(&config.coordinator.url) {
+        log::error!("config error in environment: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let tls = match session::tls_config(&roots) {
         Ok(t) => t,
         Err(e) => {
             log::error!("{e}");

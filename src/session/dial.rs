@@ -1,13 +1,17 @@
-//! Opening the coordinator connection: TCP with a timeout and TCP_NODELAY, TLS
+//! Opening the coordinator connection: TCP with a timeout and TCP_NODELAY
+//! (directly, or through an HTTP CONNECT proxy from the environment), TLS
 //! (webpki-roots plus the operator's extra CAs, always verified), WebSocket upgrade.
 
 use super::duplex::Duplex;
+use super::proxy;
 use super::SessionError;
-use crate::config::CoordinatorConfig;
+use crate::config::{load_certs, ConfigError, CoordinatorConfig};
 use crate::endpoint::{Endpoint, Scheme};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use std::ffi::OsString;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
@@ -38,6 +42,30 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// The variable OpenSSL-based tools read for a CA bundle. Here it adds trust
+/// anchors (like `coordinator.ca_file`) instead of replacing the built-in
+/// ones, so pointing it at a corporate CA never cuts off the public roots.
+pub const ENV_SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// Trust anchors beyond webpki-roots: `coordinator.ca_file` (loaded with the
+/// config) plus the certificates in `$SSL_CERT_FILE` when it is set and not
+/// empty. An unreadable file is a config error, named like the others.
+pub fn trust_anchors(
+    cfg: &CoordinatorConfig,
+    ssl_cert_file: Option<OsString>,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let mut roots = cfg.extra_roots.clone();
+    if let Some(path) = ssl_cert_file.filter(|p| !p.is_empty()) {
+        let certs = load_certs(Path::new(&path)).map_err(|problem| ConfigError {
+            origin: "environment".into(),
+            key: ENV_SSL_CERT_FILE.into(),
+            problem,
+        })?;
+        roots.extend(certs);
+    }
+    Ok(roots)
+}
+
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -61,6 +89,48 @@ fn connect_tcp(url: &Endpoint, timeout: Duration) -> Result<TcpStream, SessionEr
     Err(SessionError::Connect(last))
 }
 
+/// A TCP connection to the proxy, turned into a tunnel to `url`; TLS and the
+/// upgrade then run through it exactly as over a direct connection. The proxy
+/// resolves the coordinator's name, so nothing is resolved here but the proxy.
+fn via_proxy(
+    p: &proxy::Proxy,
+    url: &Endpoint,
+    cfg: &CoordinatorConfig,
+) -> Result<TcpStream, SessionError> {
+    let auth = if p.has_credentials() {
+        " with credentials"
+    } else {
+        ""
+    };
+    log::info!(
+        "connecting to {} through proxy {p} (from {}){auth}",
+        url.authority(),
+        p.source
+    );
+    let mut sock = connect_tcp(&p.endpoint, cfg.connect_timeout).map_err(|e| match e {
+        SessionError::Connect(e) => SessionError::Connect(format!("proxy {p}: {e}")),
+        other => other,
+    })?;
+    proxy::connect_tunnel(&mut sock, p, &url.authority(), cfg.handshake_timeout).map_err(|e| {
+        // Named as a connect failure, with the proxy, so the log line says
+        // which hop is at fault; a bare "timed out" would not.
+        let what = match e {
+            proxy::TunnelError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                proxy::TunnelError::Timeout.to_string()
+            }
+            other => other.to_string(),
+        };
+        SessionError::Connect(format!("proxy {p} CONNECT {}: {what}", url.authority()))
+    })?;
+    log::debug!("tunnel to {} open through {p}", url.authority());
+    Ok(sock)
+}
+
 /// Connects and upgrades; the returned socket has `handshake_timeout` as its
 /// read and write timeout, for the caller to change once authenticated.
 pub fn dial(
@@ -68,7 +138,12 @@ pub fn dial(
     tls: &Arc<ClientConfig>,
 ) -> Result<WebSocket<Duplex>, SessionError> {
     let url = &cfg.url;
-    let mut sock = connect_tcp(url, cfg.connect_timeout)?;
+    let mut sock = match proxy::from_env(url)
+        .map_err(|e| SessionError::Connect(format!("proxy setting {e}")))?
+    {
+        None => connect_tcp(url, cfg.connect_timeout)?,
+        Some(p) => via_proxy(&p, url, cfg)?,
+    };
     let _ = sock.set_nodelay(true);
     sock.set_read_timeout(Some(cfg.handshake_timeout))
         .and_then(|_| sock.set_write_timeout(Some(cfg.handshake_timeout)))

@@ -5,9 +5,10 @@
 mod dial;
 mod duplex;
 mod handshake;
+pub mod proxy;
 mod ticker;
 
-pub use dial::{dial, tls_config, MAX_INBOUND_MESSAGE};
+pub use dial::{dial, tls_config, trust_anchors, ENV_SSL_CERT_FILE, MAX_INBOUND_MESSAGE};
 pub use duplex::Duplex;
 
 use crate::agent::Agent;

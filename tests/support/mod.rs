@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod fake_backend;
 pub mod identity;
 pub mod jobs;
+pub mod proxy;
 pub mod stub_http;
 pub mod tls;
 
