@@ -66,3 +66,21 @@ smoke-aarch64: dist ## dist's aarch64 binary under qemu: --version, validate, a 
 
 install: ## BIN (target/release/usepod-edge), init script for this system, config, user; PREFIX, DESTDIR
 	BIN='$(BIN)' PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' INIT='$(INIT)' sh init/install.sh
+
+# ---- bench / soak / fuzz (issue 5) -------------------------------------------------------
+# Not part of `make test`. bench: ~1.5 min (30 s of it idle); soak: ~4 min (reconnect
+# backoff bound); fuzz: FUZZ_SECONDS per target (default 60), see fuzz/README.md.
+.PHONY: bench soak fuzz fuzz-build
+FUZZ_SECONDS ?= 60
+
+bench: ## relay overhead vs a same-run baseline, footprint, binary sizes (prints a table)
+	$(CARGO) bench --bench relay
+
+soak: ## 10,000 jobs over 200 reconnect cycles; RSS/fds/threads end vs after warm-up (±10%)
+	$(CARGO) bench --bench soak
+
+fuzz-build: ## build the fuzz targets (stable toolchain, libFuzzer via fuzz/run.sh)
+	bash fuzz/run.sh build
+
+fuzz: ## run every fuzz target for FUZZ_SECONDS each
+	bash fuzz/run.sh run $(FUZZ_SECONDS)

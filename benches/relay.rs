@@ -268,7 +268,7 @@ fn main() {
             "aarch64 musl (dist/)",
             "dist/usepod-edge-0.1.0-aarch64-unknown-linux-musl",
         ),
-        ("host release (this bench's agent)", support::agent::BIN),
+        ("host release (cargo bench build)", support::agent::BIN),
     ] {
         let full = if p.starts_with('/') {
             std::path::PathBuf::from(p)
@@ -294,6 +294,8 @@ fn main() {
         .unwrap_or_default();
     println!("\n### Relay benchmark, {date}\n");
     println!("Machine: {}\n", machine());
+    let (_, under_test) = support::agent::bin_command();
+    println!("Agent under test: `{under_test}` (`$USEPOD_EDGE_BIN` picks another)\n");
     println!("| measure | direct (baseline) | through agent | agent / direct |");
     println!("|---|---|---|---|");
     for r in &rows {
