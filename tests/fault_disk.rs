@@ -64,10 +64,12 @@ fn spawn_wrapped(s: &Setup, prelude: &str, prefix: &str) -> Agent {
     agent
 }
 
+/// The directory's entries, less the status file the agent may be writing beside the key.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains("state.json"))
         .collect();
     v.sort();
     v
