@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::discovery::Discovery;
+use crate::hardware_snapshot::HardwareSnapshot;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::protocol::{HeartbeatStats, ModelOffer, OfferLimits, Outbound};
@@ -9,7 +10,7 @@ use crate::session::Outgoing;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long capabilities wait for the first discovery round before going out
 /// with what is known; later rounds re-send them.
@@ -21,6 +22,7 @@ pub struct Agent {
     pub tls: Arc<rustls::ClientConfig>,
     pub discovery: Arc<Discovery>,
     pub jobs: Jobs,
+    hardware: HardwareSnapshot,
     /// Set once a shutdown began: no reconnects, no new jobs.
     stopping: AtomicBool,
     /// The live session's outbound queue, for the shutdown to close it.
@@ -47,6 +49,7 @@ impl Agent {
             tls,
             discovery,
             jobs,
+            hardware: HardwareSnapshot::start("/".into()),
             stopping: AtomicBool::new(false),
             session: Mutex::new(None),
             link: Mutex::new(Link {
@@ -109,6 +112,11 @@ impl Agent {
 
     /// The `capabilities` frame for the current route table.
     pub fn capabilities(&self) -> String {
+        self.capabilities_with(Duration::ZERO)
+    }
+
+    /// `hardware_wait`: how long the hardware description may still be waited for.
+    fn capabilities_with(&self, hardware_wait: Duration) -> String {
         let snapshot = self.discovery.snapshot();
         let max = self.config.limits.max_concurrent;
         let models = snapshot
@@ -134,18 +142,25 @@ impl Agent {
                 max_concurrent_total: max,
                 max_tokens_per_minute: self.config.limits.max_tokens_per_minute,
             },
-            metadata: serde_json::json!({
-                "agent_version": env!("CARGO_PKG_VERSION"),
-                "agent": "usepod-edge",
-            }),
+            metadata: {
+                let mut m = serde_json::json!({
+                    "agent_version": env!("CARGO_PKG_VERSION"),
+                    "agent": "usepod-edge",
+                });
+                if let Some(h) = self.hardware.latest(hardware_wait) {
+                    m["hardware"] = h;
+                }
+                m
+            },
         }
         .to_text()
     }
 
     /// Capabilities, giving the first discovery round a short chance to finish.
     pub fn capabilities_when_ready(&self) -> String {
+        let started = Instant::now();
         self.discovery.wait_first_round(FIRST_ROUND_WAIT);
-        self.capabilities()
+        self.capabilities_with(FIRST_ROUND_WAIT.saturating_sub(started.elapsed()))
     }
 
     pub fn heartbeat_stats(&self) -> HeartbeatStats {

@@ -5,7 +5,7 @@ use crate::backend::http::{self, Cancel, Request};
 use crate::config::Config;
 use crate::identity::Identity;
 use crossbeam_channel::bounded;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -76,39 +76,60 @@ fn check_identity(config: &Config) -> Check {
     })
 }
 
+/// DNS, TCP and TLS to the coordinator, each its own check. Behind a proxy the
+/// agent resolves and connects to the proxy only (the proxy resolves the
+/// coordinator), so that is what DNS and TCP check there.
 fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>) -> Vec<Check> {
     let url = config.coordinator.url.clone();
-    let host = url.host.clone();
-    let port = url.port;
+    let proxy = match crate::session::proxy::from_env(&url) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Check {
+                name: "coordinator_proxy".into(),
+                ok: false,
+                detail: format!("proxy setting {e}"),
+            }]
+        }
+    };
+    let via = proxy
+        .as_ref()
+        .map(|p| format!(" (proxy {p} from {})", p.source))
+        .unwrap_or_default();
+    let first_hop = proxy.map_or_else(|| url.clone(), |p| p.endpoint);
+    let host = first_hop.host.clone();
+    let port = first_hop.port;
+    let dns_via = via.clone();
     let dns = with_deadline("coordinator_dns", SHORT, move || {
         let addrs: Vec<_> = (host.as_str(), port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map_err(|e| format!("cannot resolve {host}{dns_via}: {e}"))?
             .collect();
         match addrs.first() {
-            Some(a) => Ok(format!("{host} → {a}")),
-            None => Err(format!("{host} resolved to no address")),
+            Some(a) => Ok(format!("{host} → {a}{dns_via}")),
+            None => Err(format!("{host} resolved to no address{dns_via}")),
         }
     });
     if !dns.ok {
         return vec![dns];
     }
-    let timeout = config.coordinator.connect_timeout;
-    let authority = url.authority();
-    let tcp = with_deadline("coordinator_tcp", timeout + SHORT, move || {
-        let addr = authority
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("cannot resolve {authority}"))?;
-        let t = Instant::now();
-        TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        Ok(format!(
-            "connected to {addr} in {} ms",
-            t.elapsed().as_millis()
-        ))
-    });
+    let cfg = config.coordinator.clone();
+    let tcp = with_deadline(
+        "coordinator_tcp",
+        cfg.connect_timeout + cfg.handshake_timeout + SHORT,
+        move || {
+            let t = Instant::now();
+            let sock = crate::session::open_tcp(&cfg.url, &cfg).map_err(|e| e.to_string())?;
+            let peer = sock
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Ok(format!(
+                "connected to {}{via} via {peer} in {} ms",
+                cfg.url.authority(),
+                t.elapsed().as_millis()
+            ))
+        },
+    );
     if !tcp.ok {
         return vec![dns, tcp];
     }
@@ -258,7 +279,13 @@ pub fn run(config: &Config) -> ExitCode {
     checks.push(check_identity(config));
     checks.push(check_clock());
     checks.push(check_disk(config));
-    match crate::session::tls_config(&config.coordinator.extra_roots) {
+    // The same trust anchors as the agent: ca_file plus $SSL_CERT_FILE.
+    let roots = crate::session::trust_anchors(
+        &config.coordinator,
+        std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
+    )
+    .map_err(|e| e.to_string());
+    match roots.and_then(|r| crate::session::tls_config(&r)) {
         Ok(tls) => checks.extend(check_coordinator(config, tls)),
         Err(e) => checks.push(Check {
             name: "coordinator_tls".into(),

@@ -10,6 +10,8 @@ mod config;
 mod discovery;
 mod doctor;
 mod endpoint;
+mod hardware;
+mod hardware_snapshot;
 mod identity;
 mod jitter;
 mod jobs;

@@ -2,18 +2,24 @@
 //! a code, show it, poll until the operator confirms it, then write the config
 //! and keep the provider_id in the identity file.
 
-use crate::config::Config;
-
+use crate::backend::http::{self, Stream};
+use crate::config::{Config, CoordinatorConfig};
+use crate::endpoint::{Endpoint, Scheme};
 use crate::identity::Identity;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Upper bound on waiting for the operator, whatever the server says.
 const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 const POLL_EVERY: Duration = Duration::from_secs(3);
-const MAX_BODY: u64 = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
+/// One pairing call, connect to last byte.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// What the operator chose for one model on the site.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,24 +142,91 @@ pub fn render_config(ws: &str, key_path: &Path, backends: &[Value], state: &Poll
     config
 }
 
-fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
-    let mut resp = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY)
-        .read_to_string()
-        .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
-    if !(200..300).contains(&status) {
-        let excerpt: String = text.chars().take(300).collect();
-        return Err(format!("POST {url} answered HTTP {status}: {excerpt}"));
+/// How pairing reaches the API: the coordinator's timeouts and proxy rules,
+/// and its trust anchors (webpki-roots, `ca_file`, `$SSL_CERT_FILE`).
+struct ApiClient<'a> {
+    /// As the operator gave it, without a trailing slash; for messages.
+    shown: String,
+    base: Endpoint,
+    coordinator: &'a CoordinatorConfig,
+    tls: Arc<ClientConfig>,
+}
+
+impl<'a> ApiClient<'a> {
+    fn new(api: &str, coordinator: &'a CoordinatorConfig) -> Result<ApiClient<'a>, String> {
+        let shown = api.trim_end_matches('/').to_owned();
+        let base = Endpoint::parse(&shown).map_err(|e| format!("--api {shown}: {e}"))?;
+        match base.scheme {
+            Scheme::Https => {}
+            Scheme::Http if base.is_loopback() || coordinator.allow_insecure => {}
+            Scheme::Http => {
+                return Err(format!(
+                    "--api {shown}: http:// (no TLS) is only allowed to loopback hosts; use https:// or set coordinator.allow_insecure"
+                ))
+            }
+            _ => return Err(format!("--api must be an http(s):// URL, got {shown}")),
+        }
+        let roots = crate::session::trust_anchors(
+            coordinator,
+            std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
+        )
+        .map_err(|e| e.to_string())?;
+        let tls = crate::session::tls_config(&roots)?;
+        Ok(ApiClient {
+            shown,
+            base,
+            coordinator,
+            tls,
+        })
     }
-    serde_json::from_str(&text).map_err(|e| format!("POST {url}: answer is not JSON ({e})"))
+
+    /// The stream for one call: TLS for https, plain only where the session
+    /// itself would go without TLS (loopback, or `allow_insecure`).
+    fn open(&self) -> Result<Stream, String> {
+        let sock =
+            crate::session::open_tcp(&self.base, self.coordinator).map_err(|e| e.to_string())?;
+        match self.base.scheme {
+            Scheme::Https => {
+                let name = ServerName::try_from(self.base.host.clone())
+                    .map_err(|e| format!("bad server name {}: {e}", self.base.host))?;
+                let conn = ClientConnection::new(Arc::clone(&self.tls), name)
+                    .map_err(|e| format!("TLS setup: {e}"))?;
+                Ok(Stream::Tls(Box::new(StreamOwned::new(conn, sock))))
+            }
+            _ => Ok(Stream::Plain(sock)),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let url = format!("{}{path}", self.shown);
+        let body = body.to_string();
+        let req = http::Request {
+            method: "POST",
+            path,
+            headers: &[("Content-Type", "application/json")],
+            body: Some(body.as_bytes()),
+        };
+        let cancel = http::Cancel::default();
+        let mut resp = http::exchange(
+            self.open().map_err(|e| format!("POST {url}: {e}"))?,
+            &self.base,
+            &req,
+            http::Limits::quick(CALL_LIMIT),
+            &cancel,
+        )
+        .map_err(|e| format!("POST {url}: {e}"))?;
+        if !(200..300).contains(&resp.status) {
+            let excerpt = String::from_utf8_lossy(&resp.read_prefix(300)).into_owned();
+            return Err(format!(
+                "POST {url} answered HTTP {}: {excerpt}",
+                resp.status
+            ));
+        }
+        let text = resp
+            .read_to_end(MAX_BODY)
+            .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
+        serde_json::from_slice(&text).map_err(|e| format!("POST {url}: answer is not JSON ({e})"))
+    }
 }
 
 /// The whole flow; `config_path` is where the config is written.
@@ -186,14 +259,9 @@ pub fn run(config_path: &Path, api: Option<&str>, force: bool, config: &Config) 
 }
 
 fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), String> {
+    let client = ApiClient::new(api, &config.coordinator)?;
     let (mut identity, _) =
         Identity::load_or_create(&config.key_path).map_err(|e| e.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .user_agent(concat!("usepod-edge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
 
     let d = crate::discovery::Discovery::new(config);
     d.round();
@@ -208,10 +276,8 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         })
         .collect();
 
-    let base = api.trim_end_matches('/');
-    let issued = post(
-        &agent,
-        &format!("{base}/v1/host/pair/issue"),
+    let issued = client.post(
+        "/v1/host/pair/issue",
         &json!({"agent_pubkey": identity.public_b64()}),
     )?;
     let code = issued
@@ -240,11 +306,7 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
                 MAX_WAIT.as_secs() / 60
             ));
         }
-        match parse_poll(&post(
-            &agent,
-            &format!("{base}/v1/host/pair/poll"),
-            &poll_body,
-        )?)? {
+        match parse_poll(&client.post("/v1/host/pair/poll", &poll_body)?)? {
             PollState::Pending => std::thread::sleep(POLL_EVERY),
             PollState::Expired => {
                 return Err(format!(
@@ -265,9 +327,15 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             identity.path().display()
         );
     }
-    let text =
-        serde_json::to_string_pretty(&render_config(ws, &config.key_path, &backends, &state))
-            .unwrap_or_default();
+    let mut paired = render_config(ws, &config.key_path, &backends, &state);
+    // The trust the pairing itself needed, the session needs too.
+    if let Some(ca) = &config.coordinator.ca_file {
+        paired["coordinator"]["ca_file"] = json!(ca);
+    }
+    if config.coordinator.allow_insecure {
+        paired["coordinator"]["allow_insecure"] = json!(true);
+    }
+    let text = serde_json::to_string_pretty(&paired).unwrap_or_default();
     crate::atomic_file::ensure_private_dir(config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     crate::atomic_file::write(config_path, format!("{text}\n").as_bytes(), 0o640)

@@ -194,6 +194,18 @@ fn capabilities_list_discovered_models_sorted_and_priced() {
         }
     }
     assert_eq!(caps["limits"]["max_tokens_per_minute"], Value::Null);
+
+    // The hardware description is this machine's, read from its own /proc.
+    let hw = &caps["metadata"]["hardware"];
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(hw["memory"]["total_mb"], total_kb / 1024, "{hw}");
+    assert!(hw["cpu"]["cores"].as_u64().is_some_and(|c| c >= 1), "{hw}");
+    assert!(hw.get("jetson").is_none(), "not a Jetson: {hw}");
 }
 
 #[test]

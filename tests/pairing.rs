@@ -9,63 +9,93 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::agent::run_cli;
 use support::fake_backend::{FakeBackend, Kind};
+use support::tls::TestCa;
 use support::{watchdog, TempDir};
 
-/// Answers issue, then `pending` `pendings` times, then `final_status`.
+/// Answers issue, then `pending` `pendings` times, then `final_status`; over TLS
+/// when started with a server config.
 struct PairApi {
     port: u16,
     seen: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
+/// One request read from `s`, answered by `answer(path)`; None when the client
+/// gave up (a refused certificate ends the TLS handshake on the first read).
+fn serve_one<S: Read + Write>(
+    s: S,
+    answer: &mut dyn FnMut(&str) -> Value,
+) -> Option<(String, Value)> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split(' ').nth(1)?.to_owned();
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let text = answer(&path).to_string();
+    let s = r.get_mut();
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = s.flush();
+    Some((path, body))
+}
+
 impl PairApi {
     fn start(pendings: usize, final_answer: Value) -> PairApi {
+        PairApi::start_with(None, pendings, final_answer)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        pendings: usize,
+        final_answer: Value,
+    ) -> PairApi {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         std::thread::spawn(move || {
             let mut polls = 0;
-            for s in l.incoming() {
-                let Ok(mut s) = s else { return };
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    r.read_line(&mut h).unwrap();
-                    if h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
+            let mut answer = |path: &str| match path {
+                "/v1/host/pair/issue" => {
+                    json!({"pair_code":"WXYZ-2345","poll_token":"poll-tok","expires_at":"2026-11-22T09:00:00Z"})
                 }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                log.lock().unwrap().push((path.clone(), body));
-                let answer = match path.as_str() {
-                    "/v1/host/pair/issue" => {
-                        json!({"pair_code":"WXYZ-2345","poll_token":"poll-tok","expires_at":"2026-11-22T09:00:00Z"})
+                "/v1/host/pair/poll" if polls < pendings => {
+                    polls += 1;
+                    json!({"status":"pending"})
+                }
+                "/v1/host/pair/poll" => final_answer.clone(),
+                _ => json!({"error":"not found"}),
+            };
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let seen = match &tls {
+                    None => serve_one(s, &mut answer),
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(Arc::clone(cfg)).unwrap();
+                        serve_one(rustls::StreamOwned::new(conn, s), &mut answer)
                     }
-                    "/v1/host/pair/poll" if polls < pendings => {
-                        polls += 1;
-                        json!({"status":"pending"})
-                    }
-                    "/v1/host/pair/poll" => final_answer.clone(),
-                    _ => json!({"error":"not found"}),
                 };
-                let text = answer.to_string();
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                );
+                if let Some(req) = seen {
+                    log.lock().unwrap().push(req);
+                }
             }
         });
         PairApi { port, seen }
@@ -226,4 +256,93 @@ fn an_existing_config_is_not_clobbered_and_expiry_fails() {
         original,
         "an expired pairing writes nothing"
     );
+}
+
+#[test]
+fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
+    let _w = watchdog(Duration::from_secs(40), "pairing https");
+    let dir = TempDir::new("pair-tls");
+    let ca = TestCa::new();
+    let ca_file = ca.write_ca_pem(dir.path());
+    let api = PairApi::start_with(
+        Some(ca.server_config()),
+        0,
+        json!({"status":"active","provider_id":"prov-tls","model_config":[]}),
+    );
+    let https = format!("https://localhost:{}", api.port);
+    let key = dir.join("state/identity.key");
+
+    // Without the operator's CA the API's certificate is refused and nothing is written.
+    let bare = dir.join("bare.json");
+    let bare_text = json!({"identity":{"key_path":key},"backends":[]}).to_string();
+    std::fs::write(&bare, &bare_text).unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            bare.to_str().unwrap(),
+            "pair",
+            "--api",
+            &https,
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("/v1/host/pair/issue") && out.stderr.contains("certificate"),
+        "the error names the call and the certificate problem: {}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&bare).unwrap(), bare_text);
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+
+    // With it (coordinator.ca_file), pairing goes through and the CA stays in the config.
+    let seed = dir.join("seed.json");
+    std::fs::write(
+        &seed,
+        json!({"coordinator":{"ca_file":ca_file},"identity":{"key_path":key},"backends":[]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            seed.to_str().unwrap(),
+            "pair",
+            "--api",
+            &https,
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let paths: Vec<String> = api.requests().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/v1/host/pair/issue", "/v1/host/pair/poll"]);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&seed).unwrap()).unwrap();
+    assert_eq!(
+        written["coordinator"]["url"],
+        format!("wss://localhost:{}/provider/connect", api.port)
+    );
+    assert_eq!(written["coordinator"]["ca_file"], json!(ca_file));
+
+    // Plain http to a host that is not loopback is refused before anything is sent.
+    let out = run_cli(
+        &[
+            "--config",
+            seed.to_str().unwrap(),
+            "pair",
+            "--api",
+            "http://192.0.2.1:9",
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_ne!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("loopback"), "{}", out.stderr);
 }

@@ -358,3 +358,41 @@ fn ssl_cert_file_and_ca_file_both_count() {
     let _agent = spawn_with(&s, &[("SSL_CERT_FILE", &ca)]);
     expect_session(&s);
 }
+
+#[test]
+fn doctor_checks_the_coordinator_through_the_proxy() {
+    let _w = watchdog(Duration::from_secs(60), "doctor_through_proxy");
+    let s = named_setup("proxy_doctor");
+    let proxy = ConnectProxy::start(
+        &[(&coordinator_target(&s), coordinator_addr(&s))],
+        ProxyAuth::Open,
+    );
+    let path = s.write_config();
+    let out = run_cli(
+        &["--config", path.to_str().unwrap(), "doctor"],
+        &[
+            ("HTTPS_PROXY", &proxy.url()),
+            ("no_proxy", ""),
+            ("SSL_CERT_FILE", ""),
+        ],
+        s.dir.path(),
+        Duration::from_secs(40),
+    );
+    let via = format!("proxy http://127.0.0.1:{} from HTTPS_PROXY", proxy.port());
+    for name in ["coordinator_dns", "coordinator_tcp", "coordinator_tls"] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{}", out.stdout));
+        assert!(line.starts_with("PASS"), "{line}\n{}", out.stdout);
+        if name != "coordinator_tls" {
+            assert!(line.contains(&via), "{line}");
+        }
+    }
+    assert!(
+        s.coord.try_accept(Duration::from_secs(2)).is_some(),
+        "the coordinator saw the upgrade through the tunnel"
+    );
+    assert!(proxy.tunnels() >= 2, "TCP and TLS checks both tunnelled");
+}

@@ -68,12 +68,23 @@ fn heartbeat_status_and_metrics_report_real_figures() {
     let cfg = run.setup.write_config();
     let home = run.setup.dir.path();
     assert!(wait_until(Duration::from_secs(3), || state_file.exists()));
-    let out = run_cli(
-        &["--config", cfg.to_str().unwrap(), "status"],
-        &[],
-        home,
-        Duration::from_secs(10),
-    );
+    // The file is rewritten every 0.2 s, so the last job may not be in it yet.
+    let status = || {
+        run_cli(
+            &["--config", cfg.to_str().unwrap(), "status"],
+            &[],
+            home,
+            Duration::from_secs(10),
+        )
+    };
+    let mut out = status();
+    for _ in 0..20 {
+        if out.stdout.contains("1 done, 1 failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = status();
+    }
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     for needle in [
         "running",

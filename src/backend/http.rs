@@ -1,11 +1,14 @@
-//! A small blocking HTTP/1.1 client for the local backends.
+//! A small blocking HTTP/1.1 client for the local backends (plain sockets)
+//! and the pairing API (TLS over a socket the caller opened).
 //!
-//! Why not ureq here: a job must be stoppable from another thread at once
+//! Why not ureq: a job must be stoppable from another thread at once
 //! (cancel, deadline, session end), and the only immediate way to stop a
 //! blocked read is to shut its socket down. Owning the `TcpStream` gives us
 //! that, and per-phase timeouts (connect, first byte, idle, total deadline).
+//! It also keeps a second HTTP stack out of a binary with a size budget.
 
 use crate::endpoint::Endpoint;
+use rustls::{ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -157,6 +160,47 @@ impl Limits {
     }
 }
 
+/// The bytes under one request: a plain socket, or TLS over one.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The socket beneath, for timeouts and cancellation.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -173,7 +217,7 @@ enum Framing {
 /// A response whose body is read incrementally.
 pub struct Response {
     pub status: u16,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     framing: Framing,
     limits: Limits,
     cancel: Cancel,
@@ -215,7 +259,7 @@ fn io_err(e: io::Error, phase: Phase, cancel: &Cancel) -> HttpError {
     }
 }
 
-/// Sends a request and reads the status line and headers.
+/// Connects to `target` and sends a request; see [`exchange`].
 pub fn send(
     target: &Endpoint,
     req: &Request,
@@ -223,8 +267,19 @@ pub fn send(
     cancel: &Cancel,
 ) -> Result<Response, HttpError> {
     let sock = connect(target, &limits)?;
-    cancel.attach(&sock)?;
-    let _ = sock.set_nodelay(true);
+    exchange(Stream::Plain(sock), target, req, limits, cancel)
+}
+
+/// Sends a request over an open stream and reads the status line and headers.
+pub fn exchange(
+    mut stream: Stream,
+    target: &Endpoint,
+    req: &Request,
+    limits: Limits,
+    cancel: &Cancel,
+) -> Result<Response, HttpError> {
+    cancel.attach(stream.tcp())?;
+    let _ = stream.tcp().set_nodelay(true);
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: usepod-edge/{}\r\nConnection: close\r\n",
         req.method,
@@ -240,14 +295,21 @@ pub fn send(
     }
     head += "\r\n";
     let (t, phase) = limits.wait(limits.first_byte, Phase::FirstByte)?;
-    sock.set_write_timeout(Some(t)).map_err(HttpError::Io)?;
-    let mut w = &sock;
-    w.write_all(head.as_bytes())
-        .and_then(|_| w.write_all(req.body.unwrap_or_default()))
+    // A TLS stream also handshakes under these timeouts, on its first write.
+    stream
+        .tcp()
+        .set_write_timeout(Some(t))
+        .and_then(|_| stream.tcp().set_read_timeout(Some(t)))
+        .map_err(HttpError::Io)?;
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(req.body.unwrap_or_default()))
+        .and_then(|_| stream.flush())
         .map_err(|e| io_err(e, phase, cancel))?;
-    let mut reader = BufReader::with_capacity(16 * 1024, sock);
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
     reader
         .get_ref()
+        .tcp()
         .set_read_timeout(Some(t))
         .map_err(HttpError::Io)?;
     let status_line = read_line(&mut reader, phase, cancel)?;
@@ -257,6 +319,7 @@ pub fn send(
         let (t, phase) = limits.wait(limits.idle, Phase::Idle)?;
         reader
             .get_ref()
+            .tcp()
             .set_read_timeout(Some(t))
             .map_err(HttpError::Io)?;
         let line = read_line(&mut reader, phase, cancel)?;
@@ -313,7 +376,7 @@ fn parse_status(line: &str) -> Result<u16, HttpError> {
 
 /// One CRLF- or LF-terminated line, capped in length.
 fn read_line(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Stream>,
     phase: Phase,
     cancel: &Cancel,
 ) -> Result<String, HttpError> {
@@ -356,10 +419,11 @@ impl Response {
         let (t, phase) = self.limits.wait(self.limits.idle, Phase::Idle)?;
         self.reader
             .get_ref()
+            .tcp()
             .set_read_timeout(Some(t))
             .map_err(HttpError::Io)?;
         let cancel = self.cancel.clone();
-        let raw = |r: &mut BufReader<TcpStream>, buf: &mut [u8]| {
+        let raw = |r: &mut BufReader<Stream>, buf: &mut [u8]| {
             loop {
                 // Signals (the shutdown's SIGTERM) interrupt timed socket reads.
                 match r.read(buf) {

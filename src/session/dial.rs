@@ -131,6 +131,16 @@ fn via_proxy(
     Ok(sock)
 }
 
+/// A TCP connection to `url`'s host, directly or through the proxy the
+/// environment names for it, under the coordinator's timeouts. Shared by the
+/// session and the pairing API, which lives on the coordinator's host.
+pub fn open_tcp(url: &Endpoint, cfg: &CoordinatorConfig) -> Result<TcpStream, SessionError> {
+    match proxy::from_env(url).map_err(|e| SessionError::Connect(format!("proxy setting {e}")))? {
+        None => connect_tcp(url, cfg.connect_timeout),
+        Some(p) => via_proxy(&p, url, cfg),
+    }
+}
+
 /// Connects and upgrades; the returned socket has `handshake_timeout` as its
 /// read and write timeout, for the caller to change once authenticated.
 pub fn dial(
@@ -138,12 +148,7 @@ pub fn dial(
     tls: &Arc<ClientConfig>,
 ) -> Result<WebSocket<Duplex>, SessionError> {
     let url = &cfg.url;
-    let mut sock = match proxy::from_env(url)
-        .map_err(|e| SessionError::Connect(format!("proxy setting {e}")))?
-    {
-        None => connect_tcp(url, cfg.connect_timeout)?,
-        Some(p) => via_proxy(&p, url, cfg)?,
-    };
+    let mut sock = open_tcp(url, cfg)?;
     let _ = sock.set_nodelay(true);
     sock.set_read_timeout(Some(cfg.handshake_timeout))
         .and_then(|_| sock.set_write_timeout(Some(cfg.handshake_timeout)))

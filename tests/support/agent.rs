@@ -45,6 +45,8 @@ pub const AGENT_ENV: &[&str] = &[
     "http_proxy",
     "ALL_PROXY",
     "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
 ];
 
 // ---------------------------------------------------------------------------------------
