@@ -495,15 +495,25 @@ fn parse_nvidia_smi(text: &str) -> Vec<Value> {
     gpus
 }
 
+/// An integer, or a plain decimal such as `12.5`; anything else (`[N/A]`) is None.
+/// Decimals are read by hand: core's float parser would cost the binary 15 KB.
 fn smi_number(value: &str) -> Option<Value> {
     if let Ok(n) = value.parse::<i64>() {
         return Some(json!(n));
     }
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite())
-        .map(|n| json!(n))
+    let (int, frac) = value.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
+    let (negative, int) = match int.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, int),
+    };
+    if !digits(int) || !digits(frac) {
+        return None;
+    }
+    let whole: u64 = int.parse().ok()?;
+    let part: u64 = frac.parse().ok()?;
+    let magnitude = whole as f64 + part as f64 / 10f64.powi(frac.len() as i32);
+    Some(json!(if negative { -magnitude } else { magnitude }))
 }
 
 /// Runs `program` and returns its stdout (capped) if it exits 0 within
@@ -564,6 +574,27 @@ mod tests {
 
     fn no_commands(program: &str, _: &[&str]) -> Option<String> {
         panic!("{program} must not run for this tree")
+    }
+
+    #[test]
+    fn smi_numbers_are_integers_or_plain_decimals() {
+        assert_eq!(smi_number("45"), Some(json!(45)));
+        assert_eq!(smi_number("12.5"), Some(json!(12.5)));
+        assert_eq!(smi_number("-3.25"), Some(json!(-3.25)));
+        assert_eq!(smi_number("0.05"), Some(json!(0.05)));
+        for bad in [
+            "[N/A]",
+            "[Not Supported]",
+            "",
+            ".5",
+            "5.",
+            "1e3",
+            "1.2.3",
+            "nan",
+            "-.5",
+        ] {
+            assert_eq!(smi_number(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
