@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::agent::run_cli;
+use support::agent::{run_cli, CliOutput};
 use support::fake_backend::{FakeBackend, Kind};
 use support::tls::TestCa;
 use support::{watchdog, TempDir};
@@ -258,6 +258,23 @@ fn an_existing_config_is_not_clobbered_and_expiry_fails() {
     );
 }
 
+/// `usepod-edge --config CONFIG pair --api API --force`, run in `dir`.
+fn pair_forced(dir: &TempDir, config: &std::path::Path, api: &str) -> CliOutput {
+    run_cli(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "pair",
+            "--api",
+            api,
+            "--force",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(20),
+    )
+}
+
 #[test]
 fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     let _w = watchdog(Duration::from_secs(40), "pairing https");
@@ -276,19 +293,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     let bare = dir.join("bare.json");
     let bare_text = json!({"identity":{"key_path":key},"backends":[]}).to_string();
     std::fs::write(&bare, &bare_text).unwrap();
-    let out = run_cli(
-        &[
-            "--config",
-            bare.to_str().unwrap(),
-            "pair",
-            "--api",
-            &https,
-            "--force",
-        ],
-        &[],
-        dir.path(),
-        Duration::from_secs(20),
-    );
+    let out = pair_forced(&dir, &bare, &https);
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("/v1/host/pair/issue") && out.stderr.contains("certificate"),
@@ -306,19 +311,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
             .to_string(),
     )
     .unwrap();
-    let out = run_cli(
-        &[
-            "--config",
-            seed.to_str().unwrap(),
-            "pair",
-            "--api",
-            &https,
-            "--force",
-        ],
-        &[],
-        dir.path(),
-        Duration::from_secs(20),
-    );
+    let out = pair_forced(&dir, &seed, &https);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     let paths: Vec<String> = api.requests().into_iter().map(|(p, _)| p).collect();
     assert_eq!(paths, ["/v1/host/pair/issue", "/v1/host/pair/poll"]);
@@ -330,19 +323,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     assert_eq!(written["coordinator"]["ca_file"], json!(ca_file));
 
     // Plain http to a host that is not loopback is refused before anything is sent.
-    let out = run_cli(
-        &[
-            "--config",
-            seed.to_str().unwrap(),
-            "pair",
-            "--api",
-            "http://192.0.2.1:9",
-            "--force",
-        ],
-        &[],
-        dir.path(),
-        Duration::from_secs(20),
-    );
+    let out = pair_forced(&dir, &seed, "http://192.0.2.1:9");
     assert_ne!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("loopback"), "{}", out.stderr);
 }
