@@ -111,6 +111,19 @@ impl Endpoint {
         }
     }
 
+    /// The `Host` header value: the port only when it is not the scheme's
+    /// default, as browsers and curl send it (some virtual hosts compare it exactly).
+    pub fn host_header(&self) -> String {
+        if self.port != self.scheme.default_port() {
+            return self.authority();
+        }
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
     /// Path joined under this endpoint's base path (`/v1` + `/models`).
     pub fn join(&self, path: &str) -> String {
         format!("{}{}", self.path.trim_end_matches('/'), path)
@@ -149,6 +162,16 @@ mod tests {
             ("::1", 9, "/x?y=1")
         );
         assert_eq!(e.authority(), "[::1]:9");
+        assert_eq!(e.host_header(), "[::1]:9");
+        let e = Endpoint::parse("https://api.example").unwrap();
+        assert_eq!(e.host_header(), "api.example");
+        assert_eq!(e.authority(), "api.example:443");
+        let e = Endpoint::parse("http://[fd00::1]").unwrap();
+        assert_eq!(e.host_header(), "[fd00::1]");
+        assert_eq!(
+            Endpoint::parse("http://h:8080").unwrap().host_header(),
+            "h:8080"
+        );
         assert!(e.is_loopback());
         assert!(!Endpoint::parse("ws://10.0.0.2/").unwrap().is_loopback());
         assert_eq!(

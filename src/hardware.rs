@@ -536,11 +536,18 @@ fn run_command(program: &str, args: &[&str], timeout: Duration) -> Option<String
     // Reading on a thread lets the wait below honour the deadline even if
     // the child never closes stdout.
     let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.take(READ_CAP).read_to_end(&mut buf);
-        let _ = tx.send(buf);
-    });
+    let reader = thread::Builder::new()
+        .name("nvidia-smi".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.take(READ_CAP).read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+    if reader.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
     let output = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     loop {
         match child.try_wait() {

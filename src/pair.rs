@@ -6,8 +6,7 @@ use crate::backend::http::{self, Stream};
 use crate::config::{Config, CoordinatorConfig};
 use crate::endpoint::{Endpoint, Scheme};
 use crate::identity::Identity;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, StreamOwned};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::ExitCode;
@@ -183,14 +182,17 @@ impl<'a> ApiClient<'a> {
     /// The stream for one call: TLS for https, plain only where the session
     /// itself would go without TLS (loopback, or `allow_insecure`).
     fn open(&self) -> Result<Stream, String> {
-        let sock =
+        let timeout = self.coordinator.handshake_timeout;
+        let mut sock =
             crate::session::open_tcp(&self.base, self.coordinator).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(timeout))
+            .and_then(|_| sock.set_write_timeout(Some(timeout)))
+            .map_err(|e| format!("socket setup: {e}"))?;
         match self.base.scheme {
             Scheme::Https => {
-                let name = ServerName::try_from(self.base.host.clone())
-                    .map_err(|e| format!("bad server name {}: {e}", self.base.host))?;
-                let conn = ClientConnection::new(Arc::clone(&self.tls), name)
-                    .map_err(|e| format!("TLS setup: {e}"))?;
+                let conn =
+                    crate::session::tls_handshake(&mut sock, &self.tls, &self.base.host, timeout)
+                        .map_err(|e| e.to_string())?;
                 Ok(Stream::Tls(Box::new(StreamOwned::new(conn, sock))))
             }
             _ => Ok(Stream::Plain(sock)),
@@ -206,12 +208,14 @@ impl<'a> ApiClient<'a> {
             headers: &[("Content-Type", "application/json")],
             body: Some(body.as_bytes()),
         };
+        // The call's budget starts before the connection, proxy and TLS included.
+        let limits = http::Limits::quick(CALL_LIMIT);
         let cancel = http::Cancel::default();
         let mut resp = http::exchange(
             self.open().map_err(|e| format!("POST {url}: {e}"))?,
             &self.base,
             &req,
-            http::Limits::quick(CALL_LIMIT),
+            limits,
             &cancel,
         )
         .map_err(|e| format!("POST {url}: {e}"))?;
@@ -329,8 +333,17 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
     // The trust the pairing itself needed, the session needs too.
+    // Absolute, since a service runs from another working directory.
     if let Some(ca) = &config.coordinator.ca_file {
+        let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
         paired["coordinator"]["ca_file"] = json!(ca);
+    }
+    if std::env::var_os(crate::session::ENV_SSL_CERT_FILE).is_some_and(|v| !v.is_empty()) {
+        println!(
+            "note: {} added trust anchors for pairing; the service needs the same variable, or \
+             coordinator.ca_file in the config",
+            crate::session::ENV_SSL_CERT_FILE
+        );
     }
     if config.coordinator.allow_insecure {
         paired["coordinator"]["allow_insecure"] = json!(true);

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::agent::{run_cli, CliOutput};
 use support::fake_backend::{FakeBackend, Kind};
+use support::proxy::{ConnectProxy, ProxyAuth};
 use support::tls::TestCa;
 use support::{watchdog, TempDir};
 
@@ -326,4 +327,61 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     let out = pair_forced(&dir, &seed, "http://192.0.2.1:9");
     assert_ne!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("loopback"), "{}", out.stderr);
+}
+
+#[test]
+fn pairing_goes_through_the_https_proxy_with_tls_end_to_end() {
+    let _w = watchdog(Duration::from_secs(40), "pairing via proxy");
+    let dir = TempDir::new("pair-proxy");
+    // A name only the proxy can route (`.test` resolves nowhere), with a certificate for it.
+    let ca = TestCa::with_server_names(&["pair.test"]);
+    let ca_file = ca.write_ca_pem(dir.path());
+    let api = PairApi::start_with(
+        Some(ca.server_config()),
+        0,
+        json!({"status":"active","provider_id":"prov-proxied","model_config":[]}),
+    );
+    let target = format!("pair.test:{}", api.port);
+    let proxy = ConnectProxy::start(
+        &[(
+            &target,
+            std::net::SocketAddr::from(([127, 0, 0, 1], api.port)),
+        )],
+        ProxyAuth::Open,
+    );
+    let seed = dir.join("seed.json");
+    std::fs::write(
+        &seed,
+        json!({"coordinator":{"ca_file":ca_file},"identity":{"key_path":dir.join("k/identity.key")},
+               "backends":[]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            seed.to_str().unwrap(),
+            "pair",
+            "--api",
+            &format!("https://{target}"),
+            "--force",
+        ],
+        &[("HTTPS_PROXY", &proxy.url()), ("no_proxy", "")],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let connects: Vec<String> = proxy.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        connects,
+        vec![format!("CONNECT {target} HTTP/1.1"); 2],
+        "one tunnel per API call"
+    );
+    let paths: Vec<String> = api.requests().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/v1/host/pair/issue", "/v1/host/pair/poll"]);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&seed).unwrap()).unwrap();
+    assert_eq!(
+        written["coordinator"]["url"],
+        format!("wss://{target}/provider/connect")
+    );
 }

@@ -180,7 +180,13 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
+            // A server that closes without close_notify: the end of the bytes,
+            // as over plain TCP. Length and chunked framing still call an early
+            // end an error, and a close-delimited body is checked by its parser.
+            Stream::Tls(t) => match t.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
         }
     }
 }
@@ -284,7 +290,7 @@ pub fn exchange(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: usepod-edge/{}\r\nConnection: close\r\n",
         req.method,
         target.join(req.path),
-        target.authority(),
+        target.host_header(),
         env!("CARGO_PKG_VERSION")
     );
     for (k, v) in req.headers {

@@ -141,6 +141,33 @@ pub fn open_tcp(url: &Endpoint, cfg: &CoordinatorConfig) -> Result<TcpStream, Se
     }
 }
 
+/// A verified TLS client handshake with `host` over `sock`, whole within
+/// `timeout` (the socket's own timeouts bound each read and write in it).
+pub fn tls_handshake(
+    sock: &mut TcpStream,
+    tls: &Arc<ClientConfig>,
+    host: &str,
+    timeout: Duration,
+) -> Result<ClientConnection, SessionError> {
+    let started = Instant::now();
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| SessionError::Tls(format!("bad server name {host}: {e}")))?;
+    let mut conn = ClientConnection::new(Arc::clone(tls), name)
+        .map_err(|e| SessionError::Tls(e.to_string()))?;
+    while conn.is_handshaking() {
+        if started.elapsed() > timeout {
+            return Err(SessionError::Timeout("TLS handshake"));
+        }
+        conn.complete_io(sock).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                SessionError::Timeout("TLS handshake")
+            }
+            _ => SessionError::Tls(e.to_string()),
+        })?;
+    }
+    Ok(conn)
+}
+
 /// Connects and upgrades; the returned socket has `handshake_timeout` as its
 /// read and write timeout, for the caller to change once authenticated.
 pub fn dial(
@@ -153,26 +180,13 @@ pub fn dial(
     sock.set_read_timeout(Some(cfg.handshake_timeout))
         .and_then(|_| sock.set_write_timeout(Some(cfg.handshake_timeout)))
         .map_err(|e| SessionError::Connect(format!("socket setup: {e}")))?;
-    let started = Instant::now();
     let conn = match url.scheme {
-        Scheme::Wss => {
-            let name = ServerName::try_from(url.host.clone())
-                .map_err(|e| SessionError::Tls(format!("bad server name {}: {e}", url.host)))?;
-            let mut conn = ClientConnection::new(Arc::clone(tls), name)
-                .map_err(|e| SessionError::Tls(e.to_string()))?;
-            while conn.is_handshaking() {
-                if started.elapsed() > cfg.handshake_timeout {
-                    return Err(SessionError::Timeout("TLS handshake"));
-                }
-                conn.complete_io(&mut sock).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                        SessionError::Timeout("TLS handshake")
-                    }
-                    _ => SessionError::Tls(e.to_string()),
-                })?;
-            }
-            Some(conn)
-        }
+        Scheme::Wss => Some(tls_handshake(
+            &mut sock,
+            tls,
+            &url.host,
+            cfg.handshake_timeout,
+        )?),
         _ => None,
     };
     let duplex =

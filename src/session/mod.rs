@@ -8,7 +8,10 @@ mod handshake;
 pub mod proxy;
 mod ticker;
 
-pub use dial::{dial, open_tcp, tls_config, trust_anchors, ENV_SSL_CERT_FILE, MAX_INBOUND_MESSAGE};
+pub use dial::{
+    dial, open_tcp, tls_config, tls_handshake, trust_anchors, ENV_SSL_CERT_FILE,
+    MAX_INBOUND_MESSAGE,
+};
 pub use duplex::Duplex;
 
 use crate::agent::Agent;
