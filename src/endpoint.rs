@@ -163,15 +163,6 @@ mod tests {
         );
         assert_eq!(e.authority(), "[::1]:9");
         assert_eq!(e.host_header(), "[::1]:9");
-        let e = Endpoint::parse("https://api.example").unwrap();
-        assert_eq!(e.host_header(), "api.example");
-        assert_eq!(e.authority(), "api.example:443");
-        let e = Endpoint::parse("http://[fd00::1]").unwrap();
-        assert_eq!(e.host_header(), "[fd00::1]");
-        assert_eq!(
-            Endpoint::parse("http://h:8080").unwrap().host_header(),
-            "h:8080"
-        );
         assert!(e.is_loopback());
         assert!(!Endpoint::parse("ws://10.0.0.2/").unwrap().is_loopback());
         assert_eq!(
@@ -198,5 +189,18 @@ mod tests {
             let err = Endpoint::parse(url).unwrap_err();
             assert!(err.contains(needle), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn host_header_leaves_out_the_default_port() {
+        let e = Endpoint::parse("https://api.example").unwrap();
+        assert_eq!(e.host_header(), "api.example");
+        assert_eq!(e.authority(), "api.example:443");
+        let e = Endpoint::parse("http://[fd00::1]").unwrap();
+        assert_eq!(e.host_header(), "[fd00::1]");
+        assert_eq!(
+            Endpoint::parse("http://h:8080").unwrap().host_header(),
+            "h:8080"
+        );
     }
 }
