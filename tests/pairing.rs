@@ -111,6 +111,28 @@ impl PairApi {
     }
 }
 
+/// `usepod-edge --config CONFIG pair --api API --force`, run in `dir`.
+fn pair_forced(
+    dir: &TempDir,
+    config: &std::path::Path,
+    api: &str,
+    envs: &[(&str, &str)],
+) -> CliOutput {
+    run_cli(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "pair",
+            "--api",
+            api,
+            "--force",
+        ],
+        envs,
+        dir.path(),
+        Duration::from_secs(30),
+    )
+}
+
 #[test]
 fn pairing_writes_the_config_and_keeps_the_provider_id() {
     let _w = watchdog(Duration::from_secs(40), "pairing");
@@ -130,19 +152,7 @@ fn pairing_writes_the_config_and_keeps_the_provider_id() {
             .to_string(),
     )
     .unwrap();
-    let out = run_cli(
-        &[
-            "--config",
-            seed.to_str().unwrap(),
-            "pair",
-            "--api",
-            &api.api(),
-            "--force",
-        ],
-        &[],
-        dir.path(),
-        Duration::from_secs(30),
-    );
+    let out = pair_forced(&dir, &seed, &api.api(), &[]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("WXYZ-2345") && out.stdout.contains("/host/pair"),
@@ -259,23 +269,6 @@ fn an_existing_config_is_not_clobbered_and_expiry_fails() {
     );
 }
 
-/// `usepod-edge --config CONFIG pair --api API --force`, run in `dir`.
-fn pair_forced(dir: &TempDir, config: &std::path::Path, api: &str) -> CliOutput {
-    run_cli(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "pair",
-            "--api",
-            api,
-            "--force",
-        ],
-        &[],
-        dir.path(),
-        Duration::from_secs(20),
-    )
-}
-
 #[test]
 fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     let _w = watchdog(Duration::from_secs(40), "pairing https");
@@ -294,7 +287,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     let bare = dir.join("bare.json");
     let bare_text = json!({"identity":{"key_path":key},"backends":[]}).to_string();
     std::fs::write(&bare, &bare_text).unwrap();
-    let out = pair_forced(&dir, &bare, &https);
+    let out = pair_forced(&dir, &bare, &https, &[]);
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("/v1/host/pair/issue") && out.stderr.contains("certificate"),
@@ -312,7 +305,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
             .to_string(),
     )
     .unwrap();
-    let out = pair_forced(&dir, &seed, &https);
+    let out = pair_forced(&dir, &seed, &https, &[]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     let paths: Vec<String> = api.requests().into_iter().map(|(p, _)| p).collect();
     assert_eq!(paths, ["/v1/host/pair/issue", "/v1/host/pair/poll"]);
@@ -324,7 +317,7 @@ fn pairing_over_https_trusts_the_ca_file_keeps_it_and_refuses_an_unknown_ca() {
     assert_eq!(written["coordinator"]["ca_file"], json!(ca_file));
 
     // Plain http to a host that is not loopback is refused before anything is sent.
-    let out = pair_forced(&dir, &seed, "http://192.0.2.1:9");
+    let out = pair_forced(&dir, &seed, "http://192.0.2.1:9", &[]);
     assert_ne!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("loopback"), "{}", out.stderr);
 }
@@ -357,18 +350,11 @@ fn pairing_goes_through_the_https_proxy_with_tls_end_to_end() {
         .to_string(),
     )
     .unwrap();
-    let out = run_cli(
-        &[
-            "--config",
-            seed.to_str().unwrap(),
-            "pair",
-            "--api",
-            &format!("https://{target}"),
-            "--force",
-        ],
+    let out = pair_forced(
+        &dir,
+        &seed,
+        &format!("https://{target}"),
         &[("HTTPS_PROXY", &proxy.url()), ("no_proxy", "")],
-        dir.path(),
-        Duration::from_secs(20),
     );
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     let connects: Vec<String> = proxy.requests().into_iter().map(|r| r.line).collect();
