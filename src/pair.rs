@@ -332,8 +332,8 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         );
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
-    // The trust the pairing itself needed, the session needs too.
-    // Absolute, since a service runs from another working directory.
+    // The trust the pairing itself needed, the session needs too; the CA path
+    // absolute, since a service runs from another working directory.
     if let Some(ca) = &config.coordinator.ca_file {
         let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
         paired["coordinator"]["ca_file"] = json!(ca);

@@ -301,7 +301,6 @@ pub fn exchange(
     }
     head += "\r\n";
     let (t, phase) = limits.wait(limits.first_byte, Phase::FirstByte)?;
-    // A TLS stream also handshakes under these timeouts, on its first write.
     stream
         .tcp()
         .set_write_timeout(Some(t))
