@@ -125,8 +125,30 @@ fn heartbeat_status_and_metrics_report_real_figures() {
         );
     }
 
-    // A dead agent's file is reported as such.
+    // A hung agent (stopped; its file last written long ago) is reported stale.
     let mut agent = run.agent;
+    agent.signal("STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap())
+        .expect("state file is JSON");
+    let written = state["written_unix"].as_u64().expect("written_unix");
+    state["written_unix"] = json!(written - 100);
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    let out = run_cli(
+        &["--config", cfg.to_str().unwrap(), "status"],
+        &[],
+        home,
+        Duration::from_secs(10),
+    );
+    agent.signal("CONT");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("has not updated its state for"),
+        "{}",
+        out.stdout
+    );
+
+    // A dead agent's file is reported as such.
     agent.signal("KILL");
     agent.wait_exit(Duration::from_secs(5)).expect("killed");
     let out = run_cli(
