@@ -219,6 +219,11 @@ fn discover(config: &Config) -> ExitCode {
             println!("  {}{ctx}{note}", m.id);
         }
     }
+    // What capabilities will say about this machine.
+    println!(
+        "hardware: {}",
+        hardware::describe(std::path::Path::new("/"))
+    );
     if snap.routes.is_empty() {
         ExitCode::FAILURE
     } else {

@@ -464,6 +464,17 @@ fn discover_prints_each_backend_its_models_and_context_then_exits() {
             out.describe()
         );
     }
+    // And what capabilities will say about this machine.
+    let hw: serde_json::Value = o
+        .lines()
+        .find_map(|l| l.strip_prefix("hardware: "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no hardware line:\n{}", out.describe()));
+    assert!(hw["cpu"]["cores"].as_u64().is_some_and(|c| c >= 1), "{hw}");
+    assert!(
+        hw["memory"]["total_mb"].as_u64().is_some_and(|m| m > 0),
+        "{hw}"
+    );
     // It does not connect to the coordinator.
     assert_eq!(
         s.coord.tcp_accepts(),
