@@ -42,7 +42,8 @@ commands:
   run        connect to the coordinator and serve jobs (default)
   validate   check the config file and print what it resolves to
   identity   print this agent's public key and provider_id
-  discover   probe the backends once, print what was found, and exit
+  discover   probe the backends once, print what was found (and the
+             hardware description capabilities carry), and exit
   status     what the running agent is doing (--json for the raw state)
   doctor     check config, identity, clock, disk, coordinator and backends
   pair       pair this device with your Use Pod account and write the config
