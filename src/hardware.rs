@@ -906,7 +906,7 @@ mod tests {
     }
 
     #[test]
-    fn command_runner() {
+    fn subprocess_command_runner() {
         assert_eq!(
             run_command("sh", &["-c", "echo hi"], Duration::from_secs(5)).as_deref(),
             Some("hi\n")

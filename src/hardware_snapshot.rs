@@ -29,10 +29,12 @@ struct Shared {
     ready: Condvar,
 }
 
+type Describe = Arc<dyn Fn(&Path) -> Value + Send + Sync>;
+
 #[derive(Clone)]
 pub struct HardwareSnapshot {
     root: PathBuf,
-    describe: fn(&Path) -> Value,
+    describe: Describe,
     shared: Arc<Shared>,
 }
 
@@ -50,10 +52,10 @@ impl Drop for RefreshEnd<'_> {
 impl HardwareSnapshot {
     /// Starts the first description of the machine whose filesystem is at `root`.
     pub fn start(root: PathBuf) -> HardwareSnapshot {
-        HardwareSnapshot::start_with(root, crate::hardware::describe)
+        HardwareSnapshot::start_with(root, Arc::new(crate::hardware::describe))
     }
 
-    fn start_with(root: PathBuf, describe: fn(&Path) -> Value) -> HardwareSnapshot {
+    fn start_with(root: PathBuf, describe: Describe) -> HardwareSnapshot {
         let s = HardwareSnapshot {
             root,
             describe,
@@ -121,14 +123,38 @@ mod tests {
         assert!(!snap.lock().refreshing);
     }
 
+    /// Waits (bounded) until no refresh is running.
+    fn settled(snap: &HardwareSnapshot) -> MutexGuard<'_, State> {
+        let st = snap.lock();
+        let (st, timeout) = snap
+            .shared
+            .ready
+            .wait_timeout_while(st, Duration::from_secs(20), |s| s.refreshing)
+            .unwrap();
+        assert!(!timeout.timed_out(), "a refresh never ended");
+        st
+    }
+
     #[test]
     fn a_stale_description_is_taken_again_and_served_meanwhile() {
-        fn slow(_: &Path) -> Value {
-            std::thread::sleep(Duration::from_millis(300));
-            serde_json::json!({"n": 1})
-        }
-        let snap = HardwareSnapshot::start_with(PathBuf::from("/"), slow);
-        let first = snap.latest(Duration::from_secs(5)).expect("described");
+        // Each description waits for a permit, so the test decides when a
+        // refresh ends instead of racing it.
+        let (permit, permits) = crossbeam_channel::unbounded::<()>();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let gated: Describe = Arc::new(move |_| {
+            permits
+                .recv_timeout(Duration::from_secs(20))
+                .expect("permit");
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            serde_json::json!({ "n": n })
+        });
+        let snap = HardwareSnapshot::start_with(PathBuf::from("/"), gated);
+        assert_eq!(snap.latest(Duration::ZERO), None, "nothing described yet");
+        permit.send(()).unwrap();
+        let first = snap.latest(Duration::from_secs(20)).expect("described");
+        assert_eq!(first, serde_json::json!({"n": 1}));
+        drop(settled(&snap));
         snap.lock().taken = None; // as if older than MAX_AGE
         assert_eq!(
             snap.latest(Duration::ZERO),
@@ -136,28 +162,34 @@ mod tests {
             "stale value served"
         );
         assert!(snap.lock().refreshing, "and taken again");
-        assert!(snap.latest(Duration::from_secs(5)).is_some());
-        assert!(!snap.lock().stale(), "refreshed");
+        permit.send(()).unwrap();
+        assert_eq!(
+            snap.latest(Duration::from_secs(20)),
+            Some(serde_json::json!({"n": 2}))
+        );
+        assert!(!settled(&snap).stale(), "refreshed");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
     fn a_panicking_description_does_not_wedge_later_ones() {
-        fn broken(_: &Path) -> Value {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let broken: Describe = Arc::new(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("describe failed");
-        }
+        });
         let snap = HardwareSnapshot::start_with(PathBuf::from("/"), broken);
         assert_eq!(snap.latest(Duration::from_secs(5)), None);
-        let st = snap.lock();
-        let st = snap
-            .shared
-            .ready
-            .wait_timeout_while(st, Duration::from_secs(5), |s| s.refreshing)
-            .unwrap()
-            .0;
-        assert!(!st.refreshing, "the refresh ended with its thread");
-        drop(st);
-        // The next request tries again.
+        assert!(
+            !settled(&snap).refreshing,
+            "the refresh ended with its thread"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The next request tries again: a second description is started and
+        // ends too, although it panics like the first.
         assert_eq!(snap.latest(Duration::ZERO), None);
-        assert!(snap.lock().refreshing);
+        drop(settled(&snap));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
