@@ -18,6 +18,7 @@ pub const DEFAULT_OUTPUT_PER_1M: u64 = 1_000_000;
 pub const DEFAULT_MAX_CONCURRENT: u32 = 8;
 pub const MAX_CONCURRENT_LIMIT: u32 = 256;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_MESSAGES: usize = 1024;
 
 /// A backend server kind, in advertising priority order (best first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,6 +117,15 @@ pub struct Limits {
     pub max_concurrent: u32,
     pub max_tokens_per_minute: Option<u64>,
     pub max_request_bytes: usize,
+    /// Request policy (jobs/policy.rs): the most output tokens a job may ask
+    /// for (None: the model's context window), messages per job, raw bytes of
+    /// the conversation, whether remote media URLs may reach the backend, and
+    /// the extra request fields the operator lets through by name.
+    pub max_output_tokens: Option<u32>,
+    pub max_messages: usize,
+    pub max_prompt_bytes: usize,
+    pub allow_remote_media: bool,
+    pub allow_fields: Vec<String>,
     /// Backend call limits: connect, first byte (allows a cold model load), and
     /// the longest silence between streamed events.
     pub backend_connect_timeout: Duration,
@@ -478,6 +488,11 @@ fn build(
             "max_concurrent",
             "max_tokens_per_minute",
             "max_request_bytes",
+            "max_output_tokens",
+            "max_messages",
+            "max_prompt_bytes",
+            "allow_remote_media",
+            "allow_fields",
             "backend_connect_timeout_s",
             "first_byte_timeout_s",
             "idle_timeout_s",
@@ -502,10 +517,52 @@ fn build(
             format!("must be at least 1024, got {max_request_bytes}"),
         ));
     }
+    let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+    let positive = |key: &str, max: u64| -> Result<Option<u64>, ConfigError> {
+        match w.uint(limits_obj, "limits", key)? {
+            Some(n) if n == 0 || n > max => Err(w.err(
+                &format!("limits.{key}"),
+                format!("must be between 1 and {max}, got {n}"),
+            )),
+            n => Ok(n),
+        }
+    };
+    let max_output_tokens = positive("max_output_tokens", u64::from(u32::MAX))?.map(|n| n as u32);
+    let max_messages = positive("max_messages", 1 << 20)?.unwrap_or(DEFAULT_MAX_MESSAGES as u64);
+    let max_prompt_bytes = positive("max_prompt_bytes", u64::MAX)?.map_or(max_request_bytes, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    });
+    let allow_fields = match limits_obj.and_then(|o| o.get("allow_fields")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(j, f)| match f {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(w.err(
+                    &format!("limits.allow_fields[{j}]"),
+                    "must be a non-empty field name",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(w.err(
+                "limits.allow_fields",
+                "must be an array of request field names",
+            ))
+        }
+    };
     let limits = Limits {
         max_concurrent: max_concurrent as u32,
         max_tokens_per_minute: w.uint(limits_obj, "limits", "max_tokens_per_minute")?,
-        max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
+        max_request_bytes,
+        max_output_tokens,
+        max_messages: usize::try_from(max_messages).unwrap_or(usize::MAX),
+        max_prompt_bytes,
+        allow_remote_media: w
+            .boolean(limits_obj, "limits", "allow_remote_media")?
+            .unwrap_or(false),
+        allow_fields,
         backend_connect_timeout: w.seconds(
             limits_obj,
             "limits",
@@ -762,6 +819,41 @@ mod tests {
 
     fn problem(text: &str) -> ConfigError {
         parse(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn request_policy_limits() {
+        let l = parse("{}").unwrap().limits;
+        assert_eq!(l.max_output_tokens, None, "the context window decides");
+        assert_eq!(l.max_messages, DEFAULT_MAX_MESSAGES);
+        assert_eq!(l.max_prompt_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert!(!l.allow_remote_media);
+        assert!(l.allow_fields.is_empty());
+        let l = parse(
+            r#"{"limits":{"max_output_tokens":512,"max_messages":8,"max_prompt_bytes":4096,
+                "allow_remote_media":true,"allow_fields":["grammar","cache_prompt"]}}"#,
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(l.max_output_tokens, Some(512));
+        assert_eq!((l.max_messages, l.max_prompt_bytes), (8, 4096));
+        assert!(l.allow_remote_media);
+        assert_eq!(l.allow_fields, ["grammar", "cache_prompt"]);
+        let e = problem(r#"{"limits":{"max_output_tokens":0}}"#);
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            (
+                "limits.max_output_tokens",
+                "must be between 1 and 4294967295, got 0"
+            )
+        );
+        let e = problem(r#"{"limits":{"allow_fields":["grammar",""]}}"#);
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            ("limits.allow_fields[1]", "must be a non-empty field name")
+        );
+        let e = problem(r#"{"limits":{"allow_fields":"grammar"}}"#);
+        assert_eq!(e.key, "limits.allow_fields");
     }
 
     #[test]

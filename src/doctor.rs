@@ -134,11 +134,12 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
         return vec![dns, tcp];
     }
     let cfg = config.coordinator.clone();
+    let max_inbound = crate::session::max_inbound_message(config.limits.max_request_bytes);
     let ws = with_deadline(
         "coordinator_tls",
         cfg.connect_timeout + cfg.handshake_timeout + SHORT,
         move || {
-            let ws = crate::session::dial(&cfg, &tls).map_err(|e| e.to_string())?;
+            let ws = crate::session::dial(&cfg, &tls, max_inbound).map_err(|e| e.to_string())?;
             ws.get_ref().shutdown();
             let what = if cfg.url.scheme == crate::endpoint::Scheme::Wss {
                 "TLS certificate verified, WebSocket upgrade accepted"

@@ -4,7 +4,8 @@
 //! (../shared/PROTOCOL.md). Inbound parsing is tolerant of extra fields and never
 //! panics; outbound shapes are pinned by golden JSON tests at the bottom.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
 
@@ -18,14 +19,37 @@ pub enum JobFormat {
     Anthropic,
 }
 
+/// Ceiling on a job's deadline: a coordinator (or a job) asking for more
+/// would hold a slot and the GPU for longer than any real answer takes.
+pub const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The job's `request` object, kept as the JSON text it arrived as: only the
+/// request policy reads it, through typed structs, so no client-controlled
+/// value is ever built into a generic JSON tree (which costs ~30x its bytes).
+#[derive(Debug, Clone)]
+pub struct RawRequest(Box<RawValue>);
+
+impl RawRequest {
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 /// A well-formed `job` frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRequest {
     /// Lowercase hyphenated, as it must be echoed back.
     pub job_id: String,
     pub model_id: String,
-    pub request: serde_json::Map<String, Value>,
+    pub request: RawRequest,
     pub format: JobFormat,
+    /// At most [`MAX_DEADLINE_MS`].
     pub deadline_ms: u64,
 }
 
@@ -76,42 +100,71 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-fn opt_string(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
-    obj.get(key).and_then(Value::as_str).map(str::to_owned)
+/// Every field any inbound message has, each left as raw JSON borrowed from
+/// the frame: unknown fields are skipped without being built, and each field
+/// is decoded into its own small type only by the message that uses it.
+/// A repeated field makes the frame invalid (serde refuses duplicates), so
+/// nothing reads one copy while another part of the system reads the other.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    nonce: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    provider_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    job_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    model_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    format: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    deadline_ms: Option<&'a RawValue>,
+}
+
+/// A field as a string, or None when it is absent, null or not a string.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
 }
 
 /// Parses one inbound text frame.
 pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
-    let value: Value =
+    // A struct also deserializes from a JSON array; messages are objects only.
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err(ParseError::NotAnObject),
+            Err(e) => Err(ParseError::NotJson(e.to_string())),
+        };
+    }
+    let env: Envelope =
         serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(ParseError::NotAnObject);
-    };
-    let kind = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or(ParseError::MissingType)?;
-    Ok(match kind {
+    let kind = string(env.kind).ok_or(ParseError::MissingType)?;
+    Ok(match kind.as_str() {
         "auth_challenge" => Inbound::AuthChallenge {
-            nonce: opt_string(&obj, "nonce").unwrap_or_default(),
+            nonce: string(env.nonce).unwrap_or_default(),
         },
         "auth_ok" => Inbound::AuthOk {
-            provider_id: opt_string(&obj, "provider_id"),
+            provider_id: string(env.provider_id),
         },
         "auth_failed" => Inbound::AuthFailed {
-            reason: opt_string(&obj, "reason"),
+            reason: string(env.reason),
         },
-        "job" => parse_job(obj),
-        "job_cancel" => match obj.get("job_id").and_then(Value::as_str) {
+        "job" => parse_job(&env),
+        "job_cancel" => match string(env.job_id) {
             Some(id) => Inbound::JobCancel {
-                job_id: normalize_job_id(id).unwrap_or_else(|| id.to_owned()),
+                job_id: normalize_job_id(&id).unwrap_or(id),
             },
             None => Inbound::Unknown {
                 kind: "job_cancel without job_id".into(),
             },
         },
         "config_update" => Inbound::ConfigUpdate,
-        other => Inbound::Unknown { kind: other.into() },
+        _ => Inbound::Unknown { kind },
     })
 }
 
@@ -122,18 +175,17 @@ pub fn normalize_job_id(id: &str) -> Option<String> {
         .map(|u| u.hyphenated().to_string())
 }
 
-fn parse_job(mut obj: serde_json::Map<String, Value>) -> Inbound {
-    let raw_id = obj.get("job_id").and_then(Value::as_str).map(str::to_owned);
+fn parse_job(env: &Envelope) -> Inbound {
     let malformed =
         |job_id: Option<String>, problem: String| Inbound::MalformedJob { job_id, problem };
-    let Some(raw_id) = raw_id else {
+    let Some(raw_id) = string(env.job_id) else {
         return malformed(None, "job_id missing or not a string".into());
     };
     let Some(job_id) = normalize_job_id(&raw_id) else {
         return malformed(Some(raw_id), "job_id is not a UUID".into());
     };
-    let model_id = match obj.get("model_id") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    let model_id = match string(env.model_id) {
+        Some(m) if !m.is_empty() => m,
         _ => {
             return malformed(
                 Some(job_id),
@@ -141,24 +193,27 @@ fn parse_job(mut obj: serde_json::Map<String, Value>) -> Inbound {
             )
         }
     };
-    let request = match obj.remove("request") {
-        Some(Value::Object(r)) => r,
-        Some(_) => return malformed(Some(job_id), "request is not a JSON object".into()),
-        None => return malformed(Some(job_id), "request missing".into()),
+    let request = match env.request {
+        Some(r) if r.get().starts_with('{') => RawRequest(r.to_owned()),
+        Some(r) if r.get() != "null" => {
+            return malformed(Some(job_id), "request is not a JSON object".into())
+        }
+        _ => return malformed(Some(job_id), "request missing".into()),
     };
-    let format = match obj.get("format").and_then(Value::as_str) {
+    let format = match string(env.format).as_deref() {
         Some("anthropic") => JobFormat::Anthropic,
         _ => JobFormat::OpenAi,
     };
-    let deadline_ms = match obj.get("deadline_ms") {
-        None | Some(Value::Null) => DEFAULT_DEADLINE_MS,
-        Some(v) => match v.as_u64() {
-            Some(ms) => ms,
-            None => {
+    let deadline_ms = match env.deadline_ms.map(RawValue::get) {
+        None | Some("null") => DEFAULT_DEADLINE_MS,
+        Some(v) => match serde_json::from_str::<u64>(v) {
+            Ok(ms) => ms.min(MAX_DEADLINE_MS),
+            Err(_) => {
+                let shown: String = v.chars().take(40).collect();
                 return malformed(
                     Some(job_id),
-                    format!("deadline_ms is not a non-negative integer: {v}"),
-                )
+                    format!("deadline_ms is not a non-negative integer: {shown}"),
+                );
             }
         },
     };
@@ -477,7 +532,17 @@ mod tests {
             panic!("not a job")
         };
         assert_eq!(job.format, JobFormat::Anthropic);
-        assert_eq!(job.deadline_ms, (1u64 << 32) + 5);
+        assert_eq!(job.deadline_ms, MAX_DEADLINE_MS, "clamped to 24 h");
+        assert_eq!(job.request.as_str(), "{}");
+
+        let text = format!(
+            r#"{{"type":"job","job_id":"{ID}","model_id":"m","request": {{ "a" : [1, 2] }} ,"deadline_ms":90000}}"#
+        );
+        let Inbound::Job(job) = parse_inbound(&text).unwrap() else {
+            panic!("not a job")
+        };
+        assert_eq!(job.deadline_ms, 90_000);
+        assert_eq!(job.request.as_str(), r#"{ "a" : [1, 2] }"#, "kept as sent");
     }
 
     #[test]
@@ -527,6 +592,15 @@ mod tests {
     fn rejects_non_messages_without_panicking() {
         assert!(matches!(parse_inbound("{"), Err(ParseError::NotJson(_))));
         assert_eq!(parse_inbound("[]"), Err(ParseError::NotAnObject));
+        assert_eq!(parse_inbound(" 7"), Err(ParseError::NotAnObject));
+        assert!(matches!(parse_inbound("[1,"), Err(ParseError::NotJson(_))));
+        assert_eq!(parse_inbound(r#"{"x":1}"#), Err(ParseError::MissingType));
+        // A repeated field is refused rather than read one way here and
+        // another way elsewhere.
+        assert!(matches!(
+            parse_inbound(r#"{"type":"auth_ok","provider_id":"a","provider_id":"b"}"#),
+            Err(ParseError::NotJson(e)) if e.contains("duplicate field `provider_id`")
+        ));
         assert_eq!(parse_inbound(r#"{"type":7}"#), Err(ParseError::MissingType));
         assert_eq!(
             parse_inbound(r#"{"type":"config_update","x":{}}"#).unwrap(),

@@ -1,5 +1,6 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
+mod queue;
 mod registry;
 mod request;
 mod run;
@@ -10,7 +11,8 @@ use crate::discovery::Discovery;
 use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::Sender;
+use queue::{Queued, WorkQueue};
 use registry::{Refusal, Registry};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +31,16 @@ pub struct Work {
     pub received: Instant,
 }
 
+impl Queued for Work {
+    fn job_id(&self) -> &str {
+        &self.job.job_id
+    }
+}
+
 pub struct Jobs {
     max: u32,
     registry: Arc<Registry>,
-    work_tx: Sender<Work>,
+    queue: Arc<WorkQueue<Work>>,
     pub metrics: Arc<Metrics>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
@@ -43,13 +51,13 @@ impl Jobs {
     pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
         let max = config.limits.max_concurrent;
         let registry = Arc::new(Registry::new(max as usize));
-        // Unbounded is fine: admission already caps what can be queued at `max`.
-        let (work_tx, work_rx) = unbounded::<Work>();
+        // Every queued job holds a slot, so the queue never needs more room than the pool.
+        let queue = Arc::new(WorkQueue::new(max as usize));
         let limits = JobLimits::from_config(config);
         let metrics = Arc::new(Metrics::default());
         for i in 0..max {
-            let (rx, registry, discovery, metrics) = (
-                work_rx.clone(),
+            let (queue, registry, discovery, metrics) = (
+                Arc::clone(&queue),
                 Arc::clone(&registry),
                 Arc::clone(&discovery),
                 Arc::clone(&metrics),
@@ -58,7 +66,7 @@ impl Jobs {
                 .name(format!("job-{i}"))
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    for w in rx {
+                    while let Some(w) = queue.pop() {
                         // A bug in one job must not kill this thread (the pool would
                         // shrink silently) nor the other jobs: it fails that job only.
                         let terminal = catch_unwind(AssertUnwindSafe(|| {
@@ -92,7 +100,7 @@ impl Jobs {
         Jobs {
             max,
             registry,
-            work_tx,
+            queue,
             metrics,
             closed: AtomicBool::new(false),
         }
@@ -174,14 +182,11 @@ impl Jobs {
             tx: tx.clone(),
             received: Instant::now(),
         };
-        if let Err(e) = self.work_tx.send(work) {
-            let w = e.into_inner();
+        if let Err(w) = self.queue.push(work) {
+            // Only when the pool is shutting down, or a slot was freed by a
+            // cancel whose job still occupies its worker.
             self.registry.finish(&w.job.job_id, w.ticket);
-            return self.refuse(
-                &w.job.job_id,
-                ErrorCode::Internal,
-                "job pool is gone".into(),
-            );
+            return self.refuse(&w.job.job_id, ErrorCode::OutOfCapacity, full());
         }
         None
     }
@@ -189,6 +194,8 @@ impl Jobs {
     /// job_cancel: the backend connection closes and the slot frees at once.
     pub fn cancel(&self, job_id: &str) {
         if self.registry.cancel(job_id) {
+            // Not yet at a worker: dropped here, so its request memory goes now.
+            self.queue.remove(job_id);
             log::info!("job {job_id} cancelled by the coordinator");
         } else {
             log::debug!("job_cancel for unknown or finished job {job_id}");
@@ -197,6 +204,7 @@ impl Jobs {
 
     pub fn cancel_all(&self, why: &str) {
         let n = self.registry.cancel_all();
+        self.queue.clear();
         if n > 0 {
             log::warn!("stopped {n} running job(s): {why}");
         }
@@ -204,5 +212,11 @@ impl Jobs {
 
     pub fn in_flight(&self) -> u32 {
         self.registry.in_flight() as u32
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }

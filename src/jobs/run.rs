@@ -166,20 +166,22 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
         .received
         .checked_add(Duration::from_millis(w.job.deadline_ms));
     let mut fell_back = false;
+    let request: serde_json::Map<String, Value> = serde_json::from_str(w.job.request.as_str())
+        .map_err(|e| internal(format!("request: {e}")))?;
     loop {
         let (path, body, translator) = match plan {
             Plan::OpenAi => (
                 "/v1/chat/completions",
-                Value::Object(openai_body(w.job.request.clone(), &w.job.model_id)),
+                Value::Object(openai_body(request.clone(), &w.job.model_id)),
                 None,
             ),
             Plan::AnthropicNative => (
                 "/v1/messages",
-                Value::Object(anthropic_body(w.job.request.clone(), &w.job.model_id)),
+                Value::Object(anthropic_body(request.clone(), &w.job.model_id)),
                 None,
             ),
             Plan::AnthropicTranslated => {
-                let original = Value::Object(w.job.request.clone());
+                let original = Value::Object(request.clone());
                 let body = request_to_openai(&original, &w.job.model_id).map_err(|e| {
                     internal(format!("cannot translate the Anthropic request: {e}"))
                 })?;

@@ -17,9 +17,15 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
-/// Largest inbound message accepted; job requests are the big ones and a
-/// coordinator has no reason to send more than this.
-pub const MAX_INBOUND_MESSAGE: usize = 16 << 20;
+/// Room a job frame needs around its request (type, ids, format, deadline).
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Largest inbound message accepted: job requests are the big ones, and one
+/// larger than `limits.max_request_bytes` would be refused anyway, so the
+/// frame is refused before it is ever held in memory.
+pub fn max_inbound_message(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(ENVELOPE_BYTES)
+}
 
 /// Builds the TLS client configuration once per process.
 pub fn tls_config(
@@ -66,12 +72,12 @@ pub fn trust_anchors(
     Ok(roots)
 }
 
-pub fn ws_config() -> WebSocketConfig {
+pub fn ws_config(max_inbound: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_INBOUND_MESSAGE))
-        .max_frame_size(Some(MAX_INBOUND_MESSAGE))
+        .max_message_size(Some(max_inbound))
+        .max_frame_size(Some(max_inbound))
 }
 
 fn connect_tcp(url: &Endpoint, timeout: Duration) -> Result<TcpStream, SessionError> {
@@ -173,6 +179,7 @@ pub fn tls_handshake(
 pub fn dial(
     cfg: &CoordinatorConfig,
     tls: &Arc<ClientConfig>,
+    max_inbound: usize,
 ) -> Result<WebSocket<Duplex>, SessionError> {
     let url = &cfg.url;
     let mut sock = open_tcp(url, cfg)?;
@@ -202,7 +209,7 @@ pub fn dial(
             env!("CARGO_PKG_VERSION")
         )),
     );
-    match tungstenite::client::client_with_config(request, duplex, Some(ws_config())) {
+    match tungstenite::client::client_with_config(request, duplex, Some(ws_config(max_inbound))) {
         Ok((ws, _response)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(e)) => {
             Err(SessionError::from_ws("WebSocket upgrade", e))

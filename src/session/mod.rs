@@ -9,8 +9,8 @@ pub mod proxy;
 mod ticker;
 
 pub use dial::{
-    dial, open_tcp, tls_config, tls_handshake, trust_anchors, ENV_SSL_CERT_FILE,
-    MAX_INBOUND_MESSAGE,
+    dial, max_inbound_message, open_tcp, tls_config, tls_handshake, trust_anchors,
+    ENV_SSL_CERT_FILE,
 };
 pub use duplex::Duplex;
 
@@ -125,7 +125,8 @@ impl SessionEnd {
 pub fn run(agent: &Agent) -> SessionEnd {
     let cfg = &agent.config.coordinator;
     log::debug!("connecting to {}", cfg.url);
-    let mut ws = match dial::dial(cfg, &agent.tls) {
+    let max_inbound = dial::max_inbound_message(agent.config.limits.max_request_bytes);
+    let mut ws = match dial::dial(cfg, &agent.tls, max_inbound) {
         Ok(ws) => ws,
         Err(e) => return SessionEnd::pre_auth(e),
     };
@@ -169,7 +170,7 @@ pub fn run(agent: &Agent) -> SessionEnd {
         Ok(w) => WebSocket::from_raw_socket(
             w,
             tungstenite::protocol::Role::Client,
-            Some(dial::ws_config()),
+            Some(dial::ws_config(max_inbound)),
         ),
         Err(e) => {
             return SessionEnd {
@@ -259,7 +260,8 @@ fn read_loop(
                 return ended(CloseKind::Unexpected, "dead link".into());
             }
             Err(tungstenite::Error::Capacity(e)) => {
-                log::error!("refusing an inbound message: {e} (limit {MAX_INBOUND_MESSAGE} bytes); dropping the connection");
+                let max_inbound = dial::max_inbound_message(agent.config.limits.max_request_bytes);
+                log::error!("refusing an inbound message: {e} (limit {max_inbound} bytes); dropping the connection");
                 ws.get_ref().seal_writers();
                 let _ = ws.close(Some(CloseFrame {
                     code: CloseCode::Size,
