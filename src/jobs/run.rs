@@ -69,6 +69,10 @@ fn internal(message: impl Into<String>) -> Failure {
     Failure::Error(ErrorCode::Internal, message.into())
 }
 
+fn encode(body: &serde_json::Map<String, Value>) -> Result<Vec<u8>, Failure> {
+    serde_json::to_vec(body).map_err(|e| internal(format!("cannot encode the request: {e}")))
+}
+
 /// Queues a frame of this job; waits while the outbound queue is full (the
 /// coordinator pushes back) but gives up once the job is cancelled.
 pub fn send_frame(w: &Work, frame: Outbound) -> bool {
@@ -170,20 +174,24 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
         let (path, body, translator) = match plan {
             Plan::OpenAi => (
                 "/v1/chat/completions",
-                Value::Object(openai_body(w.job.request.clone(), &w.job.model_id)),
+                encode(&openai_body(w.job.request.clone(), &w.job.model_id))?,
                 None,
             ),
             Plan::AnthropicNative => (
                 "/v1/messages",
-                Value::Object(anthropic_body(w.job.request.clone(), &w.job.model_id)),
+                encode(&anthropic_body(w.job.request.clone(), &w.job.model_id))?,
                 None,
             ),
             Plan::AnthropicTranslated => {
-                let original = Value::Object(w.job.request.clone());
+                // The translation reads JSON text and writes the body's bytes itself.
+                let original = serde_json::to_string(&w.job.request)
+                    .map_err(|e| internal(format!("cannot encode the request: {e}")))?;
                 let body = request_to_openai(&original, &w.job.model_id).map_err(|e| {
                     internal(format!("cannot translate the Anthropic request: {e}"))
                 })?;
-                let model = original
+                let model = w
+                    .job
+                    .request
                     .get("model")
                     .and_then(Value::as_str)
                     .unwrap_or(&w.job.model_id);
@@ -195,8 +203,7 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
                 )
             }
         };
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| internal(format!("cannot encode the request: {e}")))?;
+        let bytes = body;
         if bytes.len() > limits.max_request_bytes {
             return Err(internal(format!(
                 "request body is {} bytes, over this agent's limit of {} (limits.max_request_bytes)",
