@@ -457,9 +457,7 @@ fn push_system(out: &mut Vec<u8>, system: &RawValue) -> Result<bool, TranslateEr
     let mark = out.len();
     out.extend_from_slice(b"{\"role\":\"system\",\"content\":\"");
     let text_start = out.len();
-    if let Some(text) = string(system) {
-        push_escaped(out, &text);
-    } else if starts_with(system, b'[') {
+    if starts_with(system, b'[') {
         for_each_element(system, |index, block| {
             let at = At::System(index);
             let block: Option<Block> = object(block, at)?;
@@ -478,9 +476,10 @@ fn push_system(out: &mut Vec<u8>, system: &RawValue) -> Result<bool, TranslateEr
             }
         })?;
     } else {
-        return Err(invalid(
-            "`system` must be a string or an array of text blocks".to_owned(),
-        ));
+        let text = string(system).ok_or_else(|| {
+            invalid("`system` must be a string or an array of text blocks".to_owned())
+        })?;
+        push_escaped(out, &text);
     }
     // Only a lone empty text (or no text at all) joins to "": two blocks give at least "\n".
     if out.len() == text_start {
@@ -521,18 +520,15 @@ fn push_message(out: &mut Vec<u8>, index: usize, message: &RawValue) -> Result<(
     out.extend_from_slice(b"{\"role\":\"");
     out.extend_from_slice(role.as_bytes());
     out.extend_from_slice(b"\",\"content\":");
-    let content = message
-        .content
-        .filter(|c| starts_with(c, b'"') || starts_with(c, b'['));
-    let Some(content) = content else {
-        return Err(invalid(format!(
+    let wrong = || {
+        invalid(format!(
             "{at}.content must be a string or an array of content blocks"
-        )));
+        ))
     };
-    if let Some(text) = string(content) {
-        push_string(out, &text);
-    } else {
-        push_blocks(out, index, content)?;
+    match message.content {
+        Some(blocks) if starts_with(blocks, b'[') => push_blocks(out, index, blocks)?,
+        Some(text) => push_string(out, &string(text).ok_or_else(wrong)?),
+        None => return Err(wrong()),
     }
     out.push(b'}');
     Ok(())
@@ -1136,6 +1132,230 @@ mod tests {
         assert_eq!(
             TranslateError::MissingField("messages").to_string(),
             "Anthropic request has no `messages`"
+        );
+    }
+
+    fn translate_text(body: &str) -> Result<Vec<u8>, TranslateError> {
+        request_to_openai(body, "default-model")
+    }
+
+    /// A request of many tiny values (what would cost ~30x its size as a `Value` tree): an
+    /// unknown 2 MiB field of them is skipped without being built, and 10,000 short messages
+    /// are carried over one by one. The output is about the conversation's size: nothing of
+    /// the skipped field reaches it.
+    #[test]
+    fn large_requests_of_tiny_values_translate() {
+        let mut body = String::from(r#"{"metadata":{"tags":["#);
+        while body.len() < 2 << 20 {
+            body.push_str("0,1,");
+        }
+        body.push_str(r#"{}]},"system":"Be brief.","messages":["#);
+        let messages_start = body.len();
+        for i in 0..10_000 {
+            if i > 0 {
+                body.push(',');
+            }
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            body.push_str(&format!(r#"{{"role":"{role}","content":"m{i}"}}"#));
+        }
+        let messages_len = body.len() - messages_start;
+        body.push_str(r#"],"max_tokens":16}"#);
+
+        let out = translate_text(&body).expect("translates");
+        assert!(
+            out.len() < messages_len + 1024,
+            "{} bytes out for {messages_len} bytes of messages",
+            out.len()
+        );
+        let out: Value = serde_json::from_slice(&out).expect("JSON");
+        let messages = out["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 10_001);
+        assert_eq!(
+            messages[0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(messages[1], json!({"role": "user", "content": "m0"}));
+        assert_eq!(
+            messages[10_000],
+            json!({"role": "assistant", "content": "m9999"})
+        );
+        assert_eq!(out["max_tokens"], 16);
+        assert!(out.get("metadata").is_none());
+    }
+
+    /// Nesting far past serde_json's recursion limit in skipped values: a `Value` tree cannot
+    /// even be built from this, the translation skips them (without recursing).
+    #[test]
+    fn deeply_nested_skipped_fields_do_not_matter() {
+        let depth = 100_000;
+        let array = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let object = format!("{}0{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let body = format!(
+            r#"{{"metadata":{array},"messages":[
+                {{"role":"user","content":"x","extra":{object}}},
+                {{"role":"assistant","content":[
+                    {{"type":"thinking","thinking":{object},"text":{array},"source":{array}}},
+                    {{"type":"text","text":"y"}}
+                ]}}
+            ]}}"#
+        );
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let out: Value =
+            serde_json::from_slice(&translate_text(&body).expect("translates")).expect("JSON");
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        );
+        // Where a string was wanted, the deep value is reported as not one.
+        let body = format!(r#"{{"model":{array},"messages":[]}}"#);
+        let err = translate_text(&body).expect_err("model");
+        assert!(
+            matches!(&err, TranslateError::Invalid(what) if what.contains("`model`")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn non_object_bodies_are_refused() {
+        for body in ["[1]", " \n[]", "\"x\"", "null", "5", "true", "", "not json"] {
+            assert_eq!(
+                translate_text(body).expect_err(body),
+                TranslateError::NotAnObject,
+                "{body:?}"
+            );
+        }
+        for body in [
+            r#"{"messages":["#,
+            r#"{"messages":[]} x"#,
+            r#"{"messages":[],}"#,
+        ] {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains("not valid JSON")),
+                "{body:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused() {
+        let cases = [
+            (r#"{"messages":[],"messages":[]}"#, "duplicate field"),
+            (
+                r#"{"messages":[{"role":"user","role":"assistant","content":"x"}]}"#,
+                "messages[0]",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
+                "messages[0].content[0]",
+            ),
+            (
+                r#"{"system":[{"type":"text","type":"text","text":"a"}],"messages":[]}"#,
+                "system[0]",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"a","url":"b"}}]}]}"#,
+                "messages[0].content[0].source",
+            ),
+        ];
+        for (body, needle) in cases {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains(needle) && what.contains("duplicate")),
+                "{body} gave {err:?}, expected mention of {needle}"
+            );
+        }
+    }
+
+    /// Numbers are passed on as the client wrote them, never through an f64.
+    #[test]
+    fn numbers_pass_through_as_written() {
+        let body = r#"{"max_tokens": 256, "temperature": 1.0, "top_p": 0.90000000000000002,
+            "top_k": 4E1, "messages": []}"#;
+        let out = String::from_utf8(translate_text(body).expect("translates")).expect("UTF-8");
+        for written in [
+            r#""max_tokens":256"#,
+            r#""temperature":1.0"#,
+            r#""top_p":0.90000000000000002"#,
+            r#""top_k":4E1"#,
+        ] {
+            assert!(out.contains(written), "{written} not in {out}");
+        }
+        let cases = [
+            (r#"{"max_tokens": 1.0, "messages": []}"#, "`max_tokens`"),
+            (r#"{"max_tokens": 1e2, "messages": []}"#, "`max_tokens`"),
+            (
+                r#"{"max_tokens": 18446744073709551616, "messages": []}"#,
+                "`max_tokens`",
+            ),
+            (r#"{"temperature": 1e400, "messages": []}"#, "`temperature`"),
+            (r#"{"top_p": true, "messages": []}"#, "`top_p`"),
+            (r#"{"top_k": {}, "messages": []}"#, "`top_k`"),
+        ];
+        for (body, needle) in cases {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains(needle)),
+                "{body} gave {err:?}"
+            );
+        }
+        let out = translate(json!({"max_tokens": 0, "messages": []}));
+        assert_eq!(out["max_tokens"], 0);
+    }
+
+    /// Strings are decoded from the client's escapes and written with the output's own; the
+    /// result means the same text.
+    #[test]
+    fn strings_survive_escaping() {
+        let awkward: String = (0u8..0x20)
+            .map(char::from)
+            .chain("\"\\/ é 😀 \u{7f}\u{2028}".chars())
+            .collect();
+        let out = translate(json!({
+            "model": awkward,
+            "system": [{"type": "text", "text": awkward}, {"type": "text", "text": awkward}],
+            "stop_sequences": [awkward],
+            "messages": [
+                {"role": "user", "content": awkward},
+                {"role": "assistant", "content": [{"type": "text", "text": awkward}, {"type": "text", "text": "b"}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": awkward},
+                    {"type": "image", "source": {"type": "base64", "media_type": awkward, "data": "AA=="}},
+                    {"type": "image", "source": {"type": "url", "url": awkward}},
+                ]},
+            ],
+        }));
+        assert_eq!(out["model"], awkward.as_str());
+        assert_eq!(out["stop"], json!([awkward]));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "system", "content": format!("{awkward}\n{awkward}")},
+                {"role": "user", "content": awkward},
+                {"role": "assistant", "content": format!("{awkward}\nb")},
+                {"role": "user", "content": [
+                    {"type": "text", "text": awkward},
+                    {"type": "image_url", "image_url": {"url": format!("data:{awkward};base64,AA==")}},
+                    {"type": "image_url", "image_url": {"url": awkward}},
+                ]},
+            ])
+        );
+
+        // Escapes the client chose, including for keys and the role, are read as what they mean.
+        let body = r#"{"m\u0065ssages":[{"role":"\u0075ser","content":"\u0041\/\ud83d\ude00"}]}"#;
+        let out: Value =
+            serde_json::from_slice(&translate_text(body).expect("translates")).expect("JSON");
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "A/😀"}])
+        );
+
+        // A lone surrogate is not text.
+        let err = translate_text(r#"{"messages":[{"role":"user","content":"\ud800"}]}"#)
+            .expect_err("lone surrogate");
+        assert!(
+            matches!(&err, TranslateError::Invalid(what) if what.contains("messages[0].content")),
+            "{err:?}"
         );
     }
 
