@@ -267,8 +267,8 @@ fn content_blocks_are_flattened_when_translating() {
     let body = &sent.last().expect("a chat completions call").body;
     assert_eq!(sent.last().unwrap().path, "/v1/chat/completions");
     assert_eq!(
-        body["model"], "client-model",
-        "the client's model is kept: {body}"
+        body["model"], "m",
+        "the routed model, never the client's: {body}"
     );
     let msgs = body["messages"].as_array().expect("messages");
     let roles: Vec<&str> = msgs.iter().filter_map(|m| m["role"].as_str()).collect();

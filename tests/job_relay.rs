@@ -202,7 +202,7 @@ fn backend_request_forces_stream_adds_usage_fills_model_and_sends_the_bearer_key
         "include_usage added: {}",
         s.body
     );
-    assert_eq!(s.body["model"], "qwen", "model filled in: {}", s.body);
+    assert_eq!(s.body["model"], "qwen", "model set: {}", s.body);
     assert_eq!(s.body["temperature"], 0.25);
     assert_eq!(s.body["max_tokens"], 16);
     assert_eq!(
@@ -210,7 +210,8 @@ fn backend_request_forces_stream_adds_usage_fills_model_and_sends_the_bearer_key
         json!([{"role": "user", "content": "hi"}])
     );
 
-    // A client's own model and include_usage are kept.
+    // A client's own model and include_usage never survive: the operator offered
+    // `qwen` (at its price) and is paid by the usage the backend reports.
     fb.clear_requests();
     let mut req = chat_request("hi");
     req["model"] = json!("alias");
@@ -219,11 +220,12 @@ fn backend_request_forces_stream_adds_usage_fills_model_and_sends_the_bearer_key
     res.expect_done();
     let sent = fb.inference_requests();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].body["model"], "alias", "{}", sent[0].body);
+    assert_eq!(sent[0].body["model"], "qwen", "{}", sent[0].body);
     assert_eq!(sent[0].body["stream"], true);
     assert_eq!(
-        sent[0].body["stream_options"]["include_usage"], false,
-        "an explicit include_usage is the client's: {}",
+        sent[0].body["stream_options"],
+        json!({"include_usage": true}),
+        "usage always requested: {}",
         sent[0].body
     );
     assert_eq!(sent[0].header("authorization"), Some("Bearer sk-test-7731"));

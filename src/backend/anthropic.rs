@@ -5,8 +5,13 @@
 //! parsed back into `tool_use` blocks, which the backends do differently; refusing them is
 //! better than silently answering without the tools the client offered.
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// Why an Anthropic request cannot be sent as chat completions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,221 +55,598 @@ fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object.get(key).filter(|v| !v.is_null())
 }
 
-/// Anthropic Messages request body → OpenAI chat-completions body, always streaming with
-/// usage. `model_id` is used when the body names no model.
-pub fn request_to_openai(body: &Value, model_id: &str) -> Result<Value, TranslateError> {
-    let request = body.as_object().ok_or(TranslateError::NotAnObject)?;
+// The request side never builds the client's JSON into a `Value`: a request may be megabytes
+// of tiny values, and a `Value` tree of those costs tens of times the text's size, which on a
+// small device takes the memory the inference server needs. Instead the body is read through
+// the small borrowed structs below (fields the translation does not read are skipped without
+// being built, via `IgnoredAny`), every array is walked element by element rather than
+// collected, and the output is written straight into one byte buffer. Null counts as absent
+// throughout: `Option` fields deserialize a JSON null as `None`.
 
-    match present(request, "tools") {
-        Some(Value::Array(tools)) if tools.is_empty() => {}
-        Some(_) => {
+/// Whitespace as JSON defines it (not Unicode's).
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// The top-level fields the translation reads, each kept as the client's raw text (a slice
+/// of the body), so they can be checked in a fixed order whatever order the keys came in and
+/// numbers can be passed on exactly as written.
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_k: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop_sequences: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Option<Text<'a>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+/// Any content block; which fields matter depends on `type`.
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    text: Option<Text<'a>>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ImageSource<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    media_type: Option<Text<'a>>,
+    #[serde(borrow)]
+    data: Option<Text<'a>>,
+    #[serde(borrow)]
+    url: Option<Text<'a>>,
+}
+
+/// A field the translation wants as a string. A string is kept, borrowed from the body unless
+/// it had escapes; any other value is skipped unbuilt and remembered only as "not a string",
+/// so the caller can report the field rather than a parse error.
+enum Text<'a> {
+    Str(Cow<'a, str>),
+    NotAString,
+}
+
+impl<'a> Text<'a> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Text::Str(text) => Some(text),
+            Text::NotAString => None,
+        }
+    }
+
+    fn into_str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Text::Str(text) => Some(text),
+            Text::NotAString => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor(PhantomData))
+    }
+}
+
+struct TextVisitor<'a>(PhantomData<Text<'a>>);
+
+impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+    type Value = Text<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'a>, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'a>, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'a>, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text::NotAString)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text::NotAString)
+    }
+}
+
+/// Where in the request something is. Rendered only when an error is reported, so the
+/// translation allocates nothing per message or block to name them.
+#[derive(Clone, Copy)]
+enum At {
+    System(usize),
+    Message(usize),
+    Block(usize, usize),
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::System(index) => write!(f, "system[{index}]"),
+            At::Message(index) => write!(f, "messages[{index}]"),
+            At::Block(message, block) => write!(f, "messages[{message}].content[{block}]"),
+        }
+    }
+}
+
+/// The JSON type of a raw value, told by its first byte: serde_json hands out raw values
+/// already checked to be one well-formed JSON value, with no leading whitespace.
+fn starts_with(raw: &RawValue, byte: u8) -> bool {
+    raw.get().as_bytes().first() == Some(&byte)
+}
+
+fn is_empty_array(raw: &RawValue) -> bool {
+    raw.get()
+        .strip_prefix('[')
+        .is_some_and(|rest| rest.trim_start_matches(JSON_WHITESPACE) == "]")
+}
+
+/// The string a raw value holds, or None when it is not a string.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !starts_with(raw, b'"') {
+        return None;
+    }
+    serde_json::from_str::<Text>(raw.get())
+        .ok()
+        .and_then(Text::into_str)
+}
+
+/// Reads a raw value as one of the structs above; Ok(None) when it is not an object (serde's
+/// derived structs would otherwise accept an array too). What can still fail here is a
+/// repeated key: refused, since which copy wins would be a guess.
+fn object<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
+    at: impl fmt::Display,
+) -> Result<Option<T>, TranslateError> {
+    if !starts_with(raw, b'{') {
+        return Ok(None);
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(|e| invalid(format!("{at}: {e}")))
+}
+
+/// Calls `each` with the index and raw text of every element of a JSON array, in order,
+/// without collecting them; the first error `each` returns stops the walk and is returned.
+fn for_each_element<'a>(
+    array: &'a RawValue,
+    mut each: impl FnMut(usize, &'a RawValue) -> Result<(), TranslateError>,
+) -> Result<(), TranslateError> {
+    let mut stopped = None;
+    let mut deserializer = serde_json::Deserializer::from_str(array.get());
+    let walked = deserializer.deserialize_seq(Elements {
+        each: &mut each,
+        stopped: &mut stopped,
+    });
+    if let Some(error) = stopped {
+        return Err(error);
+    }
+    // Only reachable if `array` is not an array, which callers check first.
+    walked.map_err(|e| invalid(format!("cannot read an array: {e}")))
+}
+
+struct Elements<'f, F> {
+    each: &'f mut F,
+    /// serde's error type cannot carry a TranslateError, so it waits here.
+    stopped: &'f mut Option<TranslateError>,
+}
+
+impl<'de, F> Visitor<'de> for Elements<'_, F>
+where
+    F: FnMut(usize, &'de RawValue) -> Result<(), TranslateError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            if let Err(error) = (self.each)(index, element) {
+                *self.stopped = Some(error);
+                return Err(de::Error::custom("stopped"));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `text` as the inside of a JSON string (no quotes), so pieces can be joined into
+/// one string without building it first.
+fn push_escaped(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let short: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn push_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    push_escaped(out, text);
+    out.push(b'"');
+}
+
+/// Anthropic Messages request → OpenAI chat-completions body, always streaming with usage.
+///
+/// `body` is the Anthropic Messages request as JSON text (another module has already applied
+/// the provider's request policy to it: model forced, max_tokens clamped, fields
+/// allow-listed, remote media refused). `model_id` is used when the body names no model.
+/// Returns the OpenAI chat-completions body as JSON bytes.
+pub fn request_to_openai(body: &str, model_id: &str) -> Result<Vec<u8>, TranslateError> {
+    if !body.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        return Err(TranslateError::NotAnObject);
+    }
+    let request: Request = serde_json::from_str(body).map_err(|e| {
+        if e.is_data() {
+            // A repeated key.
+            invalid(e.to_string())
+        } else {
+            invalid(format!("the body is not valid JSON: {e}"))
+        }
+    })?;
+
+    if let Some(tools) = request.tools {
+        if !is_empty_array(tools) {
             return Err(TranslateError::Unsupported(
                 "`tools` (tool use is not supported by this backend)".to_owned(),
-            ))
-        }
-        None => {}
-    }
-
-    let mut messages = Vec::new();
-    if let Some(system) = present(request, "system") {
-        let text = system_text(system)?;
-        if !text.is_empty() {
-            messages.push(json!({"role": "system", "content": text}));
+            ));
         }
     }
-    let input = present(request, "messages").ok_or(TranslateError::MissingField("messages"))?;
-    let input = input
-        .as_array()
-        .ok_or_else(|| invalid("`messages` must be an array".to_owned()))?;
-    for (index, message) in input.iter().enumerate() {
-        messages.push(translate_message(index, message)?);
-    }
 
-    let model = match present(request, "model") {
+    // The output is about the size of the conversation; reserving that up front saves the
+    // copies of a growing buffer.
+    let conversation =
+        request.system.map_or(0, |s| s.get().len()) + request.messages.map_or(0, |m| m.get().len());
+    let mut out = Vec::with_capacity(conversation + 256);
+    out.extend_from_slice(b"{\"messages\":[");
+    let mut first = true;
+    if let Some(system) = request.system {
+        first = !push_system(&mut out, system)?;
+    }
+    let messages = request
+        .messages
+        .ok_or(TranslateError::MissingField("messages"))?;
+    if !starts_with(messages, b'[') {
+        return Err(invalid("`messages` must be an array".to_owned()));
+    }
+    for_each_element(messages, |index, message| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        push_message(&mut out, index, message)
+    })?;
+    out.push(b']');
+
+    let model = match &request.model {
         None => model_id,
-        Some(Value::String(model)) if model.is_empty() => model_id,
-        Some(Value::String(model)) => model,
-        Some(_) => return Err(invalid("`model` must be a string".to_owned())),
+        Some(Text::Str(model)) if model.is_empty() => model_id,
+        Some(Text::Str(model)) => model,
+        Some(Text::NotAString) => return Err(invalid("`model` must be a string".to_owned())),
     };
+    out.extend_from_slice(b",\"model\":");
+    push_string(&mut out, model);
 
-    let mut out = Map::new();
-    out.insert("model".to_owned(), json!(model));
-    out.insert("messages".to_owned(), Value::Array(messages));
-    if let Some(max_tokens) = present(request, "max_tokens") {
-        if max_tokens.as_u64().is_none() {
+    // Numbers go out exactly as the client wrote them: parsing one to f64 and printing it
+    // again could change it. serde_json's Number only checks that it is one (and in range).
+    let number = |raw: &RawValue| serde_json::from_str::<serde_json::Number>(raw.get()).ok();
+    if let Some(max_tokens) = request.max_tokens {
+        if number(max_tokens).and_then(|n| n.as_u64()).is_none() {
             return Err(invalid(
                 "`max_tokens` must be a non-negative integer".to_owned(),
             ));
         }
-        out.insert("max_tokens".to_owned(), max_tokens.clone());
+        out.extend_from_slice(b",\"max_tokens\":");
+        out.extend_from_slice(max_tokens.get().as_bytes());
     }
-    for key in ["temperature", "top_p", "top_k"] {
-        if let Some(value) = present(request, key) {
-            if !value.is_number() {
+    for (key, value) in [
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("top_k", request.top_k),
+    ] {
+        if let Some(value) = value {
+            if number(value).is_none() {
                 return Err(invalid(format!("`{key}` must be a number")));
             }
-            out.insert(key.to_owned(), value.clone());
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(value.get().as_bytes());
         }
     }
-    if let Some(stops) = present(request, "stop_sequences") {
-        let stops = stops
-            .as_array()
-            .ok_or_else(|| invalid("`stop_sequences` must be an array of strings".to_owned()))?;
-        if stops.iter().any(|s| !s.is_string()) {
-            return Err(invalid(
-                "`stop_sequences` must be an array of strings".to_owned(),
-            ));
+    if let Some(stops) = request.stop_sequences {
+        let wrong = || invalid("`stop_sequences` must be an array of strings".to_owned());
+        if !starts_with(stops, b'[') {
+            return Err(wrong());
         }
-        if !stops.is_empty() {
-            out.insert("stop".to_owned(), Value::Array(stops.clone()));
+        for_each_element(stops, |_, stop| match string(stop) {
+            Some(_) => Ok(()),
+            None => Err(wrong()),
+        })?;
+        if !is_empty_array(stops) {
+            // Checked to be an array of strings, so it goes out as written.
+            out.extend_from_slice(b",\"stop\":");
+            out.extend_from_slice(stops.get().as_bytes());
         }
     }
-    out.insert("stream".to_owned(), Value::Bool(true));
-    out.insert("stream_options".to_owned(), json!({"include_usage": true}));
-    Ok(Value::Object(out))
+    out.extend_from_slice(b",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    Ok(out)
 }
 
-fn system_text(system: &Value) -> Result<String, TranslateError> {
-    match system {
-        Value::String(text) => Ok(text.clone()),
-        Value::Array(blocks) => {
-            let mut texts = Vec::with_capacity(blocks.len());
-            for (index, block) in blocks.iter().enumerate() {
-                let where_ = format!("system[{index}]");
-                match block_type(block, &where_)? {
-                    "text" => texts.push(block_text(block, &where_)?),
-                    other => {
-                        return Err(TranslateError::Unsupported(format!(
-                            "`{other}` block in {where_}; the system prompt can only hold text"
-                        )))
+/// Appends the system message; false (and nothing appended) when the prompt is empty.
+fn push_system(out: &mut Vec<u8>, system: &RawValue) -> Result<bool, TranslateError> {
+    let mark = out.len();
+    out.extend_from_slice(b"{\"role\":\"system\",\"content\":\"");
+    let text_start = out.len();
+    if starts_with(system, b'[') {
+        for_each_element(system, |index, block| {
+            let at = At::System(index);
+            let block: Option<Block> = object(block, at)?;
+            match block_kind(block.as_ref(), at)? {
+                "text" => {
+                    // Blocks are joined with newlines, as in the block arrays of messages.
+                    if index > 0 {
+                        out.extend_from_slice(b"\\n");
                     }
+                    push_escaped(out, &block_text(block, at)?);
+                    Ok(())
                 }
+                other => Err(TranslateError::Unsupported(format!(
+                    "`{other}` block in {at}; the system prompt can only hold text"
+                ))),
             }
-            Ok(texts.join("\n"))
-        }
-        _ => Err(invalid(
-            "`system` must be a string or an array of text blocks".to_owned(),
-        )),
+        })?;
+    } else {
+        let text = string(system).ok_or_else(|| {
+            invalid("`system` must be a string or an array of text blocks".to_owned())
+        })?;
+        push_escaped(out, &text);
     }
+    // Only a lone empty text (or no text at all) joins to "": two blocks give at least "\n".
+    if out.len() == text_start {
+        out.truncate(mark);
+        return Ok(false);
+    }
+    out.extend_from_slice(b"\"}");
+    Ok(true)
 }
 
-fn block_type<'a>(block: &'a Value, where_: &str) -> Result<&'a str, TranslateError> {
+fn block_kind<'b>(block: Option<&'b Block>, at: At) -> Result<&'b str, TranslateError> {
     block
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{where_} is not a content block with a `type`")))
+        .and_then(|b| b.kind.as_ref())
+        .and_then(Text::as_str)
+        .ok_or_else(|| invalid(format!("{at} is not a content block with a `type`")))
 }
 
-fn block_text(block: &Value, where_: &str) -> Result<String, TranslateError> {
+fn block_text(block: Option<Block<'_>>, at: At) -> Result<Cow<'_, str>, TranslateError> {
     block
-        .get("text")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| invalid(format!("{where_} is a text block without a string `text`")))
+        .and_then(|b| b.text)
+        .and_then(Text::into_str)
+        .ok_or_else(|| invalid(format!("{at} is a text block without a string `text`")))
 }
 
-/// A translated piece of message content, in order.
-enum Part {
-    Text(String),
-    ImageUrl(String),
-}
-
-fn translate_message(index: usize, message: &Value) -> Result<Value, TranslateError> {
-    let where_ = format!("messages[{index}]");
-    let message = message
-        .as_object()
-        .ok_or_else(|| invalid(format!("{where_} is not an object")))?;
-    let role = match present(message, "role").and_then(Value::as_str) {
-        Some(role @ ("user" | "assistant")) => role,
+fn push_message(out: &mut Vec<u8>, index: usize, message: &RawValue) -> Result<(), TranslateError> {
+    let at = At::Message(index);
+    let message: Message =
+        object(message, at)?.ok_or_else(|| invalid(format!("{at} is not an object")))?;
+    let role = match message.role.as_ref().and_then(Text::as_str) {
+        Some("user") => "user",
+        Some("assistant") => "assistant",
         _ => {
             return Err(invalid(format!(
-                "{where_}.role must be \"user\" or \"assistant\""
+                "{at}.role must be \"user\" or \"assistant\""
             )))
         }
     };
-    let content = match present(message, "content") {
-        Some(Value::String(text)) => Value::String(text.clone()),
-        Some(Value::Array(blocks)) => {
-            let mut parts = Vec::with_capacity(blocks.len());
-            for (block_index, block) in blocks.iter().enumerate() {
-                let where_ = format!("{where_}.content[{block_index}]");
-                if let Some(part) = translate_block(block, &where_)? {
-                    parts.push(part);
+    out.extend_from_slice(b"{\"role\":\"");
+    out.extend_from_slice(role.as_bytes());
+    out.extend_from_slice(b"\",\"content\":");
+    let wrong = || {
+        invalid(format!(
+            "{at}.content must be a string or an array of content blocks"
+        ))
+    };
+    match message.content {
+        Some(blocks) if starts_with(blocks, b'[') => push_blocks(out, index, blocks)?,
+        Some(text) => push_string(out, &string(text).ok_or_else(wrong)?),
+        None => return Err(wrong()),
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// A translated piece of message content.
+enum Part<'a> {
+    Text(Cow<'a, str>),
+    /// A base64 image, as `data:<media_type>;base64,<data>`.
+    Data {
+        media_type: Cow<'a, str>,
+        data: Cow<'a, str>,
+    },
+    Url(Cow<'a, str>),
+}
+
+/// Text-only content stays a plain string, which every backend's chat template accepts;
+/// only content with images needs the parts array, and there the order is kept. Which of the
+/// two it is shows only at the end, so the blocks are walked twice (checked and classified,
+/// then written) rather than held in between.
+fn push_blocks(out: &mut Vec<u8>, message: usize, blocks: &RawValue) -> Result<(), TranslateError> {
+    let mut has_image = false;
+    for_each_element(blocks, |index, block| {
+        let part = translate_block(block, At::Block(message, index))?;
+        has_image |= matches!(part, Some(Part::Data { .. } | Part::Url(_)));
+        Ok(())
+    })?;
+    if !has_image {
+        out.push(b'"');
+        let mut first = true;
+        for_each_element(blocks, |index, block| {
+            if let Some(Part::Text(text)) = translate_block(block, At::Block(message, index))? {
+                if !first {
+                    out.extend_from_slice(b"\\n");
                 }
+                first = false;
+                push_escaped(out, &text);
             }
-            parts_to_content(parts)
+            Ok(())
+        })?;
+        out.push(b'"');
+        return Ok(());
+    }
+    out.push(b'[');
+    let mut first = true;
+    for_each_element(blocks, |index, block| {
+        let Some(part) = translate_block(block, At::Block(message, index))? else {
+            return Ok(());
+        };
+        if !first {
+            out.push(b',');
         }
-        _ => {
-            return Err(invalid(format!(
-                "{where_}.content must be a string or an array of content blocks"
-            )))
+        first = false;
+        match part {
+            Part::Text(text) => {
+                out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                push_string(out, &text);
+            }
+            Part::Data { media_type, data } => {
+                out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:");
+                push_escaped(out, &media_type);
+                out.extend_from_slice(b";base64,");
+                push_escaped(out, &data);
+                out.extend_from_slice(b"\"}");
+            }
+            Part::Url(url) => {
+                out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
+                push_string(out, &url);
+                out.push(b'}');
+            }
         }
-    };
-    Ok(json!({"role": role, "content": content}))
+        out.push(b'}');
+        Ok(())
+    })?;
+    out.push(b']');
+    Ok(())
 }
 
-fn translate_block(block: &Value, where_: &str) -> Result<Option<Part>, TranslateError> {
-    match block_type(block, where_)? {
-        "text" => Ok(Some(Part::Text(block_text(block, where_)?))),
-        "image" => image_url(block, where_).map(|url| Some(Part::ImageUrl(url))),
+fn translate_block(block: &RawValue, at: At) -> Result<Option<Part<'_>>, TranslateError> {
+    let block: Option<Block> = object(block, at)?;
+    match block_kind(block.as_ref(), at)? {
+        "text" => block_text(block, at).map(|text| Some(Part::Text(text))),
+        "image" => image(block, at).map(Some),
         // Earlier turns' reasoning: chat completions has no place for it, and the model
         // does not need its own old thoughts to continue the conversation.
         "thinking" | "redacted_thinking" => Ok(None),
         kind @ ("tool_use" | "tool_result") => Err(TranslateError::Unsupported(format!(
-            "`{kind}` block in {where_} (tool use is not supported by this backend)"
+            "`{kind}` block in {at} (tool use is not supported by this backend)"
         ))),
         other => Err(TranslateError::Unsupported(format!(
-            "`{other}` block in {where_}; only text and image blocks can be translated"
+            "`{other}` block in {at}; only text and image blocks can be translated"
         ))),
     }
 }
 
-fn image_url(block: &Value, where_: &str) -> Result<String, TranslateError> {
-    let source = block
-        .get("source")
-        .and_then(Value::as_object)
-        .ok_or_else(|| invalid(format!("{where_} is an image block without a `source`")))?;
-    let field = |name: &str| {
-        source
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{where_}.source has no string `{name}`")))
+fn image<'a>(block: Option<Block<'a>>, at: At) -> Result<Part<'a>, TranslateError> {
+    let source = match block.and_then(|b| b.source) {
+        Some(source) => object::<ImageSource>(source, format_args!("{at}.source"))?,
+        None => None,
     };
-    match field("type")? {
-        "base64" => Ok(format!(
-            "data:{};base64,{}",
-            field("media_type")?,
-            field("data")?
-        )),
-        "url" => Ok(field("url")?.to_owned()),
+    let source =
+        source.ok_or_else(|| invalid(format!("{at} is an image block without a `source`")))?;
+    let field = |value: Option<Text<'a>>, name: &str| -> Result<Cow<'a, str>, TranslateError> {
+        value
+            .and_then(Text::into_str)
+            .ok_or_else(|| invalid(format!("{at}.source has no string `{name}`")))
+    };
+    let kind = field(source.kind, "type")?;
+    match &*kind {
+        "base64" => Ok(Part::Data {
+            media_type: field(source.media_type, "media_type")?,
+            data: field(source.data, "data")?,
+        }),
+        "url" => Ok(Part::Url(field(source.url, "url")?)),
         other => Err(TranslateError::Unsupported(format!(
-            "image source type `{other}` in {where_}"
+            "image source type `{other}` in {at}"
         ))),
     }
-}
-
-/// Text-only content stays a plain string, which every backend's chat template accepts;
-/// only content with images needs the parts array, and there the order is kept.
-fn parts_to_content(parts: Vec<Part>) -> Value {
-    if parts.iter().all(|p| matches!(p, Part::Text(_))) {
-        let texts: Vec<String> = parts
-            .into_iter()
-            .filter_map(|p| match p {
-                Part::Text(text) => Some(text),
-                Part::ImageUrl(_) => None,
-            })
-            .collect();
-        return Value::String(texts.join("\n"));
-    }
-    Value::Array(
-        parts
-            .into_iter()
-            .map(|part| match part {
-                Part::Text(text) => json!({"type": "text", "text": text}),
-                Part::ImageUrl(url) => json!({"type": "image_url", "image_url": {"url": url}}),
-            })
-            .collect(),
-    )
 }
 
 /// Turns an OpenAI chat-completions SSE stream back into a valid Anthropic Messages event
@@ -489,12 +871,14 @@ mod tests {
     use super::*;
     use crate::backend::sse::{parse_events, EventSplitter, SseEvent, StreamStats, Usage};
 
+    // Values only here, to compare what was written with what was meant.
     fn translate(body: Value) -> Value {
-        request_to_openai(&body, "default-model").expect("translates")
+        let out = request_to_openai(&body.to_string(), "default-model").expect("translates");
+        serde_json::from_slice(&out).expect("the output is JSON")
     }
 
     fn translate_err(body: Value) -> TranslateError {
-        request_to_openai(&body, "default-model").expect_err("must fail")
+        request_to_openai(&body.to_string(), "default-model").expect_err("must fail")
     }
 
     #[test]
@@ -748,6 +1132,230 @@ mod tests {
         assert_eq!(
             TranslateError::MissingField("messages").to_string(),
             "Anthropic request has no `messages`"
+        );
+    }
+
+    fn translate_text(body: &str) -> Result<Vec<u8>, TranslateError> {
+        request_to_openai(body, "default-model")
+    }
+
+    /// A request of many tiny values (what would cost ~30x its size as a `Value` tree): an
+    /// unknown 2 MiB field of them is skipped without being built, and 10,000 short messages
+    /// are carried over one by one. The output is about the conversation's size: nothing of
+    /// the skipped field reaches it.
+    #[test]
+    fn large_requests_of_tiny_values_translate() {
+        let mut body = String::from(r#"{"metadata":{"tags":["#);
+        while body.len() < 2 << 20 {
+            body.push_str("0,1,");
+        }
+        body.push_str(r#"{}]},"system":"Be brief.","messages":["#);
+        let messages_start = body.len();
+        for i in 0..10_000 {
+            if i > 0 {
+                body.push(',');
+            }
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            body.push_str(&format!(r#"{{"role":"{role}","content":"m{i}"}}"#));
+        }
+        let messages_len = body.len() - messages_start;
+        body.push_str(r#"],"max_tokens":16}"#);
+
+        let out = translate_text(&body).expect("translates");
+        assert!(
+            out.len() < messages_len + 1024,
+            "{} bytes out for {messages_len} bytes of messages",
+            out.len()
+        );
+        let out: Value = serde_json::from_slice(&out).expect("JSON");
+        let messages = out["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 10_001);
+        assert_eq!(
+            messages[0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(messages[1], json!({"role": "user", "content": "m0"}));
+        assert_eq!(
+            messages[10_000],
+            json!({"role": "assistant", "content": "m9999"})
+        );
+        assert_eq!(out["max_tokens"], 16);
+        assert!(out.get("metadata").is_none());
+    }
+
+    /// Nesting far past serde_json's recursion limit in skipped values: a `Value` tree cannot
+    /// even be built from this, the translation skips them (without recursing).
+    #[test]
+    fn deeply_nested_skipped_fields_do_not_matter() {
+        let depth = 100_000;
+        let array = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let object = format!("{}0{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let body = format!(
+            r#"{{"metadata":{array},"messages":[
+                {{"role":"user","content":"x","extra":{object}}},
+                {{"role":"assistant","content":[
+                    {{"type":"thinking","thinking":{object},"text":{array},"source":{array}}},
+                    {{"type":"text","text":"y"}}
+                ]}}
+            ]}}"#
+        );
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let out: Value =
+            serde_json::from_slice(&translate_text(&body).expect("translates")).expect("JSON");
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        );
+        // Where a string was wanted, the deep value is reported as not one.
+        let body = format!(r#"{{"model":{array},"messages":[]}}"#);
+        let err = translate_text(&body).expect_err("model");
+        assert!(
+            matches!(&err, TranslateError::Invalid(what) if what.contains("`model`")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn non_object_bodies_are_refused() {
+        for body in ["[1]", " \n[]", "\"x\"", "null", "5", "true", "", "not json"] {
+            assert_eq!(
+                translate_text(body).expect_err(body),
+                TranslateError::NotAnObject,
+                "{body:?}"
+            );
+        }
+        for body in [
+            r#"{"messages":["#,
+            r#"{"messages":[]} x"#,
+            r#"{"messages":[],}"#,
+        ] {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains("not valid JSON")),
+                "{body:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused() {
+        let cases = [
+            (r#"{"messages":[],"messages":[]}"#, "duplicate field"),
+            (
+                r#"{"messages":[{"role":"user","role":"assistant","content":"x"}]}"#,
+                "messages[0]",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
+                "messages[0].content[0]",
+            ),
+            (
+                r#"{"system":[{"type":"text","type":"text","text":"a"}],"messages":[]}"#,
+                "system[0]",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"a","url":"b"}}]}]}"#,
+                "messages[0].content[0].source",
+            ),
+        ];
+        for (body, needle) in cases {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains(needle) && what.contains("duplicate")),
+                "{body} gave {err:?}, expected mention of {needle}"
+            );
+        }
+    }
+
+    /// Numbers are passed on as the client wrote them, never through an f64.
+    #[test]
+    fn numbers_pass_through_as_written() {
+        let body = r#"{"max_tokens": 256, "temperature": 1.0, "top_p": 0.90000000000000002,
+            "top_k": 4E1, "messages": []}"#;
+        let out = String::from_utf8(translate_text(body).expect("translates")).expect("UTF-8");
+        for written in [
+            r#""max_tokens":256"#,
+            r#""temperature":1.0"#,
+            r#""top_p":0.90000000000000002"#,
+            r#""top_k":4E1"#,
+        ] {
+            assert!(out.contains(written), "{written} not in {out}");
+        }
+        let cases = [
+            (r#"{"max_tokens": 1.0, "messages": []}"#, "`max_tokens`"),
+            (r#"{"max_tokens": 1e2, "messages": []}"#, "`max_tokens`"),
+            (
+                r#"{"max_tokens": 18446744073709551616, "messages": []}"#,
+                "`max_tokens`",
+            ),
+            (r#"{"temperature": 1e400, "messages": []}"#, "`temperature`"),
+            (r#"{"top_p": true, "messages": []}"#, "`top_p`"),
+            (r#"{"top_k": {}, "messages": []}"#, "`top_k`"),
+        ];
+        for (body, needle) in cases {
+            let err = translate_text(body).expect_err(body);
+            assert!(
+                matches!(&err, TranslateError::Invalid(what) if what.contains(needle)),
+                "{body} gave {err:?}"
+            );
+        }
+        let out = translate(json!({"max_tokens": 0, "messages": []}));
+        assert_eq!(out["max_tokens"], 0);
+    }
+
+    /// Strings are decoded from the client's escapes and written with the output's own; the
+    /// result means the same text.
+    #[test]
+    fn strings_survive_escaping() {
+        let awkward: String = (0u8..0x20)
+            .map(char::from)
+            .chain("\"\\/ é 😀 \u{7f}\u{2028}".chars())
+            .collect();
+        let out = translate(json!({
+            "model": awkward,
+            "system": [{"type": "text", "text": awkward}, {"type": "text", "text": awkward}],
+            "stop_sequences": [awkward],
+            "messages": [
+                {"role": "user", "content": awkward},
+                {"role": "assistant", "content": [{"type": "text", "text": awkward}, {"type": "text", "text": "b"}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": awkward},
+                    {"type": "image", "source": {"type": "base64", "media_type": awkward, "data": "AA=="}},
+                    {"type": "image", "source": {"type": "url", "url": awkward}},
+                ]},
+            ],
+        }));
+        assert_eq!(out["model"], awkward.as_str());
+        assert_eq!(out["stop"], json!([awkward]));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "system", "content": format!("{awkward}\n{awkward}")},
+                {"role": "user", "content": awkward},
+                {"role": "assistant", "content": format!("{awkward}\nb")},
+                {"role": "user", "content": [
+                    {"type": "text", "text": awkward},
+                    {"type": "image_url", "image_url": {"url": format!("data:{awkward};base64,AA==")}},
+                    {"type": "image_url", "image_url": {"url": awkward}},
+                ]},
+            ])
+        );
+
+        // Escapes the client chose, including for keys and the role, are read as what they mean.
+        let body = r#"{"m\u0065ssages":[{"role":"\u0075ser","content":"\u0041\/\ud83d\ude00"}]}"#;
+        let out: Value =
+            serde_json::from_slice(&translate_text(body).expect("translates")).expect("JSON");
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "A/😀"}])
+        );
+
+        // A lone surrogate is not text.
+        let err = translate_text(r#"{"messages":[{"role":"user","content":"\ud800"}]}"#)
+            .expect_err("lone surrogate");
+        assert!(
+            matches!(&err, TranslateError::Invalid(what) if what.contains("messages[0].content")),
+            "{err:?}"
         );
     }
 

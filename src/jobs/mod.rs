@@ -1,8 +1,9 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
+mod backend_error;
+mod policy;
 mod queue;
 mod registry;
-mod request;
 mod run;
 
 use crate::backend::http::Cancel;
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use run::JobLimits;
 
 /// One admitted job on its way to a worker.
 pub struct Work {
@@ -53,14 +53,15 @@ impl Jobs {
         let registry = Arc::new(Registry::new(max as usize));
         // Every queued job holds a slot, so the queue never needs more room than the pool.
         let queue = Arc::new(WorkQueue::new(max as usize));
-        let limits = JobLimits::from_config(config);
+        let limits = Arc::new(JobLimits::from_config(config));
         let metrics = Arc::new(Metrics::default());
         for i in 0..max {
-            let (queue, registry, discovery, metrics) = (
+            let (queue, registry, discovery, metrics, limits) = (
                 Arc::clone(&queue),
                 Arc::clone(&registry),
                 Arc::clone(&discovery),
                 Arc::clone(&metrics),
+                Arc::clone(&limits),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{i}"))

@@ -1,6 +1,7 @@
 //! Running one job against its backend and relaying the stream.
 
-use super::request::{anthropic_body, classify_http, classify_status, openai_body};
+use super::policy::{self, Dialect, RequestPolicy};
+use super::backend_error::{classify_http, classify_status};
 use super::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::http::{self, HttpError, Request, Response};
@@ -11,7 +12,7 @@ use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobFormat, Outbound, Tokens};
 use crate::session::Outgoing;
 use crossbeam_channel::SendTimeoutError;
-use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,21 +21,50 @@ use std::time::{Duration, Instant};
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 const READ_BUF: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy)]
+/// Output bound when neither the operator nor the backend names one.
+const FALLBACK_MAX_OUTPUT_TOKENS: u32 = 8192;
+
+#[derive(Debug, Clone)]
 pub struct JobLimits {
     pub connect: Duration,
     pub first_byte: Duration,
     pub idle: Duration,
     pub max_request_bytes: usize,
+    /// The policy with the operator's limits; its output bound is finished
+    /// per job by [`JobLimits::policy_for`].
+    policy: RequestPolicy,
+    max_output_tokens: Option<u32>,
 }
 
 impl JobLimits {
     pub fn from_config(c: &Config) -> JobLimits {
+        let l = &c.limits;
+        let mut policy = RequestPolicy::new(FALLBACK_MAX_OUTPUT_TOKENS);
+        policy.max_messages = l.max_messages;
+        policy.max_prompt_bytes = l.max_prompt_bytes;
+        policy.allow_remote_media = l.allow_remote_media;
+        policy.allow_fields = l.allow_fields.clone();
         JobLimits {
-            connect: c.limits.backend_connect_timeout,
-            first_byte: c.limits.first_byte_timeout,
-            idle: c.limits.idle_timeout,
-            max_request_bytes: c.limits.max_request_bytes,
+            connect: l.backend_connect_timeout,
+            first_byte: l.first_byte_timeout,
+            idle: l.idle_timeout,
+            max_request_bytes: l.max_request_bytes,
+            policy,
+            max_output_tokens: l.max_output_tokens,
+        }
+    }
+
+    /// The policy for a job on a model with this context window: output is
+    /// bounded by the operator's limit and by the window, whichever is lower.
+    pub fn policy_for(&self, context_window: Option<u32>) -> RequestPolicy {
+        let bound = match (self.max_output_tokens, context_window) {
+            (Some(op), Some(ctx)) => op.min(ctx),
+            (Some(n), None) | (None, Some(n)) => n,
+            (None, None) => FALLBACK_MAX_OUTPUT_TOKENS,
+        };
+        RequestPolicy {
+            max_output_tokens: bound.max(1),
+            ..self.policy.clone()
         }
     }
 }
@@ -166,39 +196,42 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
         .received
         .checked_add(Duration::from_millis(w.job.deadline_ms));
     let mut fell_back = false;
-    let request: serde_json::Map<String, Value> = serde_json::from_str(w.job.request.as_str())
-        .map_err(|e| internal(format!("request: {e}")))?;
+    // Every byte the backend receives is what the policy produced: the job's
+    // own request never reaches it.
+    let dialect = match w.job.format {
+        JobFormat::OpenAi => Dialect::OpenAi,
+        JobFormat::Anthropic => Dialect::Anthropic,
+    };
+    let policy = limits.policy_for(w.route.context_window);
+    let shaped = policy::apply(dialect, w.job.request.as_str(), &w.job.model_id, &policy)
+        .map_err(|refusal| internal(refusal.to_string()))?;
+    if !shaped.dropped.is_empty() {
+        log::debug!(
+            "job {}: request fields dropped by policy: {}",
+            w.job.job_id,
+            shaped.dropped.join(", ")
+        );
+    }
     loop {
         let (path, body, translator) = match plan {
-            Plan::OpenAi => (
-                "/v1/chat/completions",
-                Value::Object(openai_body(request.clone(), &w.job.model_id)),
-                None,
-            ),
-            Plan::AnthropicNative => (
-                "/v1/messages",
-                Value::Object(anthropic_body(request.clone(), &w.job.model_id)),
-                None,
-            ),
+            Plan::OpenAi => ("/v1/chat/completions", Cow::Borrowed(&shaped.body), None),
+            Plan::AnthropicNative => ("/v1/messages", Cow::Borrowed(&shaped.body), None),
             Plan::AnthropicTranslated => {
-                let original = Value::Object(request.clone());
-                let body = request_to_openai(&original, &w.job.model_id).map_err(|e| {
+                // The policy wrote the body, so it is UTF-8 JSON.
+                let text = std::str::from_utf8(&shaped.body)
+                    .map_err(|e| internal(format!("policy output: {e}")))?;
+                let body = request_to_openai(text, &w.job.model_id).map_err(|e| {
                     internal(format!("cannot translate the Anthropic request: {e}"))
                 })?;
-                let model = original
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&w.job.model_id);
                 let msg_id = format!("msg_{}", w.job.job_id.replace('-', ""));
                 (
                     "/v1/chat/completions",
-                    body,
-                    Some(StreamTranslator::new(model, &msg_id)),
+                    Cow::Owned(body),
+                    Some(StreamTranslator::new(&w.job.model_id, &msg_id)),
                 )
             }
         };
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| internal(format!("cannot encode the request: {e}")))?;
+        let bytes = body;
         if bytes.len() > limits.max_request_bytes {
             return Err(internal(format!(
                 "request body is {} bytes, over this agent's limit of {} (limits.max_request_bytes)",
@@ -218,7 +251,7 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
             method: "POST",
             path,
             headers: &headers,
-            body: Some(&bytes),
+            body: Some(&bytes[..]),
         };
         let http_limits = http::Limits {
             connect: limits.connect,
