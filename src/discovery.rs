@@ -257,7 +257,7 @@ fn log_probe(t: &Target, p: &Probe, changed: bool) {
             t.url
         );
     } else {
-        let why = p.problem.as_deref().unwrap_or("?");
+        let why = crate::untrusted::shown(p.problem.as_deref().unwrap_or("?"), 300);
         log::log!(level, "{} at {} unavailable: {why}", t.kind.as_str(), t.url);
     }
 }

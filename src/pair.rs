@@ -66,8 +66,14 @@ pub fn parse_poll(v: &Value) -> Result<PollState, String> {
                 })
                 .unwrap_or_default(),
         }),
-        Some(other) => Err(format!("unknown pairing status {other:?}")),
-        None => Err(format!("pairing answer without a status: {v}")),
+        Some(other) => Err(format!(
+            "unknown pairing status \"{}\"",
+            crate::untrusted::shown(other, 64)
+        )),
+        None => Err(format!(
+            "pairing answer without a status: {}",
+            crate::untrusted::shown(&v.to_string(), 300)
+        )),
     }
 }
 
@@ -222,8 +228,9 @@ impl<'a> ApiClient<'a> {
         if !(200..300).contains(&resp.status) {
             let excerpt = String::from_utf8_lossy(&resp.read_prefix(300)).into_owned();
             return Err(format!(
-                "POST {url} answered HTTP {}: {excerpt}",
-                resp.status
+                "POST {url} answered HTTP {}: {}",
+                resp.status,
+                crate::untrusted::shown(&excerpt, 300)
             ));
         }
         let text = resp
@@ -296,9 +303,12 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         .get("expires_at")
         .and_then(Value::as_str)
         .unwrap_or("in a few minutes");
+    // Both come from the server and go to the operator's terminal.
     println!(
-        "To pair this device, open {} and enter the code:\n\n    {code}\n\n(expires {expires})",
-        pair_page(api)
+        "To pair this device, open {} and enter the code:\n\n    {}\n\n(expires {})",
+        pair_page(api),
+        crate::untrusted::shown(code, 64),
+        crate::untrusted::shown(expires, 64)
     );
     let poll_body = json!({"poll_token": token,
         "capabilities": {"backends": backends, "agent_version": env!("CARGO_PKG_VERSION")}});
@@ -314,7 +324,8 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             PollState::Pending => std::thread::sleep(POLL_EVERY),
             PollState::Expired => {
                 return Err(format!(
-                    "the code {code} expired before it was confirmed; run pair again"
+                    "the code {} expired before it was confirmed; run pair again",
+                    crate::untrusted::shown(code, 64)
                 ))
             }
             active => break active,
@@ -325,11 +336,20 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         ..
     } = &state
     {
-        identity.set_provider_id(pid).map_err(|e| e.to_string())?;
-        println!(
-            "paired as {pid}; provider_id saved in {}",
-            identity.path().display()
-        );
+        if crate::identity::valid_provider_id(pid) {
+            identity.set_provider_id(pid).map_err(|e| e.to_string())?;
+            println!(
+                "paired as {pid}; provider_id saved in {}",
+                identity.path().display()
+            );
+        } else {
+            // Never persisted (it could add lines to the identity file); the
+            // session's auth_ok brings the provider_id again.
+            eprintln!(
+                "usepod-edge: warning: ignoring the provider_id in the pairing answer, \"{}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved",
+                crate::untrusted::shown(pid, 140)
+            );
+        }
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
     // The trust the pairing itself needed, the session needs too; the CA path
