@@ -18,7 +18,6 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 pub const REFRESH_WHILE_DOWN: Duration = Duration::from_secs(3);
 
 /// A backend the agent may call; jobs reach nothing else.
-#[derive(Debug)]
 pub struct Target {
     pub kind: BackendKind,
     pub url: Endpoint,
@@ -28,13 +27,26 @@ pub struct Target {
     pub serves_messages: AtomicBool,
 }
 
+impl std::fmt::Debug for Target {
+    // By hand so that the API key never reaches a log through a Route or Snapshot.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("allow", &self.allow)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("serves_messages", &self.serves_messages)
+            .finish()
+    }
+}
+
 impl Target {
     pub fn from_config(b: &BackendConfig) -> Target {
         Target {
             kind: b.kind,
             url: b.url.clone(),
             allow: b.models.clone(),
-            api_key: b.api_key.clone(),
+            api_key: b.api_key.as_deref().map(str::to_owned),
             serves_messages: AtomicBool::new(b.native_anthropic),
         }
     }

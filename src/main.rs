@@ -167,7 +167,16 @@ fn validate(config: &Config) -> ExitCode {
             .as_ref()
             .map(|e| format!(" key from ${e}"))
             .unwrap_or_default();
-        println!("backend: {} {}{allow}{key}", b.kind.as_str(), b.url);
+        let insecure = if b.allow_insecure {
+            " (API key allowed over plain http)"
+        } else {
+            ""
+        };
+        println!(
+            "backend: {} {}{allow}{key}{insecure}",
+            b.kind.as_str(),
+            b.url
+        );
     }
     println!("max_concurrent: {}", config.limits.max_concurrent);
     for w in &config.warnings {

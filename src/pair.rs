@@ -84,7 +84,12 @@ pub fn ws_url(api: &str) -> Result<String, String> {
         .strip_prefix("https://")
         .map(|r| format!("wss://{r}"))
         .or_else(|| api.strip_prefix("http://").map(|r| format!("ws://{r}")))
-        .ok_or_else(|| format!("--api must be an http(s):// URL, got {api:?}"))?;
+        .ok_or_else(|| {
+            format!(
+                "--api must be an http(s):// URL, got {:?}",
+                crate::endpoint::redact_url(api)
+            )
+        })?;
     Ok(format!("{rest}/provider/connect"))
 }
 
@@ -160,7 +165,8 @@ struct ApiClient<'a> {
 impl<'a> ApiClient<'a> {
     fn new(api: &str, coordinator: &'a CoordinatorConfig) -> Result<ApiClient<'a>, String> {
         let shown = api.trim_end_matches('/').to_owned();
-        let base = Endpoint::parse(&shown).map_err(|e| format!("--api {shown}: {e}"))?;
+        let base = Endpoint::parse(&shown)
+            .map_err(|e| format!("--api {}: {e}", crate::endpoint::redact_url(&shown)))?;
         match base.scheme {
             Scheme::Https => {}
             Scheme::Http if base.is_loopback() || coordinator.allow_insecure => {}
@@ -396,6 +402,15 @@ mod tests {
             "ws://127.0.0.1:9/provider/connect"
         );
         assert!(ws_url("ftp://x").is_err());
+        let e = ws_url("u:hunter2@api.example").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let coordinator = Config::from_str("f", "{}", &Default::default())
+            .unwrap()
+            .coordinator;
+        let e = ApiClient::new("https://u:hun/ter2@api.example", &coordinator)
+            .err()
+            .unwrap();
+        assert!(!e.contains("hun") && !e.contains("ter2"), "{e}");
         assert_eq!(
             pair_page("https://api.usepod.ai"),
             "https://usepod.ai/host/pair"
