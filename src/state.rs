@@ -33,12 +33,17 @@ pub fn snapshot(agent: &Agent) -> Value {
                 "url": t.url.to_string(),
                 "healthy": p.as_ref().map(|p| p.healthy),
                 "problem": p.as_ref().and_then(|p| p.problem.as_deref()).map(|e| shown(e, 300).to_string()),
-                "models": p.as_ref().map(|p| p.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
+                "models": p.as_ref().map(|p| p.models.iter().map(|m| shown(&m.id, 128).to_string()).collect::<Vec<_>>()),
                 "slots": p.as_ref().and_then(|p| p.slots),
             })
         })
         .collect();
-    let offered: Vec<&String> = snap.routes.keys().collect();
+    // Model ids come from the backends: shown, for `status` prints them as they are.
+    let offered: Vec<String> = snap
+        .routes
+        .keys()
+        .map(|id| shown(id, 128).to_string())
+        .collect();
     let totals = agent.jobs.metrics.totals();
     let last_error = agent
         .jobs
