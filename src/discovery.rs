@@ -384,6 +384,22 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_api_key() {
+        let t = Target {
+            api_key: Some("sk-hunter2".into()),
+            ..Arc::into_inner(target(BackendKind::Vllm, 1, None)).unwrap()
+        };
+        let route = Route {
+            target: Arc::new(t),
+            context_window: None,
+            slots: None,
+        };
+        let shown = format!("{route:?} {route:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
     fn best_kind_wins_and_config_order_breaks_ties() {
         let backends = vec![
             (target(BackendKind::Ollama, 1, None), up(&["shared", "o"])),
