@@ -62,7 +62,7 @@ impl fmt::Display for IdentityError {
             ),
             IdentityError::BadValue { path, key } => write!(
                 f,
-                "identity file {}: not written, the value of `{}` holds a line break or control character",
+                "identity file {}: not written, the value of `{}` cannot go in it (a line break or control character, or a provider_id other than 1-128 of A-Z a-z 0-9 . _ : -)",
                 path.display(),
                 crate::untrusted::shown(key, 40)
             ),
