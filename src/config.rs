@@ -1,7 +1,7 @@
 //! Configuration: the JSON file, then environment overrides, validated into a
 //! [`Config`]. Every error names the file (or variable), the key and the problem.
 
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::{redact_url, Endpoint, Scheme};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -60,10 +60,35 @@ impl BackendKind {
     }
 }
 
+/// A credential from the config or the environment. `{:?}` prints `<redacted>`
+/// and there is no `Display`, so a config, or anything holding one, can be
+/// debug-printed without leaking it; the value is reached through `Deref`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub url: Endpoint,
-    pub enrollment_code: Option<String>,
+    pub enrollment_code: Option<Secret>,
     pub ca_file: Option<PathBuf>,
     /// Certificates from `ca_file`, added to (never replacing) webpki-roots.
     pub extra_roots: Vec<CertificateDer<'static>>,
@@ -82,7 +107,10 @@ pub struct BackendConfig {
     pub models: Option<Vec<String>>,
     pub api_key_env: Option<String>,
     /// Read once at load; never logged.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
+    /// The operator accepts sending `api_key` in clear text to a backend that is
+    /// not on this host.
+    pub allow_insecure: bool,
     /// Send Anthropic jobs to the backend's own `/v1/messages` (default); false
     /// always translates them to chat completions.
     pub native_anthropic: bool,
@@ -163,7 +191,7 @@ pub struct StatusConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub coordinator_url: Option<String>,
-    pub enrollment_code: Option<String>,
+    pub enrollment_code: Option<Secret>,
     pub key_path: Option<String>,
 }
 
@@ -177,7 +205,7 @@ impl Overrides {
         let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
         Overrides {
             coordinator_url: var(ENV_COORDINATOR_URL),
-            enrollment_code: var(ENV_ENROLLMENT_CODE),
+            enrollment_code: var(ENV_ENROLLMENT_CODE).map(Secret::new),
             key_path: var(ENV_KEY_PATH),
         }
     }
@@ -669,17 +697,21 @@ fn build_coordinator(
         Scheme::Ws if url.is_loopback() || allow_insecure => {}
         Scheme::Ws => {
             return Err(url_err(format!(
-                "ws:// (no TLS) is only allowed to loopback hosts; use wss:// or set coordinator.allow_insecure (got {url_text})"
+                "ws:// (no TLS) is only allowed to loopback hosts; use wss:// or set coordinator.allow_insecure (got {})",
+                redact_url(&url_text)
             )))
         }
         Scheme::Http | Scheme::Https => {
-            return Err(url_err(format!("must be a wss:// (or loopback ws://) URL, got {url_text}")))
+            return Err(url_err(format!(
+                "must be a wss:// (or loopback ws://) URL, got {}",
+                redact_url(&url_text)
+            )))
         }
     }
     let enrollment_code = over
         .enrollment_code
         .clone()
-        .or(w.string(c, P, "enrollment_code")?)
+        .or(w.string(c, P, "enrollment_code")?.map(Secret::new))
         .filter(|s| !s.is_empty());
     let ca_file = w
         .string(c, P, "ca_file")?
@@ -735,7 +767,14 @@ fn build_backends(
         w.check_keys(
             b,
             &path,
-            &["kind", "url", "models", "api_key_env", "native_anthropic"],
+            &[
+                "kind",
+                "url",
+                "models",
+                "api_key_env",
+                "native_anthropic",
+                "allow_insecure",
+            ],
         );
         let kind_text = w.string(Some(b), &path, "kind")?.ok_or_else(|| {
             w.err(
@@ -785,6 +824,22 @@ fn build_backends(
         let api_key_env = w
             .string(Some(b), &path, "api_key_env")?
             .filter(|s| !s.is_empty());
+        let allow_insecure = w
+            .boolean(Some(b), &path, "allow_insecure")?
+            .unwrap_or(false);
+        // Backends speak plain HTTP: a key sent off this host crosses the network
+        // in clear text. Judged on the setting, not on whether the variable is
+        // set now, so a config does not turn unsafe when the environment changes.
+        if api_key_env.is_some() && !url.is_loopback() && !allow_insecure {
+            return Err(w.err(
+                &join(&path, "api_key_env"),
+                format!(
+                    "the backend's API key would go in clear text over http to {url}, which is not this host; \
+                     reach the backend through a loopback address (an SSH or TLS tunnel), or set \
+                     {path}.allow_insecure to true if that network is trusted"
+                ),
+            ));
+        }
         let api_key = api_key_env.as_ref().and_then(|name| {
             let v = std::env::var(name).ok().filter(|v| !v.is_empty());
             if v.is_none() {
@@ -793,7 +848,7 @@ fn build_backends(
                     w.origin
                 ));
             }
-            v
+            v.map(Secret::new)
         });
         out.push(BackendConfig {
             kind,
@@ -801,6 +856,7 @@ fn build_backends(
             models,
             api_key_env,
             api_key,
+            allow_insecure,
             native_anthropic: w
                 .boolean(Some(b), &path, "native_anthropic")?
                 .unwrap_or(true),
@@ -992,7 +1048,7 @@ mod tests {
     fn environment_overrides_win_and_are_named_in_errors() {
         let over = Overrides {
             coordinator_url: Some("wss://other.example/x".into()),
-            enrollment_code: Some("ENV".into()),
+            enrollment_code: Some(Secret::new("ENV")),
             key_path: Some("/tmp/env.key".into()),
         };
         let c =
@@ -1020,6 +1076,112 @@ mod tests {
             problem(r#"{"pricing":{"models":[]}}"#).key,
             "pricing.models"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        std::env::set_var("USEPOD_TEST_DEBUG_KEY", "sk-backend-hunter2");
+        let over = Overrides {
+            enrollment_code: Some(Secret::new("ENV-CODE-hunter3")),
+            ..Overrides::default()
+        };
+        let c = Config::from_str(
+            "f",
+            r#"{"coordinator":{"enrollment_code":"FILE-CODE-hunter4"},
+                "backends":[{"kind":"vllm","api_key_env":"USEPOD_TEST_DEBUG_KEY"}]}"#,
+            &over,
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].api_key.as_deref(), Some("sk-backend-hunter2"));
+        assert_eq!(
+            c.coordinator.enrollment_code.as_deref(),
+            Some("ENV-CODE-hunter3")
+        );
+        for shown in [format!("{c:?}"), format!("{c:#?}"), format!("{over:?}")] {
+            assert!(!shown.contains("hunter"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        let c = parse(r#"{"coordinator":{"enrollment_code":"FILE-CODE-hunter4"}}"#).unwrap();
+        assert!(!format!("{c:?}").contains("hunter4"));
+    }
+
+    #[test]
+    fn an_api_key_goes_over_plain_http_only_to_this_host_or_with_allow_insecure() {
+        let backend = |url: &str, extra: &str| {
+            format!(
+                r#"{{"backends":[{{"kind":"vllm","url":"{url}","api_key_env":"USEPOD_TEST_KEY_RULE"{extra}}}]}}"#
+            )
+        };
+        let e = problem(&backend("http://10.0.0.5:8000", ""));
+        assert_eq!(e.key, "backends[0].api_key_env");
+        let shown = e.to_string();
+        for needle in [
+            "/etc/usepod-edge/config.json",
+            "backends[0].api_key",
+            "http://10.0.0.5:8000/",
+            "clear text",
+            "backends[0].allow_insecure",
+        ] {
+            assert!(shown.contains(needle), "{needle}: {shown}");
+        }
+        let c = parse(&backend(
+            "http://10.0.0.5:8000",
+            r#","allow_insecure":true"#,
+        ))
+        .unwrap();
+        assert!(c.backends[0].allow_insecure);
+        for local in [
+            "http://127.0.0.1:8000",
+            "http://localhost:8000",
+            "http://[::1]:8000",
+        ] {
+            let c = parse(&backend(local, "")).unwrap();
+            assert!(!c.backends[0].allow_insecure, "default false");
+        }
+        // Without a key nothing secret goes anywhere.
+        assert!(parse(r#"{"backends":[{"kind":"vllm","url":"http://10.0.0.5:8000"}]}"#).is_ok());
+        assert_eq!(
+            problem(&backend(
+                "http://10.0.0.5:8000",
+                r#","allow_insecure":"yes""#
+            ))
+            .key,
+            "backends[0].allow_insecure"
+        );
+        assert!(
+            parse(&backend("http://127.0.0.1:1", r#","allow_insecure":false"#))
+                .unwrap()
+                .warnings
+                .iter()
+                .all(|w| !w.contains("allow_insecure"))
+        );
+    }
+
+    #[test]
+    fn url_errors_never_show_credentials() {
+        for url in [
+            "wss://user:hunter2@api.example/p",
+            "wss://user:hun/ter2@api.example/p",
+            "wss://user:hun#ter2@api.example/p",
+            "ws://user:hunter2@10.0.0.1/p",
+            "user:hunter2@api.example",
+        ] {
+            let text = format!(r#"{{"coordinator":{{"url":"{url}"}}}}"#);
+            let e = problem(&text).to_string();
+            assert!(e.contains("coordinator.url"), "{e}");
+            assert!(!e.contains("hun") && !e.contains("ter2"), "{url}: {e}");
+            let e = problem(&format!(
+                r#"{{"backends":[{{"kind":"vllm","url":"{url}"}}]}}"#
+            ))
+            .to_string();
+            assert!(!e.contains("hun") && !e.contains("ter2"), "{url}: {e}");
+            let over = Overrides {
+                coordinator_url: Some(url.into()),
+                ..Overrides::default()
+            };
+            let e = Config::from_str("f", "{}", &over).unwrap_err().to_string();
+            assert!(!e.contains("hun") && !e.contains("ter2"), "{url}: {e}");
+        }
     }
 
     #[test]

@@ -18,7 +18,6 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 pub const REFRESH_WHILE_DOWN: Duration = Duration::from_secs(3);
 
 /// A backend the agent may call; jobs reach nothing else.
-#[derive(Debug)]
 pub struct Target {
     pub kind: BackendKind,
     pub url: Endpoint,
@@ -28,13 +27,26 @@ pub struct Target {
     pub serves_messages: AtomicBool,
 }
 
+impl std::fmt::Debug for Target {
+    // By hand so that the API key never reaches a log through a Route or Snapshot.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("allow", &self.allow)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("serves_messages", &self.serves_messages)
+            .finish()
+    }
+}
+
 impl Target {
     pub fn from_config(b: &BackendConfig) -> Target {
         Target {
             kind: b.kind,
             url: b.url.clone(),
             allow: b.models.clone(),
-            api_key: b.api_key.clone(),
+            api_key: b.api_key.as_deref().map(str::to_owned),
             serves_messages: AtomicBool::new(b.native_anthropic),
         }
     }
@@ -257,7 +269,7 @@ fn log_probe(t: &Target, p: &Probe, changed: bool) {
             t.url
         );
     } else {
-        let why = p.problem.as_deref().unwrap_or("?");
+        let why = crate::untrusted::shown(p.problem.as_deref().unwrap_or("?"), 300);
         log::log!(level, "{} at {} unavailable: {why}", t.kind.as_str(), t.url);
     }
 }
@@ -369,6 +381,22 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_api_key() {
+        let t = Target {
+            api_key: Some("sk-hunter2".into()),
+            ..Arc::into_inner(target(BackendKind::Vllm, 1, None)).unwrap()
+        };
+        let route = Route {
+            target: Arc::new(t),
+            context_window: None,
+            slots: None,
+        };
+        let shown = format!("{route:?} {route:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

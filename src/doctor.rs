@@ -71,7 +71,10 @@ fn check_identity(config: &Config) -> Check {
         Ok(format!(
             "{} readable, mode 600, provider_id {}",
             path.display(),
-            id.provider_id().unwrap_or("none yet")
+            id.provider_id()
+                .map(|p| crate::untrusted::shown(p, 140).to_string())
+                .as_deref()
+                .unwrap_or("none yet")
         ))
     })
 }
@@ -215,7 +218,8 @@ fn check_backends(config: &Config) -> Vec<Check> {
             .map_err(|e| e.to_string())?;
             let answer = resp.read_prefix(4096);
             if !(200..300).contains(&resp.status) {
-                let excerpt: String = String::from_utf8_lossy(&answer).chars().take(200).collect();
+                let text = String::from_utf8_lossy(&answer);
+                let excerpt = crate::untrusted::shown(&text, 200);
                 return Err(format!(
                     "one-token completion on {model}: HTTP {} {excerpt}",
                     resp.status

@@ -42,27 +42,33 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Errors never hold a password: user info is refused, and the URL they
+    /// quote is [`redact_url`]ed.
     pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let shown = || redact_url(s);
         let (scheme, rest) = s
             .split_once("://")
-            .ok_or_else(|| format!("{s:?} is not an absolute URL (no scheme://)"))?;
+            .ok_or_else(|| format!("{:?} is not an absolute URL (no scheme://)", shown()))?;
+        // Checked before anything splits at '/', '?' or '#': with a password that
+        // holds one of them unescaped, a split would leave part of it as a host or port.
+        if rest.contains('@') {
+            return Err("credentials in URLs are not supported".into());
+        }
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other => return Err(format!("unsupported URL scheme {other:?}")),
+            other if is_scheme(other) => return Err(format!("unsupported URL scheme {other:?}")),
+            _ => return Err(format!("{:?} does not start with a URL scheme", shown())),
         };
         let rest = rest.split('#').next().unwrap_or_default();
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err("credentials in URLs are not supported".into());
-        }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("unclosed IPv6 literal in {s:?}"))?;
+                .ok_or_else(|| format!("unclosed IPv6 literal in {:?}", shown()))?;
             (h, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -71,7 +77,7 @@ impl Endpoint {
             }
         };
         if host.is_empty() {
-            return Err(format!("no host in {s:?}"));
+            return Err(format!("no host in {:?}", shown()));
         }
         let port = match port {
             None => scheme.default_port(),
@@ -127,6 +133,31 @@ impl Endpoint {
     /// Path joined under this endpoint's base path (`/v1` + `/models`).
     pub fn join(&self, path: &str) -> String {
         format!("{}{}", self.path.trim_end_matches('/'), path)
+    }
+}
+
+fn is_scheme(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// `s` with its user info, if any, replaced by `<redacted>`: everything between
+/// `://` (or the start) and the last `@`. The last `@`, and not the first `/`, `?`
+/// or `#`, ends it, because a password pasted unescaped may hold all four; an
+/// `@` in a path costs the host in the shown text, which is the safe mistake.
+pub fn redact_url(s: &str) -> String {
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, s),
+    };
+    let Some(at) = rest.rfind('@') else {
+        return s.to_owned();
+    };
+    let host = &rest[at + 1..];
+    match scheme {
+        Some(scheme) => format!("{scheme}://<redacted>@{host}"),
+        None => format!("<redacted>@{host}"),
     }
 }
 
@@ -189,6 +220,59 @@ mod tests {
             let err = Endpoint::parse(url).unwrap_err();
             assert!(err.contains(needle), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn redaction_hides_user_info_up_to_the_last_at() {
+        for (url, expected) in [
+            (
+                "http://user:pass@proxy:3128",
+                "http://<redacted>@proxy:3128",
+            ),
+            (
+                "http://user:p@ss@proxy:3128/",
+                "http://<redacted>@proxy:3128/",
+            ),
+            ("http://u:pa/ss@h:1/x", "http://<redacted>@h:1/x"),
+            ("http://u:pa?ss@h:1", "http://<redacted>@h:1"),
+            ("http://u:pa#ss@h:1", "http://<redacted>@h:1"),
+            (
+                "wss://u:a/b?c#d@e@api.example/p",
+                "wss://<redacted>@api.example/p",
+            ),
+            ("user:hunter2@proxy:8080", "<redacted>@proxy:8080"),
+            ("u:hunter2@host://x", "<redacted>@host://x"),
+            ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+            (
+                "wss://api.usepod.ai/provider/connect",
+                "wss://api.usepod.ai/provider/connect",
+            ),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_never_show_a_password() {
+        for url in [
+            "http://u:hunter2@h/",
+            "http://u:hun/ter2@h:1/",
+            "http://u:hun?ter2@h:1",
+            "http://u:hun#ter2@h:1",
+            "ws://u:hunter2@[::1/",
+            "wss://u:hunter2@:1/",
+            "u:hunter2@host:1",
+            "u:hunter2@host://x",
+            "http://u:hunter2/@/",
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(
+                !err.contains("hunter2") && !err.contains("hun"),
+                "{url}: {err}"
+            );
+        }
+        // Nothing parses into an Endpoint with credentials, so its Display has none.
+        assert!(Endpoint::parse("http://h:1/a@b").is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod session;
 mod shutdown;
 mod state;
 mod supervisor;
+mod untrusted;
 
 use cli::{Command, Parsed};
 use config::{Config, Overrides};
@@ -166,7 +167,16 @@ fn validate(config: &Config) -> ExitCode {
             .as_ref()
             .map(|e| format!(" key from ${e}"))
             .unwrap_or_default();
-        println!("backend: {} {}{allow}{key}", b.kind.as_str(), b.url);
+        let insecure = if b.allow_insecure {
+            " (API key allowed over plain http)"
+        } else {
+            ""
+        };
+        println!(
+            "backend: {} {}{allow}{key}{insecure}",
+            b.kind.as_str(),
+            b.url
+        );
     }
     println!("max_concurrent: {}", config.limits.max_concurrent);
     for w in &config.warnings {
@@ -180,7 +190,10 @@ fn show_identity(config: &Config) -> ExitCode {
         Ok(id) => {
             println!("file: {}", id.path().display());
             println!("public: {}", id.public_b64());
-            println!("provider_id: {}", id.provider_id().unwrap_or("none"));
+            let pid = id
+                .provider_id()
+                .map(|p| untrusted::shown(p, 140).to_string());
+            println!("provider_id: {}", pid.as_deref().unwrap_or("none"));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -242,11 +255,14 @@ fn run(config: Config) -> ExitCode {
     if created {
         log::info!("created a new identity at {}", config.key_path.display());
     }
+    let pid = identity
+        .provider_id()
+        .map(|p| untrusted::shown(p, 140).to_string());
     log::info!(
         "usepod-edge {} public key {} provider_id {}",
         env!("CARGO_PKG_VERSION"),
         identity.public_b64(),
-        identity.provider_id().unwrap_or("(none yet)")
+        pid.as_deref().unwrap_or("(none yet)")
     );
     let roots = match session::trust_anchors(
         &config.coordinator,

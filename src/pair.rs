@@ -66,8 +66,14 @@ pub fn parse_poll(v: &Value) -> Result<PollState, String> {
                 })
                 .unwrap_or_default(),
         }),
-        Some(other) => Err(format!("unknown pairing status {other:?}")),
-        None => Err(format!("pairing answer without a status: {v}")),
+        Some(other) => Err(format!(
+            "unknown pairing status \"{}\"",
+            crate::untrusted::shown(other, 64)
+        )),
+        None => Err(format!(
+            "pairing answer without a status: {}",
+            crate::untrusted::shown(&v.to_string(), 300)
+        )),
     }
 }
 
@@ -78,7 +84,12 @@ pub fn ws_url(api: &str) -> Result<String, String> {
         .strip_prefix("https://")
         .map(|r| format!("wss://{r}"))
         .or_else(|| api.strip_prefix("http://").map(|r| format!("ws://{r}")))
-        .ok_or_else(|| format!("--api must be an http(s):// URL, got {api:?}"))?;
+        .ok_or_else(|| {
+            format!(
+                "--api must be an http(s):// URL, got {:?}",
+                crate::endpoint::redact_url(api)
+            )
+        })?;
     Ok(format!("{rest}/provider/connect"))
 }
 
@@ -154,7 +165,8 @@ struct ApiClient<'a> {
 impl<'a> ApiClient<'a> {
     fn new(api: &str, coordinator: &'a CoordinatorConfig) -> Result<ApiClient<'a>, String> {
         let shown = api.trim_end_matches('/').to_owned();
-        let base = Endpoint::parse(&shown).map_err(|e| format!("--api {shown}: {e}"))?;
+        let base = Endpoint::parse(&shown)
+            .map_err(|e| format!("--api {}: {e}", crate::endpoint::redact_url(&shown)))?;
         match base.scheme {
             Scheme::Https => {}
             Scheme::Http if base.is_loopback() || coordinator.allow_insecure => {}
@@ -222,8 +234,9 @@ impl<'a> ApiClient<'a> {
         if !(200..300).contains(&resp.status) {
             let excerpt = String::from_utf8_lossy(&resp.read_prefix(300)).into_owned();
             return Err(format!(
-                "POST {url} answered HTTP {}: {excerpt}",
-                resp.status
+                "POST {url} answered HTTP {}: {}",
+                resp.status,
+                crate::untrusted::shown(&excerpt, 300)
             ));
         }
         let text = resp
@@ -296,9 +309,12 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         .get("expires_at")
         .and_then(Value::as_str)
         .unwrap_or("in a few minutes");
+    // Both come from the server and go to the operator's terminal.
     println!(
-        "To pair this device, open {} and enter the code:\n\n    {code}\n\n(expires {expires})",
-        pair_page(api)
+        "To pair this device, open {} and enter the code:\n\n    {}\n\n(expires {})",
+        pair_page(api),
+        crate::untrusted::shown(code, 64),
+        crate::untrusted::shown(expires, 64)
     );
     let poll_body = json!({"poll_token": token,
         "capabilities": {"backends": backends, "agent_version": env!("CARGO_PKG_VERSION")}});
@@ -314,7 +330,8 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             PollState::Pending => std::thread::sleep(POLL_EVERY),
             PollState::Expired => {
                 return Err(format!(
-                    "the code {code} expired before it was confirmed; run pair again"
+                    "the code {} expired before it was confirmed; run pair again",
+                    crate::untrusted::shown(code, 64)
                 ))
             }
             active => break active,
@@ -325,11 +342,20 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         ..
     } = &state
     {
-        identity.set_provider_id(pid).map_err(|e| e.to_string())?;
-        println!(
-            "paired as {pid}; provider_id saved in {}",
-            identity.path().display()
-        );
+        if crate::identity::valid_provider_id(pid) {
+            identity.set_provider_id(pid).map_err(|e| e.to_string())?;
+            println!(
+                "paired as {pid}; provider_id saved in {}",
+                identity.path().display()
+            );
+        } else {
+            // Never persisted (it could add lines to the identity file); the
+            // session's auth_ok brings the provider_id again.
+            eprintln!(
+                "usepod-edge: warning: ignoring the provider_id in the pairing answer, \"{}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved",
+                crate::untrusted::shown(pid, 140)
+            );
+        }
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
     // The trust the pairing itself needed, the session needs too; the CA path
@@ -376,6 +402,15 @@ mod tests {
             "ws://127.0.0.1:9/provider/connect"
         );
         assert!(ws_url("ftp://x").is_err());
+        let e = ws_url("u:hunter2@api.example").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let coordinator = Config::from_str("f", "{}", &Default::default())
+            .unwrap()
+            .coordinator;
+        let e = ApiClient::new("https://u:hun/ter2@api.example", &coordinator)
+            .err()
+            .unwrap();
+        assert!(!e.contains("hun") && !e.contains("ter2"), "{e}");
         assert_eq!(
             pair_page("https://api.usepod.ai"),
             "https://usepod.ai/host/pair"

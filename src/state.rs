@@ -4,6 +4,7 @@
 use crate::agent::Agent;
 use crate::clock::rfc3339;
 use crate::config::Config;
+use crate::untrusted::shown;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,13 +32,18 @@ pub fn snapshot(agent: &Agent) -> Value {
                 "kind": t.kind.as_str(),
                 "url": t.url.to_string(),
                 "healthy": p.as_ref().map(|p| p.healthy),
-                "problem": p.as_ref().and_then(|p| p.problem.clone()),
-                "models": p.as_ref().map(|p| p.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
+                "problem": p.as_ref().and_then(|p| p.problem.as_deref()).map(|e| shown(e, 300).to_string()),
+                "models": p.as_ref().map(|p| p.models.iter().map(|m| shown(&m.id, 128).to_string()).collect::<Vec<_>>()),
                 "slots": p.as_ref().and_then(|p| p.slots),
             })
         })
         .collect();
-    let offered: Vec<&String> = snap.routes.keys().collect();
+    // Model ids come from the backends: shown, for `status` prints them as they are.
+    let offered: Vec<String> = snap
+        .routes
+        .keys()
+        .map(|id| shown(id, 128).to_string())
+        .collect();
     let totals = agent.jobs.metrics.totals();
     let last_error = agent
         .jobs
@@ -54,10 +60,11 @@ pub fn snapshot(agent: &Agent) -> Value {
             "state": link.state,
             "since": rfc3339(link.since),
             "since_unix": unix(link.since),
-            "detail": link.detail,
+            // Remote text inside is shown already; this bounds the whole.
+            "detail": shown(&link.detail, 1000).to_string(),
             "coordinator": agent.config.coordinator.url.to_string(),
         },
-        "provider_id": identity.provider_id(),
+        "provider_id": identity.provider_id().map(|p| shown(p, 140).to_string()),
         "public_key": identity.public_b64(),
         "backends": backends,
         "models_offered": offered,

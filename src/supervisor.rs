@@ -9,7 +9,10 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
     let mut backoff = Backoff::default();
     while !agent.stopping() {
         agent.set_link("connecting", agent.config.coordinator.url.to_string());
-        let end = crate::session::run(agent);
+        let mut end = crate::session::run(agent);
+        // Remote text in it is shown already; this also bounds what a library's
+        // error message (tungstenite, rustls) may have carried.
+        end.detail = crate::untrusted::shown(&end.detail, 1000).to_string();
         if agent.stopping() {
             log::info!("session closed for shutdown ({})", end.detail);
             return;

@@ -310,6 +310,49 @@ fn plain_ws_to_a_remote_host_needs_allow_insecure() {
 }
 
 #[test]
+fn an_api_key_over_plain_http_to_another_host_needs_allow_insecure() {
+    let _w = watchdog(W, "api_key_insecure");
+    let remote = |s: &mut Setup| {
+        s.set(
+            "/backends",
+            json!([{"kind": "vllm", "url": "http://192.0.2.10:8000",
+                    "api_key_env": "USEPOD_TEST_REMOTE_KEY"}]),
+        );
+    };
+    rejects(
+        "apikeyremote",
+        remote,
+        "backends[0].api_key",
+        &["clear text"],
+    );
+    let s = Setup::new("apikeyremote_text");
+    let mut cfg = s.config.clone();
+    cfg["backends"] = json!([{"kind": "vllm", "url": "http://192.0.2.10:8000",
+                              "api_key_env": "USEPOD_TEST_REMOTE_KEY"}]);
+    let (_, out) = cli(
+        &s,
+        &cfg,
+        "validate",
+        &[("USEPOD_TEST_REMOTE_KEY", "sk-hunter2")],
+    );
+    for needle in ["http://192.0.2.10:8000/", "backends[0].allow_insecure"] {
+        assert!(out.stderr.contains(needle), "{needle}\n{}", out.describe());
+    }
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+    accepts("apikeyremoteok", |s| {
+        remote(s);
+        s.set("/backends/0/allow_insecure", json!(true));
+    });
+    accepts("apikeyloopback", |s| {
+        s.set(
+            "/backends",
+            json!([{"kind": "vllm", "url": "http://127.0.0.1:8000",
+                    "api_key_env": "USEPOD_TEST_REMOTE_KEY"}]),
+        );
+    });
+}
+
+#[test]
 fn plain_ws_to_loopback_hosts_is_valid_without_allow_insecure() {
     let _w = watchdog(W, "ws_loopback_ok");
     for (i, url) in [

@@ -3,7 +3,6 @@
 mod support;
 
 use serde_json::json;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use support::agent::Setup;
 use support::fake_backend::{FakeBackend, Kind};
@@ -11,9 +10,11 @@ use support::identity::usepod_identity_text;
 use support::watchdog;
 
 fn with_identity(s: &Setup, mode: u32) {
-    std::fs::create_dir_all(s.key_path.parent().unwrap()).unwrap();
-    std::fs::write(&s.key_path, usepod_identity_text([3; 32], Some("prov-doc"))).unwrap();
-    std::fs::set_permissions(&s.key_path, std::fs::Permissions::from_mode(mode)).unwrap();
+    support::identity::write_identity_file_mode(
+        &s.key_path,
+        &usepod_identity_text([3; 32], Some("prov-doc")),
+        mode,
+    );
 }
 
 fn line<'a>(out: &'a str, name: &str) -> &'a str {

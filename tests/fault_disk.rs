@@ -79,10 +79,8 @@ fn entries(dir: &Path) -> Vec<String> {
 fn existing_identity(s: &Setup) -> ([u8; 32], Vec<u8>) {
     let seed = [42u8; 32];
     let dir = s.key_path.parent().unwrap();
-    std::fs::create_dir_all(dir).unwrap();
     let text = usepod_identity_text(seed, Some("prov-old"));
-    std::fs::write(&s.key_path, &text).unwrap();
-    std::fs::set_permissions(&s.key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::identity::write_identity_file(&s.key_path, &text);
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     (public_from_seed(seed), text.into_bytes())
 }

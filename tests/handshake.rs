@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::agent::{Setup, VERSION};
 use support::coordinator::{Conn, Coordinator};
-use support::identity::{parse_identity, usepod_identity_text};
+use support::identity::{parse_identity, usepod_identity_text, write_identity_file};
 use support::tls::TestCa;
 use support::watchdog;
 
@@ -118,12 +118,10 @@ fn auth_ok_without_provider_id_is_accepted_and_enrollment_continues() {
 fn a_different_provider_id_from_auth_ok_replaces_the_stored_one() {
     let _w = watchdog(Duration::from_secs(20), "different_provider_id_replaces");
     let mut s = Setup::new("newprov");
-    std::fs::create_dir_all(s.key_path.parent().unwrap()).unwrap();
-    std::fs::write(
+    write_identity_file(
         &s.key_path,
-        usepod_identity_text([42u8; 32], Some("prov-old")),
-    )
-    .unwrap();
+        &usepod_identity_text([42u8; 32], Some("prov-old")),
+    );
     s.set("/coordinator/enrollment_code", json!("CODE-2"));
     let (_agent, conn, auth) = s.spawn_and_authenticate(Some("prov-new"));
     assert_eq!(auth.enrollment_code, None, "stored provider_id: no code");

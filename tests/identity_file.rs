@@ -33,11 +33,7 @@ fn dir_entries(p: &Path) -> Vec<String> {
 }
 
 fn write_identity(s: &Setup, text: &str) {
-    let dir = s.key_path.parent().unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(&s.key_path, text).unwrap();
-    std::fs::set_permissions(&s.key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::identity::write_identity_file(&s.key_path, text);
 }
 
 #[test]

@@ -222,6 +222,43 @@ fn pairing_writes_the_config_and_keeps_the_provider_id() {
 }
 
 #[test]
+fn a_provider_id_that_would_add_lines_is_not_saved() {
+    let _w = watchdog(Duration::from_secs(40), "pairing bad provider_id");
+    let dir = TempDir::new("pair-badpid");
+    let forged = support::identity::b64(&[9u8; 32]);
+    let api = PairApi::start(
+        0,
+        json!({"status":"active","provider_id":format!("p1\nsecret: {forged}"),"model_config":[]}),
+    );
+    let seed = dir.join("seed.json");
+    let key = dir.join("state/identity.key");
+    std::fs::write(
+        &seed,
+        json!({"identity":{"key_path":key},"backends":[]}).to_string(),
+    )
+    .unwrap();
+    let out = pair_forced(&dir, &seed, &api.api(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("ignoring the provider_id in the pairing answer, \"p1\\nsecret: "),
+        "{}",
+        out.describe()
+    );
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("secret:")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains(&forged) && !text.contains("provider_id"),
+        "{text}"
+    );
+    assert_eq!(support::identity::parse_identity(&text).provider_id, None);
+}
+
+#[test]
 fn an_existing_config_is_not_clobbered_and_expiry_fails() {
     let _w = watchdog(Duration::from_secs(30), "pairing refusals");
     let dir = TempDir::new("pair-no");

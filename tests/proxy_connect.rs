@@ -240,6 +240,45 @@ fn proxy_credentials_are_sent_but_never_logged() {
 }
 
 #[test]
+fn a_password_with_unescaped_slash_question_hash_and_at_is_still_user_info() {
+    let _w = watchdog(Duration::from_secs(60), "proxy_password_delimiters");
+    let mut s = named_setup("proxy_password_delimiters");
+    s.set("/status/interval_s", serde_json::json!(0.1));
+    let (user, pass) = ("edge-op", "s3/cr?t#x@y");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let proxy = ConnectProxy::start(
+        &[(&coordinator_target(&s), coordinator_addr(&s))],
+        ProxyAuth::Require(format!("Basic {basic}")),
+    );
+    let agent = spawn_with(
+        &s,
+        &[("HTTPS_PROXY", &proxy.url_with_credentials(user, pass))],
+    );
+    // Kept open, so the state file shows the live session.
+    let conn = s.coord.accept(Duration::from_secs(10));
+    conn.authenticate(Some("prov-proxy"));
+    conn.expect_capabilities(Duration::from_secs(10));
+    assert_eq!(
+        proxy.requests()[0].proxy_authorization.as_deref(),
+        Some(format!("Basic {basic}").as_str()),
+        "the whole password, up to the last @, went to the proxy"
+    );
+    assert!(agent.wait_for_log("with credentials", Duration::from_secs(5)));
+    let state = s.key_path.with_file_name("state.json");
+    assert!(support::wait_until(Duration::from_secs(3), || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"connected\""))
+    }));
+    let shown = format!(
+        "{}\n{}",
+        agent.logs(),
+        std::fs::read_to_string(&state).unwrap()
+    );
+    for secret in [user, pass, "s3/cr", "cr?t", "t#x", basic.as_str()] {
+        assert!(!shown.contains(secret), "{secret:?} was shown:\n{shown}");
+    }
+}
+
+#[test]
 fn a_407_is_logged_clearly() {
     let _w = watchdog(Duration::from_secs(60), "proxy_407");
     let s = named_setup("proxy_407");

@@ -15,6 +15,8 @@ pub mod endpoint;
 pub mod identity;
 #[path = "../../src/protocol.rs"]
 pub mod protocol;
+#[path = "../../src/untrusted.rs"]
+pub mod untrusted;
 
 pub mod backend;
 pub mod harness;

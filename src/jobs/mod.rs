@@ -113,7 +113,11 @@ impl Jobs {
 
     /// The job_error that refuses a job at admission, counted like any failure.
     fn refuse(&self, job_id: &str, code: ErrorCode, message: String) -> Option<Outbound> {
-        log::info!("job {job_id} refused ({}): {message}", code.as_str());
+        log::info!(
+            "job {job_id} refused ({}): {}",
+            code.as_str(),
+            crate::untrusted::shown(&message, 300)
+        );
         self.metrics.record(Sample {
             at: Instant::now(),
             ttfb_ms: None,
@@ -171,7 +175,7 @@ impl Jobs {
         log::debug!(
             "job {} for {} → {} {}",
             job.job_id,
-            job.model_id,
+            crate::untrusted::shown(&job.model_id, 128),
             route.target.kind.as_str(),
             route.target.url
         );
@@ -199,6 +203,8 @@ impl Jobs {
             self.queue.remove(job_id);
             log::info!("job {job_id} cancelled by the coordinator");
         } else {
+            // Not necessarily a UUID: job_cancel ids are not validated.
+            let job_id = crate::untrusted::job_id(job_id);
             log::debug!("job_cancel for unknown or finished job {job_id}");
         }
     }

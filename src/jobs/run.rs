@@ -170,7 +170,8 @@ pub fn execute(
                 tokens_per_sec: None,
                 error: Some(code),
             });
-            log::warn!("job {id} failed ({}): {message}", code.as_str());
+            let shown = crate::untrusted::shown(&message, 400);
+            log::warn!("job {id} failed ({}): {shown}", code.as_str());
             Some(Outbound::job_error(id, code, message, output))
         }
     }

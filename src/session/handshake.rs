@@ -4,6 +4,7 @@ use super::duplex::Duplex;
 use super::SessionError;
 use crate::identity::Identity;
 use crate::protocol::{parse_inbound, Inbound, Outbound};
+use crate::untrusted::shown;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use tungstenite::{Message, WebSocket};
@@ -24,7 +25,7 @@ fn next_text(
             Ok(Message::Close(frame)) => {
                 let _ = ws.flush();
                 let what = frame
-                    .map(|f| format!("code {} {:?}", u16::from(f.code), f.reason.as_str()))
+                    .map(|f| format!("code {} \"{}\"", u16::from(f.code), shown(&f.reason, 123)))
                     .unwrap_or_else(|| "no code".into());
                 return Err(SessionError::Handshake(format!(
                     "coordinator closed the connection ({what}) while we waited for {waiting_for}"
@@ -33,6 +34,51 @@ fn next_text(
             Ok(_) => {}
             Err(e) => return Err(SessionError::from_ws(waiting_for, e)),
         }
+    }
+}
+
+/// Nonce lengths that are signed, in decoded bytes: the signature covers the raw
+/// decoded nonce (PROTOCOL.md "Handshake"), so that is what is measured, not the
+/// base64 text. The coordinator sends 32; anything far from that is a peer
+/// trying to have our key sign a message of its choosing.
+pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// The nonce to sign, or why this challenge is not answered.
+pub fn challenge_nonce(nonce_b64: &str) -> Result<Vec<u8>, String> {
+    // Base64 of 64 bytes is 88 characters; longer text is refused undecoded.
+    if nonce_b64.len() > 4 * NONCE_BYTES.end().div_ceil(3) {
+        return Err(format!(
+            "auth_challenge nonce of {} base64 characters is longer than {} bytes; not signed",
+            nonce_b64.len(),
+            NONCE_BYTES.end()
+        ));
+    }
+    let nonce = B64
+        .decode(nonce_b64.as_bytes())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| "auth_challenge nonce missing or not standard base64".to_owned())?;
+    if !NONCE_BYTES.contains(&nonce.len()) {
+        return Err(format!(
+            "auth_challenge nonce is {} bytes, outside {}-{}; not signed",
+            nonce.len(),
+            NONCE_BYTES.start(),
+            NONCE_BYTES.end()
+        ));
+    }
+    Ok(nonce)
+}
+
+/// A message named for an error line, without its (untrusted, maybe huge) fields.
+pub fn describe(m: &Inbound) -> String {
+    match m {
+        Inbound::AuthChallenge { .. } => "auth_challenge".into(),
+        Inbound::AuthOk { .. } => "auth_ok".into(),
+        Inbound::AuthFailed { .. } => "auth_failed".into(),
+        Inbound::Job(_) | Inbound::MalformedJob { .. } => "job".into(),
+        Inbound::JobCancel { .. } => "job_cancel".into(),
+        Inbound::ConfigUpdate => "config_update".into(),
+        Inbound::Unknown { kind } => format!("a message of type \"{}\"", shown(kind, 64)),
     }
 }
 
@@ -57,23 +103,19 @@ pub fn authenticate(
 ) -> Result<Option<String>, SessionError> {
     let text = next_text(ws, "auth_challenge")?;
     let nonce = match parse_inbound(&text) {
-        Ok(Inbound::AuthChallenge { nonce }) => B64
-            .decode(nonce.as_bytes())
-            .ok()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                SessionError::Handshake(
-                    "auth_challenge nonce missing or not standard base64".into(),
-                )
-            })?,
+        Ok(Inbound::AuthChallenge { nonce }) => {
+            challenge_nonce(&nonce).map_err(SessionError::Handshake)?
+        }
         Ok(other) => {
             return Err(SessionError::Handshake(format!(
-                "expected auth_challenge, got {other:?}"
+                "expected auth_challenge, got {}",
+                describe(&other)
             )))
         }
         Err(e) => {
             return Err(SessionError::Handshake(format!(
-                "expected auth_challenge: {e}"
+                "expected auth_challenge: {}",
+                shown(&e.to_string(), 200)
             )))
         }
     };
@@ -85,9 +127,13 @@ pub fn authenticate(
         Ok(Inbound::AuthOk { provider_id }) => Ok(provider_id),
         Ok(Inbound::AuthFailed { reason }) => Err(SessionError::AuthFailed(reason)),
         Ok(other) => Err(SessionError::Handshake(format!(
-            "expected auth_ok, got {other:?}"
+            "expected auth_ok, got {}",
+            describe(&other)
         ))),
-        Err(e) => Err(SessionError::Handshake(format!("expected auth_ok: {e}"))),
+        Err(e) => Err(SessionError::Handshake(format!(
+            "expected auth_ok: {}",
+            shown(&e.to_string(), 200)
+        ))),
     }
 }
 
@@ -106,5 +152,34 @@ mod tests {
         let r = auth_response(&id, b"n", Some("CODE")).to_text();
         assert!(!r.contains("enrollment_code"), "{r}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn only_nonces_of_16_to_64_decoded_bytes_are_signed() {
+        for n in [16, 32, 64] {
+            assert_eq!(challenge_nonce(&B64.encode(vec![7u8; n])).unwrap().len(), n);
+        }
+        for n in [1, 8, 15, 65, 100, 4096] {
+            let e = challenge_nonce(&B64.encode(vec![7u8; n])).unwrap_err();
+            assert!(e.contains("not signed"), "{n}: {e}");
+        }
+        // Bytes, not characters: 16 bytes are 24 base64 characters, 64 are 88.
+        assert_eq!(B64.encode([0u8; 64]).len(), 88);
+        assert!(challenge_nonce(&B64.encode([0u8; 12])).is_err()); // 16 characters
+        assert!(challenge_nonce("").unwrap_err().contains("missing"));
+        assert!(challenge_nonce("%%%%").unwrap_err().contains("base64"));
+        // A megabyte of text is refused by its length, before any decoding.
+        let huge = "A".repeat(1 << 20);
+        assert!(challenge_nonce(&huge)
+            .unwrap_err()
+            .contains("longer than 64"));
+    }
+
+    #[test]
+    fn unexpected_messages_are_named_without_their_content() {
+        let m = parse_inbound(r#"{"type":"auth_ok","provider_id":"p\nINJECTED"}"#).unwrap();
+        assert_eq!(describe(&m), "auth_ok");
+        let m = parse_inbound(r#"{"type":"x\n\u001b[31m"}"#).unwrap();
+        assert_eq!(describe(&m), "a message of type \"x\\n\\x1b[31m\"");
     }
 }

@@ -18,6 +18,7 @@ use crate::agent::Agent;
 use crate::backend::http::Cancel;
 use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
+use crate::untrusted::{self, shown};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,12 +92,11 @@ impl fmt::Display for SessionError {
             SessionError::Timeout(phase) => write!(f, "timed out during {phase}"),
             SessionError::Upgrade(e) => write!(f, "WebSocket upgrade failed: {e}"),
             SessionError::Handshake(e) => write!(f, "handshake failed: {e}"),
-            SessionError::AuthFailed(r) => {
-                write!(
-                    f,
-                    "authentication refused: {}",
-                    r.as_deref().unwrap_or("(no reason given)")
-                )
+            SessionError::AuthFailed(Some(r)) => {
+                write!(f, "authentication refused: \"{}\"", shown(r, 200))
+            }
+            SessionError::AuthFailed(None) => {
+                f.write_str("authentication refused: (no reason given)")
             }
             SessionError::WebSocket(phase, e) => write!(f, "WebSocket error during {phase}: {e}"),
         }
@@ -137,19 +137,29 @@ pub fn run(agent: &Agent) -> SessionEnd {
             Err(e) => return SessionEnd::pre_auth(e),
         }
     };
-    if let Some(pid) = &provider_id {
-        let mut identity = agent.lock_identity();
-        match identity.set_provider_id(pid) {
-            Ok(true) => log::info!("provider_id {pid} saved to {}", identity.path().display()),
-            Ok(false) => {}
-            Err(e) => log::error!("{e}; continuing with provider_id {pid} in memory"),
+    match &provider_id {
+        Some(pid) if crate::identity::valid_provider_id(pid) => {
+            let mut identity = agent.lock_identity();
+            match identity.set_provider_id(pid) {
+                Ok(true) => log::info!("provider_id {pid} saved to {}", identity.path().display()),
+                Ok(false) => {}
+                Err(e) => log::error!("{e}; continuing with provider_id {pid} in memory"),
+            }
         }
+        // Never persisted: in the file it could add lines (a second `secret:`).
+        // The session itself does not depend on it.
+        Some(pid) => log::warn!(
+            "ignoring the provider_id in auth_ok, \"{}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved",
+            shown(pid, 140)
+        ),
+        None => {}
     }
+    // The stored id was read from a file usepod-agent may have written: shown, not trusted.
     let who = agent
         .lock_identity()
         .provider_id()
-        .unwrap_or("(no provider_id)")
-        .to_owned();
+        .map(|p| shown(p, 140).to_string())
+        .unwrap_or_else(|| "(no provider_id)".to_owned());
     log::info!("authenticated as {who}");
     agent.set_link("connected", format!("{} as {who}", cfg.url));
 
@@ -241,7 +251,7 @@ fn read_loop(
                 }
                 finish_close(ws);
                 let detail = match code {
-                    Some((c, r)) => format!("close code {c} {r:?}"),
+                    Some((c, r)) => format!("close code {c} \"{}\"", shown(&r, 123)),
                     None => "close without code".into(),
                 };
                 return ended(kind, detail);
@@ -295,8 +305,11 @@ fn finish_close(ws: &mut WebSocket<Duplex>) {
 fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgoing> {
     match parse_inbound(text) {
         Err(e) => {
-            let excerpt: String = text.chars().take(120).collect();
-            log::warn!("ignoring inbound frame, {e}: {excerpt:?}");
+            log::warn!(
+                "ignoring inbound frame, {}: \"{}\"",
+                shown(&e.to_string(), 200),
+                shown(text, 120)
+            );
             None
         }
         Ok(Inbound::Job(job)) => agent
@@ -307,7 +320,11 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             job_id: Some(id),
             problem,
         }) => {
-            log::warn!("malformed job {id}: {problem}");
+            log::warn!(
+                "malformed job {}: {}",
+                untrusted::job_id(&id),
+                shown(&problem, 200)
+            );
             Some(
                 Outbound::job_error(
                     &id,
@@ -322,7 +339,10 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             job_id: None,
             problem,
         }) => {
-            log::warn!("ignoring a job frame without a readable job_id: {problem}");
+            log::warn!(
+                "ignoring a job frame without a readable job_id: {}",
+                shown(&problem, 200)
+            );
             None
         }
         Ok(Inbound::JobCancel { job_id }) => {
@@ -334,11 +354,14 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             None
         }
         Ok(Inbound::Unknown { kind }) => {
-            log::debug!("ignoring message of unknown type {kind:?}");
+            log::debug!("ignoring message of unknown type \"{}\"", shown(&kind, 64));
             None
         }
         Ok(other) => {
-            log::debug!("ignoring {other:?} after authentication");
+            log::debug!(
+                "ignoring {} after authentication",
+                handshake::describe(&other)
+            );
             None
         }
     }

@@ -157,12 +157,14 @@ fn parse_proxy_url(value: &str) -> Result<(Endpoint, Credentials), String> {
             }
         },
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    // The last '@' ends the user info: a password may contain an unescaped '@'.
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
+    // The last '@' of the whole value ends the user info: a password pasted
+    // unescaped may hold '@', '/', '?' or '#', and splitting at any of those
+    // first would take part of it for the host (and show it in an error).
+    let (userinfo, after) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
-        None => (None, authority),
+        None => (None, rest),
     };
+    let hostport = after.split(['/', '?', '#']).next().unwrap_or_default();
     let credentials = userinfo.map(|u| {
         let (user, pass) = u.split_once(':').unwrap_or((u, ""));
         (percent_decode(user), percent_decode(pass))
@@ -567,6 +569,23 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode("bob:p@ss")
             )
         );
+        // '/', '?' and '#' unescaped in the password: still all user info.
+        for pass in ["pa/ss", "pa?ss", "pa#ss", "p/a?s#s@x"] {
+            let proxy = p(&format!("http://carol:{pass}@proxy:3128"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(proxy.to_string(), "http://proxy:3128", "{pass}");
+            assert_eq!(
+                proxy.authorization().unwrap(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("carol:{pass}"))
+                ),
+                "{pass}"
+            );
+            let shown = format!("{proxy} {proxy:?}");
+            assert!(!shown.contains("pa") && !shown.contains("carol"), "{shown}");
+        }
         // Neither Display nor Debug shows credentials.
         let shown = format!("{proxy} {proxy:?}");
         assert!(!shown.contains("bob") && !shown.contains("p@ss"), "{shown}");
@@ -586,11 +605,17 @@ mod tests {
             ("ftp://p:21", "unsupported proxy scheme"),
             ("http://u:hunter2@:3128", "no host"),
             ("http://u:hunter2@p:99999", "bad port"),
+            ("http://u:hunt/er2@p:99999", "bad port"),
+            ("http://u:hunt#er2@:1", "no host"),
         ] {
             let err = select(&target(COORD), env(&[("ALL_PROXY", value)])).unwrap_err();
             assert_eq!(err.var, "ALL_PROXY");
             assert!(err.problem.contains(needle), "{value}: {err}");
-            assert!(!err.to_string().contains("hunter2"), "{value}: {err}");
+            let shown = err.to_string();
+            assert!(
+                !shown.contains("hunt") && !shown.contains("er2"),
+                "{value}: {err}"
+            );
         }
     }
 

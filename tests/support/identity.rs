@@ -2,6 +2,9 @@
 //! (PROTOCOL.md "Identity file").
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -32,6 +35,37 @@ pub fn usepod_identity_text(seed: [u8; 32], provider_id: Option<&str>) -> String
     s.push_str(END);
     s.push('\n');
     s
+}
+
+/// Write an identity file as the agent and usepod-agent keep one: mode 0600 from its
+/// first byte, in a directory created 0700 when missing. The agent refuses a key file
+/// that group or others may read, as ssh does.
+pub fn write_identity_file(path: &Path, text: &str) {
+    write_identity_file_mode(path, text, 0o600);
+}
+
+/// Like [`write_identity_file`] with another mode, for the tests of that refusal.
+pub fn write_identity_file_mode(path: &Path, text: &str, mode: u32) {
+    let dir = path.parent().expect("identity path has a directory");
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    }
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    // The umask may have taken bits away, never added them; set exactly what was asked.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 #[derive(Debug, Clone)]
