@@ -1,5 +1,8 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
+// Not wired into run.rs yet; run.rs reaches it as `super::policy`.
+#[allow(dead_code)]
+mod policy;
 mod registry;
 mod request;
 mod run;
