@@ -742,7 +742,8 @@ fn anthropic_tools(value: &RawValue, policy: &RequestPolicy) -> Result<(), Refus
         each_entry(tool.get(), |key, value| {
             match &*key {
                 "type" => {
-                    if string(value.get())?.as_deref() != Some("custom") {
+                    let custom = string(value.get())?.is_some_and(|t| t == "custom");
+                    if !custom {
                         return Err(Refusal::new(format!(
                             "{at} is a server tool (type {}); only client tools are accepted",
                             shown(value)
