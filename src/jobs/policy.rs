@@ -597,11 +597,16 @@ fn anthropic_block(block: &RawValue, at: &Place<'_>, depth: usize) -> Result<(),
             "{at} nests content blocks more than {MAX_BLOCK_NESTING} levels deep"
         )));
     }
-    let mut tool_use = false;
+    // Exempt only when every `type` the block carries says tool use: backends disagree
+    // on which of duplicate keys wins.
+    let mut tool_use: Option<bool> = None;
     let mut url_field: Option<Cow<'_, str>> = None;
     each_entry(block.get(), |key, value| {
         match &*key {
-            "type" => tool_use = string(value.get())?.is_some_and(|t| t.ends_with("tool_use")),
+            "type" => {
+                let this = string(value.get())?.is_some_and(|t| t.ends_with("tool_use"));
+                tool_use = Some(tool_use.unwrap_or(true) && this);
+            }
             "source" if kind(value.get()) == Kind::Object => source(value, at, depth)?,
             "content" if kind(value.get()) == Kind::Array => {
                 anthropic_content(value, &Place::Field(at, "content"), depth + 1)?
@@ -615,7 +620,7 @@ fn anthropic_block(block: &RawValue, at: &Place<'_>, depth: usize) -> Result<(),
         Ok(())
     })?;
     match url_field {
-        Some(key) if !tool_use => Err(remote_media(at, &key)),
+        Some(key) if tool_use != Some(true) => Err(remote_media(at, &key)),
         _ => Ok(()),
     }
 }
@@ -1867,6 +1872,20 @@ mod tests {
             anthropic(request.clone()),
             with_forced(Dialect::Anthropic, request)
         );
+    }
+
+    #[test]
+    fn anthropic_tool_use_exemption_needs_every_type_to_agree() {
+        for raw in [
+            r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":"https://e.com","type":"tool_use"}]}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"tool_use","image_url":"https://e.com","type":"image_url"}]}]}"#,
+        ] {
+            assert_eq!(
+                shape_with(Dialect::Anthropic, raw, &policy()).unwrap_err(),
+                "remote media URL in messages[0].content[0] (image_url); only data: URLs are accepted",
+                "{raw}"
+            );
+        }
     }
 
     #[test]
