@@ -226,11 +226,17 @@ pub fn apply(
     let depth_limit = policy
         .max_request_depth
         .max(policy.max_schema_depth.saturating_add(8));
-    let depth = nesting_depth(raw.as_bytes());
-    if depth > depth_limit {
+    let scanned = scan(raw.as_bytes());
+    if scanned.depth > depth_limit {
         return Err(Refusal::new(format!(
-            "the request nests {depth} levels deep, over the limit of {depth_limit}"
+            "the request nests {} levels deep, over the limit of {depth_limit}",
+            scanned.depth
         )));
+    }
+    if scanned.unpaired_surrogate {
+        return Err(Refusal::new(
+            "the request holds a \\u escape of an unpaired UTF-16 surrogate",
+        ));
     }
 
     check_prompt(dialect, &fields, policy)?;
@@ -825,33 +831,81 @@ fn schema(value: &RawValue, at: &Place<'_>, policy: &RequestPolicy) -> Result<()
     Ok(())
 }
 
-/// Deepest `{`/`[` nesting of JSON text, counted on the bytes (brackets inside strings
-/// skipped), so a deep value costs no tree and no recursion.
+/// Deepest `{`/`[` nesting of JSON text.
 fn nesting_depth(json: &[u8]) -> usize {
+    scan(json).depth
+}
+
+struct Scan {
+    /// Deepest `{`/`[` nesting.
+    depth: usize,
+    /// A `\u` escape of a surrogate without its pair.
+    unpaired_surrogate: bool,
+}
+
+/// One pass over valid JSON text, on the bytes: a deep value costs no tree and no
+/// recursion. serde_json's raw read lets unpaired surrogate escapes through (it does not
+/// know yet whether the string will be decoded); strict parsers reject them and lenient
+/// ones decode them, so the backend's reading would differ from the policy's.
+fn scan(json: &[u8]) -> Scan {
     let (mut depth, mut max) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut in_string = false;
+    // The previous string unit was a high surrogate escape: a low one must follow.
+    let mut high = false;
+    let mut unpaired = false;
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        i += 1;
+        if !in_string {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
             }
             continue;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
+        let unit = match (b, json.get(i)) {
+            (b'\\', Some(b'u')) => {
+                let hex = json
+                    .get(i + 1..i + 5)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                i += 5;
+                hex.and_then(|h| u16::from_str_radix(h, 16).ok())
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
+            (b'\\', _) => {
+                i += 1;
+                None
+            }
+            (b'"', _) => {
+                in_string = false;
+                None
+            }
+            _ => None,
+        };
+        match unit {
+            Some(0xd800..=0xdbff) => {
+                unpaired |= high;
+                high = true;
+            }
+            Some(0xdc00..=0xdfff) => {
+                unpaired |= !high;
+                high = false;
+            }
+            _ => {
+                unpaired |= high;
+                high = false;
+            }
         }
     }
-    max
+    Scan {
+        depth: max,
+        unpaired_surrogate: unpaired | high,
+    }
 }
 
 // ---- the body -----------------------------------------------------------------------
@@ -2591,26 +2645,35 @@ mod tests {
     }
 
     #[test]
-    fn lone_surrogate_where_the_policy_reads_is_refused() {
-        // serde_json's raw read lets `\udc00` through; decoding it fails. A URL the
-        // policy cannot read must not pass as "not remote".
+    fn unpaired_surrogate_escapes_are_refused() {
+        // serde_json's raw read lets them through, and backends disagree on them.
         for raw in [
             r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://e.com/\udc00"}}]}]}"#,
             r#"{"messages":[],"tools":[{"type":"web_search\ud800"}]}"#,
             r#"{"messages":[{"\udc00":1}]}"#,
+            r#"{"messages":[{"role":"user","content":"\udc00"}]}"#,
+            r#"{"messages":[],"grammar":"x\uD83D"}"#,
+            r#"{"messages":[],"grammar":"\ud83d\ud83d\ude00"}"#,
+            r#"{"messages":[],"grammar":"\ud83d\n\ude00"}"#,
+            r#"{"messages":[],"grammar":"\ud83dx"}"#,
         ] {
-            assert_eq!(
-                shape_with(Dialect::OpenAi, raw, &policy()).unwrap_err(),
-                "the request holds malformed JSON",
-                "{raw}"
-            );
+            for d in [Dialect::OpenAi, Dialect::Anthropic] {
+                assert_eq!(
+                    shape_with(d, raw, &policy()).unwrap_err(),
+                    "the request holds a \\u escape of an unpaired UTF-16 surrogate",
+                    "{raw}"
+                );
+            }
         }
-        // Text the policy never reads passes as it came.
-        let raw = r#"{"messages":[{"role":"user","content":"\udc00"}]}"#;
-        let shaped = apply(Dialect::OpenAi, raw, "m", &policy()).unwrap();
-        assert!(String::from_utf8(shaped.body)
-            .unwrap()
-            .contains(r#"[{"role":"user","content":"\udc00"}]"#));
+        // Pairs, escaped or not, are text like any other.
+        let raw = r#"{"messages":[{"role":"user","content":"\ud83d\ude00 😀 \\ud800 \u0041"}]}"#;
+        let (body, _) = shape_with(Dialect::OpenAi, raw, &policy()).unwrap();
+        assert_eq!(body["messages"][0]["content"], "😀 😀 \\ud800 A");
+        // A key serde_json has to decode fails the read itself.
+        assert_eq!(
+            shape_with(Dialect::OpenAi, r#"{"\udc00":1}"#, &policy()).unwrap_err(),
+            "the request is not valid JSON (line 1, column 8)"
+        );
     }
 
     // ---- refusal text -------------------------------------------------------------
