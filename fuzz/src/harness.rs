@@ -6,6 +6,7 @@ use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
 use crate::config::{Config, Overrides};
 use crate::identity::Identity;
+use crate::jobs::policy::{apply, Dialect, RequestPolicy};
 use crate::protocol::{normalize_job_id, parse_inbound};
 use std::path::Path;
 
@@ -120,6 +121,63 @@ pub fn config(data: &[u8]) {
     let _ = Config::from_str("fuzz.json", text, &Overrides::default());
 }
 
+/// A job request through the request policy, both dialects: whatever it gets, it
+/// refuses with a short printable reason or returns a JSON object with the job's model,
+/// streaming on, and every output limit within 1..=N.
+pub fn request_policy(data: &[u8]) {
+    const N: u64 = 500;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut policy = RequestPolicy::new(N as u32);
+    // Small limits so that short inputs reach them.
+    policy.max_messages = 8;
+    policy.max_tools = 4;
+    policy.max_schema_bytes = 256;
+    policy.max_schema_depth = 4;
+    policy.max_top_logprobs = 3;
+    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+        let shaped = match apply(dialect, text, "fuzz-model", &policy) {
+            Ok(s) => s,
+            Err(refusal) => {
+                let reason = refusal.to_string();
+                assert!(reason.chars().count() < 400, "long refusal: {reason:?}");
+                assert!(!reason.chars().any(char::is_control), "control char: {reason:?}");
+                continue;
+            }
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&shaped.body).expect("the shaped body is JSON");
+        let body = body.as_object().expect("the shaped body is an object");
+        assert_eq!(body["model"], "fuzz-model");
+        assert_eq!(body["stream"], true);
+        match dialect {
+            Dialect::OpenAi => {
+                assert_eq!(body["stream_options"], serde_json::json!({"include_usage": true}))
+            }
+            Dialect::Anthropic => assert!(!body.contains_key("stream_options")),
+        }
+        let mut limited = false;
+        for key in ["max_tokens", "max_completion_tokens"] {
+            if let Some(v) = body.get(key) {
+                let v = v.as_u64().unwrap_or_else(|| panic!("{key} is {v}"));
+                assert!((1..=N).contains(&v), "{key} = {v}");
+                limited = true;
+            }
+        }
+        assert!(limited, "no output limit in {body:?}");
+        for key in ["n", "best_of"] {
+            if let Some(v) = body.get(key) {
+                assert_eq!(v, 1, "{key}");
+            }
+        }
+        if let Some(v) = body.get("top_logprobs") {
+            assert!(v.as_u64().is_some_and(|v| v <= 3), "top_logprobs = {v}");
+        }
+        assert!(shaped.dropped.len() <= 33);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +217,9 @@ mod tests {
     #[test]
     fn replay_config() {
         replay("config", config);
+    }
+    #[test]
+    fn replay_request_policy() {
+        replay("request_policy", request_policy);
     }
 }

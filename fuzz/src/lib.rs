@@ -1,6 +1,7 @@
 //! The agent's pure modules, included by path so the fuzz targets (and the regression
 //! replay in `harness`) call exactly the code the agent runs. The module tree mirrors the
-//! agent's (`crate::backend::sse`, `crate::clock`, ...) so `crate::` paths inside resolve.
+//! agent's (`crate::backend::sse`, `crate::jobs::policy`, `crate::clock`, ...) so
+//! `crate::` paths inside resolve.
 #![allow(dead_code, unused_imports, clippy::all)]
 
 #[path = "../../src/atomic_file.rs"]
@@ -20,3 +21,4 @@ pub mod untrusted;
 
 pub mod backend;
 pub mod harness;
+pub mod jobs;

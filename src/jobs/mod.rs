@@ -15,6 +15,7 @@ use crate::session::Outgoing;
 use crossbeam_channel::Sender;
 use queue::{Queued, WorkQueue};
 use registry::{Refusal, Registry};
+use run::JobLimits;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
