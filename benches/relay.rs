@@ -143,6 +143,9 @@ fn main() {
     let mut setup = Setup::new("bench");
     setup.set("/backends", json!([{"kind": "vllm", "url": backend.url()}]));
     setup.set("/limits/max_concurrent", json!(MAX_CONCURRENT));
+    // Jobs ask for up to 20k events, paced by a field the request policy would drop.
+    setup.set("/limits/max_output_tokens", json!(1_048_576));
+    setup.set("/limits/allow_fields", json!(["bench_pace_us"]));
     // Production defaults for the idle figures.
     setup.set("/coordinator/heartbeat_interval_s", json!(15));
     setup.set("/coordinator/ping_interval_s", json!(15));
@@ -257,6 +260,31 @@ fn main() {
     let load_fds = fd_count(pid);
     let cpu10k = median(cpu_per_10k.clone());
 
+    // ---- a job at the request cap, of tiny JSON values -------------------------------
+    // The worst case for a generic JSON tree (~30x its bytes); the policy reads it through
+    // typed structs and raw slices. Peak RSS growth against the after-load peak.
+    let cap: usize = 8 << 20; // limits.max_request_bytes default
+    let filler = "1,".repeat((cap - 4096) / 2);
+    let text = format!(
+        r#"{{"type":"job","job_id":"{}","model_id":"{MODEL}","format":"openai","request":{{"messages":[{{"role":"user","content":"x"}}],"max_tokens":4,"extra":[{filler}1]}}}}"#,
+        new_job_id()
+    );
+    let frame_bytes = text.len();
+    conn.send_text(&text);
+    drop((text, filler));
+    loop {
+        let m = conn
+            .recv(Duration::from_secs(60))
+            .expect("agent went silent on the big job");
+        if let InboundKind::Text(t) = m.kind {
+            if t.contains("\"job_done\"") || t.contains("\"job_error\"") {
+                break;
+            }
+        }
+    }
+    let big_hwm = status_field(pid, "VmHWM");
+    let big_growth_kb = big_hwm.saturating_sub(load_hwm);
+
     // ---- binary sizes --------------------------------------------------------------
     let mut sizes = Vec::new();
     for (label, p) in [
@@ -312,6 +340,10 @@ fn main() {
     println!("| idle {idle_s} s: context switches, all threads (wake-ups) | {idle_wakeups} |");
     println!("| RSS idle connected (VmRSS / VmHWM) | {idle_rss} kB / {idle_hwm} kB |");
     println!("| RSS after the load (VmRSS / VmHWM) | {load_rss} kB / {load_hwm} kB |");
+    println!(
+        "| peak RSS for one {frame_bytes}-byte job frame of tiny values (VmHWM growth) | {big_growth_kb} kB ({:.2}x the frame) |",
+        (big_growth_kb * 1024) as f64 / frame_bytes as f64
+    );
     println!("| threads idle / after load | {idle_threads} / {load_threads} |");
     println!("| open fds idle / after load | {idle_fds} / {load_fds} |");
     for s in &sizes {

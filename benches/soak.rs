@@ -103,6 +103,9 @@ fn main() {
     let mut setup = Setup::new("soak");
     setup.set("/backends", json!([{"kind": "vllm", "url": backend.url()}]));
     setup.set("/limits/max_concurrent", json!(MAX_CONCURRENT));
+    // Jobs ask for up to 20k events, paced by a field the request policy would drop.
+    setup.set("/limits/max_output_tokens", json!(1_048_576));
+    setup.set("/limits/allow_fields", json!(["bench_pace_us"]));
     let path = setup.write_config();
     let mut agent = Agent::spawn(
         "soak",

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use support::agent::Setup;
 use support::fake_backend::{FakeBackend, Kind};
 use support::jobs::{
-    anthropic_job, anthropic_request, backend_entry, chat_request, job, new_job_id,
-    start_agent, Running,
+    anthropic_job, anthropic_request, backend_entry, chat_request, job, new_job_id, start_agent,
+    Running,
 };
 use support::watchdog;
 
@@ -31,7 +31,8 @@ fn agent_with(tag: &str, limits: Value, kind: Kind) -> (FakeBackend, Running) {
 /// Runs `request` as an OpenAI job and returns the one body the backend received.
 fn sent_openai(fb: &FakeBackend, r: &Running, request: Value) -> Value {
     fb.clear_requests();
-    r.run_job(&job(&new_job_id(), "tiny", request)).expect_done();
+    r.run_job(&job(&new_job_id(), "tiny", request))
+        .expect_done();
     let sent = fb.inference_requests();
     assert_eq!(sent.len(), 1, "one backend call: {sent:?}");
     sent[0].body.clone()
@@ -71,7 +72,11 @@ fn still_serving(fb: &FakeBackend, r: &Running) {
 #[test]
 fn openai_bodies_are_forced_clamped_and_allow_listed() {
     let _w = watchdog(Duration::from_secs(40), "hostile_openai_body");
-    let (fb, r) = agent_with("hpolicy", json!({"max_output_tokens": 1000}), Kind::LlamaCpp);
+    let (fb, r) = agent_with(
+        "hpolicy",
+        json!({"max_output_tokens": 1000}),
+        Kind::LlamaCpp,
+    );
 
     // The client's model, stream and include_usage never survive; max_tokens is clamped.
     let body = sent_openai(
@@ -112,7 +117,11 @@ fn openai_bodies_are_forced_clamped_and_allow_listed() {
     );
 
     // No limit asked, or llama.cpp's "unlimited": the bound is set anyway.
-    let body = sent_openai(&fb, &r, json!({"messages": [{"role": "user", "content": "x"}]}));
+    let body = sent_openai(
+        &fb,
+        &r,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(body["max_tokens"], 1000, "{body}");
     let mut req = chat_request("x");
     req["max_tokens"] = json!(-1);
@@ -151,7 +160,9 @@ fn openai_jobs_the_policy_refuses_never_reach_the_backend() {
     let msg = refused(&fb, &r, with("max_tokens", json!(1.5)), false);
     assert!(msg.contains("max_tokens"), "{msg}");
 
-    let five: Vec<Value> = (0..5).map(|_| json!({"role": "user", "content": "x"})).collect();
+    let five: Vec<Value> = (0..5)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
     let msg = refused(&fb, &r, json!({"messages": five}), false);
     assert!(msg.contains("messages") && msg.contains('4'), "{msg}");
 
@@ -287,8 +298,12 @@ fn a_request_at_the_size_cap_of_tiny_values_costs_a_small_multiple_of_its_size()
     fb.clear_requests();
     r.run_job(&job(&new_job_id(), "tiny", req)).expect_done();
     let body = &fb.inference_requests()[0].body;
-    assert!(body.get("logit_bias_extra").is_none(), "unknown field dropped");
+    assert!(
+        body.get("logit_bias_extra").is_none(),
+        "unknown field dropped"
+    );
     let grew = peak_rss_kib(r.agent.pid()).saturating_sub(before) as usize * 1024;
+    eprintln!("peak RSS grew by {grew} bytes for a {cap}-byte request");
     assert!(
         grew < 4 * cap,
         "peak RSS grew by {grew} bytes for a {cap}-byte request (bound: 4x)"

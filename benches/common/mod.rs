@@ -124,7 +124,7 @@ fn serve(s: TcpStream, model: &str, requests: &AtomicU64) {
                 &mut w,
                 "application/json",
                 &format!(
-                    r#"{{"object":"list","data":[{{"id":"{model}","object":"model","owned_by":"vllm","max_model_len":8192}}]}}"#
+                    r#"{{"object":"list","data":[{{"id":"{model}","object":"model","owned_by":"vllm","max_model_len":1048576}}]}}"#
                 ),
             ),
             ("POST", "/v1/chat/completions") => {

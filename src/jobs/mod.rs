@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-
 /// One admitted job on its way to a worker.
 pub struct Work {
     pub job: JobRequest,

@@ -1,7 +1,7 @@
 //! Running one job against its backend and relaying the stream.
 
-use super::policy::{self, Dialect, RequestPolicy};
 use super::backend_error::{classify_http, classify_status};
+use super::policy::{self, Dialect, RequestPolicy};
 use super::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::http::{self, HttpError, Request, Response};
