@@ -122,8 +122,8 @@ pub fn config(data: &[u8]) {
 }
 
 /// A job request through the request policy, both dialects: whatever it gets, it
-/// refuses with a short printable reason or returns a JSON object with the job's model,
-/// streaming on, and every output limit within 1..=N.
+/// refuses with a short printable reason or returns a JSON object (each key once) with
+/// the job's model, streaming on, and every output limit within 1..=N.
 pub fn request_policy(data: &[u8]) {
     const N: u64 = 500;
     let Ok(text) = std::str::from_utf8(data) else {
@@ -142,40 +142,75 @@ pub fn request_policy(data: &[u8]) {
             Err(refusal) => {
                 let reason = refusal.to_string();
                 assert!(reason.chars().count() < 400, "long refusal: {reason:?}");
-                assert!(!reason.chars().any(char::is_control), "control char: {reason:?}");
+                assert!(
+                    !reason.chars().any(char::is_control),
+                    "control char: {reason:?}"
+                );
                 continue;
             }
         };
-        let body: serde_json::Value =
-            serde_json::from_slice(&shaped.body).expect("the shaped body is JSON");
-        let body = body.as_object().expect("the shaped body is an object");
-        assert_eq!(body["model"], "fuzz-model");
-        assert_eq!(body["stream"], true);
+        // Read raw, not as a Value: client values the policy passes through may be valid
+        // JSON that a Value refuses (1e999 is out of f64 range).
+        let body = std::str::from_utf8(&shaped.body).expect("the shaped body is UTF-8");
+        let fields = top_level_entries(body);
+        let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.get());
+        for (i, (key, _)) in fields.iter().enumerate() {
+            assert!(
+                fields[..i].iter().all(|(k, _)| k != key),
+                "{key:?} twice in the body"
+            );
+        }
+        assert_eq!(get("model"), Some("\"fuzz-model\""));
+        assert_eq!(get("stream"), Some("true"));
         match dialect {
-            Dialect::OpenAi => {
-                assert_eq!(body["stream_options"], serde_json::json!({"include_usage": true}))
-            }
-            Dialect::Anthropic => assert!(!body.contains_key("stream_options")),
+            Dialect::OpenAi => assert_eq!(get("stream_options"), Some(r#"{"include_usage":true}"#)),
+            Dialect::Anthropic => assert_eq!(get("stream_options"), None),
         }
         let mut limited = false;
         for key in ["max_tokens", "max_completion_tokens"] {
-            if let Some(v) = body.get(key) {
-                let v = v.as_u64().unwrap_or_else(|| panic!("{key} is {v}"));
+            if let Some(v) = get(key) {
+                let v: u64 = v.parse().unwrap_or_else(|_| panic!("{key} is {v}"));
                 assert!((1..=N).contains(&v), "{key} = {v}");
                 limited = true;
             }
         }
-        assert!(limited, "no output limit in {body:?}");
+        assert!(limited, "no output limit in {body}");
         for key in ["n", "best_of"] {
-            if let Some(v) = body.get(key) {
-                assert_eq!(v, 1, "{key}");
+            if let Some(v) = get(key) {
+                assert_eq!(v, "1", "{key}");
             }
         }
-        if let Some(v) = body.get("top_logprobs") {
-            assert!(v.as_u64().is_some_and(|v| v <= 3), "top_logprobs = {v}");
+        if let Some(v) = get("top_logprobs") {
+            assert!(v.parse::<u64>().is_ok_and(|v| v <= 3), "top_logprobs = {v}");
         }
         assert!(shaped.dropped.len() <= 33);
     }
+}
+
+/// The entries of a JSON object in order, duplicates kept; panics if `json` is not one.
+fn top_level_entries(json: &str) -> Vec<(String, &serde_json::value::RawValue)> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<(String, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let entries = de
+        .deserialize_map(Entries)
+        .unwrap_or_else(|e| panic!("the shaped body is not a JSON object ({e}): {json}"));
+    de.end().expect("nothing after the body's object");
+    entries
 }
 
 #[cfg(test)]

@@ -139,6 +139,8 @@ pub struct RequestPolicy {
 }
 
 impl RequestPolicy {
+    /// The defaults: 1024 messages, 4 MiB of prompt, 64 KiB and 32 levels per schema,
+    /// 128 tools, top_logprobs 20, request nesting 64, no remote media, no extra fields.
     pub fn new(max_output_tokens: u32) -> Self {
         RequestPolicy {
             max_output_tokens: max_output_tokens.max(1),
@@ -298,6 +300,9 @@ fn top_level<'a>(
     raw: &'a str,
     policy: &RequestPolicy,
 ) -> Result<(Vec<Field<'a>>, Vec<String>), Refusal> {
+    if raw.trim().is_empty() {
+        return Err(Refusal::new("the request is empty"));
+    }
     let got = kind(raw);
     if got != Kind::Object {
         return Err(Refusal::new(format!(
@@ -2594,7 +2599,8 @@ mod tests {
             ("\"x\"", "the request must be a JSON object (got a string)"),
             ("12", "the request must be a JSON object (got a number)"),
             ("null", "the request must be a JSON object (got null)"),
-            ("", "the request must be a JSON object (got a number)"),
+            ("", "the request is empty"),
+            (" \n", "the request is empty"),
             ("{", "the request is not valid JSON (line 1, column 1)"),
             (
                 "{\"messages\":[]} x",
