@@ -172,6 +172,7 @@ impl Refusal {
     }
 
     /// The reason alone, without the "refused by provider policy" prefix.
+    #[cfg(test)]
     pub fn reason(&self) -> &str {
         &self.reason
     }
