@@ -1,4 +1,4 @@
 //! `crate::jobs::policy` as in the agent.
 
-#[path = "../../src/jobs/policy.rs"]
+#[path = "../../src/jobs/policy/mod.rs"]
 pub mod policy;
