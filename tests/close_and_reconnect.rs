@@ -160,13 +160,7 @@ fn close_1001_without_reason_is_graceful() {
 #[test]
 fn a_bare_close_is_graceful() {
     let _w = watchdog(Duration::from_secs(15), "close_bare");
-    close_case(
-        "bare",
-        How::BareClose,
-        "graceful",
-        "INFO",
-        RESET_MS,
-    );
+    close_case("bare", How::BareClose, "graceful", "INFO", RESET_MS);
 }
 
 /// PROTOCOL.md: only 1001 (or a bare Close) is graceful; "any other code" is unexpected,
@@ -198,13 +192,7 @@ fn close_1011_is_unexpected() {
 #[test]
 fn a_tcp_drop_without_close_is_unexpected() {
     let _w = watchdog(Duration::from_secs(15), "tcp_drop");
-    close_case(
-        "tcpdrop",
-        How::DropTcp,
-        "unexpected",
-        "WARN",
-        RESET_MS,
-    );
+    close_case("tcpdrop", How::DropTcp, "unexpected", "WARN", RESET_MS);
 }
 
 #[test]

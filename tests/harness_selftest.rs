@@ -425,7 +425,11 @@ fn a_skip_is_loud_locally_and_a_failure_in_ci() {
     }
     for ci in ["1", "true"] {
         let (code, text) = run(Some(ci));
-        assert_eq!(code, Some(101), "CI={ci}: a skip fails the test binary\n{text}");
+        assert_eq!(
+            code,
+            Some(101),
+            "CI={ci}: a skip fails the test binary\n{text}"
+        );
         assert!(
             text.contains("skip_child cannot run: nothing to test with"),
             "CI={ci}: the failure says what was missing\n{text}"
