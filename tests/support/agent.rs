@@ -297,6 +297,22 @@ impl Agent {
         }
     }
 
+    /// Wait until the agent closed its stdout and stderr (it exited, normally): every line
+    /// it wrote has been collected. False if that did not happen within `timeout`.
+    pub fn wait_output_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.logs;
+        let mut buf = lock.lock().unwrap();
+        while buf.closed_streams < 2 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            buf = cv.wait_timeout(buf, deadline - now).unwrap().0;
+        }
+        true
+    }
+
     /// Whether any line so far contains `needle` (ignores the cursor).
     pub fn has_log(&self, needle: &str) -> bool {
         self.count_logs(needle) > 0
