@@ -12,6 +12,8 @@ use serde_json::json;
 use support::agent::{run_cli, write_config, Setup};
 use support::watchdog;
 
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn a_bad_config_prints_the_parsers_line_and_exits_2_without_connecting() {
     let _w = watchdog(Duration::from_secs(60), "config_errors_end_to_end");
@@ -46,7 +48,8 @@ fn a_bad_config_prints_the_parsers_line_and_exits_2_without_connecting() {
     let missing = missing.to_str().unwrap().to_string();
     let enoent = std::io::Error::from_raw_os_error(2);
 
-    let cases: [(&str, &[(&str, &str)], String); 4] = [
+    // (config file, environment, the line expected)
+    let cases: [(&str, Env, String); 4] = [
         (
             &bad,
             &[],
