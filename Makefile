@@ -19,9 +19,16 @@ demo: ## the agent against a local TLS coordinator and backend (no account neede
 llama: ## prepare the real llama-server + tiny models the tests use
 	bash tests/real/setup_llama.sh
 
-# The real-backend tests report SKIPPED when llama-server cannot be prepared.
+# Locally, when llama-server cannot be prepared, the real-backend tests report SKIPPED.
+# In CI (CI set and not 0/false, as .ci/run sets it) a failed setup fails the target, and
+# so would any test that skips (tests/support: skip_or_fail).
 test: ## unit and integration tests, real llama-server included (what CI runs)
-	-bash tests/real/setup_llama.sh
+	@if [ -n "$$CI" ] && [ "$$CI" != 0 ] && [ "$$CI" != false ]; then \
+	  bash tests/real/setup_llama.sh; \
+	else \
+	  bash tests/real/setup_llama.sh || echo "make test: tests/real/setup_llama.sh failed:" \
+	    "the real llama-server tests will say SKIPPED (in CI this fails)" >&2; \
+	fi
 	$(CARGO) test --all-targets
 
 test-unit: ## unit tests only

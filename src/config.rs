@@ -956,92 +956,120 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_file_key_and_problem() {
-        let cases = [
+    fn every_rejection_names_file_key_and_problem_exactly() {
+        const ACCEPTED: &str = "accepted";
+        let dir = std::env::temp_dir().join(format!("usepod-edge-cfgtable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ca-is-a-dir.pem")).unwrap();
+        std::fs::write(dir.join("not-a-cert.pem"), "not a certificate\n").unwrap();
+        let d = dir.display().to_string();
+        // The OS's own words for ENOENT and EISDIR (glibc and musl agree, but ask anyway).
+        let os = |code: i32| std::io::Error::from_raw_os_error(code).to_string();
+        let (enoent, eisdir) = (os(2), os(21));
+        let e = |rest: &str| format!("config error in /etc/usepod-edge/config.json: {rest}");
+        let cases: Vec<(Option<&str>, String, String)> = vec![
+            // backends
+            (None, r#"{"backends":[{"kind":"tgi"}]}"#.into(), e(r#"backends[0].kind: unknown backend kind "tgi" (expected one of vllm, llamacpp, lmstudio, ollama)"#)),
+            (None, r#"{"backends":[{"kind":"vllm","url":"https://x:1"}]}"#.into(), e("backends[0].url: must be an http:// URL (local backends speak plain HTTP), got https://x:1/")),
+            (None, r#"{"backends":[{"kind":"llamacpp","url":"ftp://127.0.0.1:8080"}]}"#.into(), e(r#"backends[0].url: unsupported URL scheme "ftp""#)),
             (
-                r#"{"backends":[{"kind":"tgi"}]}"#,
-                "backends[0].kind",
-                "unknown backend kind",
+                None,
+                r#"{"backends":[{"kind":"vllm","url":"http://127.0.0.1:8000"},
+                                {"kind":"ollama","url":"http://127.0.0.1:8000/"}]}"#.into(),
+                e("backends[1].url: duplicate backend: http://127.0.0.1:8000/ is already backends[0]"),
             ),
             (
-                r#"{"backends":[{"kind":"vllm","url":"https://x:1"}]}"#,
-                "backends[0].url",
-                "http://",
+                None,
+                r#"{"backends":[{"kind":"vllm","url":"http://192.0.2.10:8000",
+                                 "api_key_env":"USEPOD_TEST_REMOTE_KEY"}]}"#.into(),
+                e("backends[0].api_key_env: the backend's API key would go in clear text over http to \
+                   http://192.0.2.10:8000/, which is not this host; reach the backend through a \
+                   loopback address (an SSH or TLS tunnel), or set backends[0].allow_insecure to \
+                   true if that network is trusted"),
             ),
             (
-                r#"{"coordinator":{"url":"http://x/"}}"#,
-                "coordinator.url",
-                "wss://",
+                None,
+                r#"{"backends":[{"kind":"vllm","url":"http://192.0.2.10:8000",
+                                 "api_key_env":"K","allow_insecure":"yes"}]}"#.into(),
+                e(r#"backends[0].allow_insecure: must be true or false, got "yes""#),
+            ),
+            (None, r#"{"backends":{}}"#.into(), e("backends: must be an array")),
+            // coordinator
+            (None, r#"{"coordinator":{"url":"http://x/"}}"#.into(), e("coordinator.url: must be a wss:// (or loopback ws://) URL, got http://x/")),
+            (None, r#"{"coordinator":{"url":"https://localhost:1/provider/connect"}}"#.into(), e("coordinator.url: must be a wss:// (or loopback ws://) URL, got \
+                   https://localhost:1/provider/connect")),
+            (None, r#"{"coordinator":{"url":"ws://coordinator.example.com/provider/connect"}}"#.into(), e("coordinator.url: ws:// (no TLS) is only allowed to loopback hosts; use wss:// or set \
+                   coordinator.allow_insecure (got ws://coordinator.example.com/provider/connect)")),
+            (None, r#"{"coordinator":{"heartbeat_interval_s":0}}"#.into(), e("coordinator.heartbeat_interval_s: must be greater than 0 and at most 3600, got 0")),
+            (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/no-such-ca.pem"}}}}"#), e(&format!("coordinator.ca_file: cannot read {d}/no-such-ca.pem: {enoent}"))),
+            (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/ca-is-a-dir.pem"}}}}"#), e(&format!("coordinator.ca_file: cannot read {d}/ca-is-a-dir.pem: {eisdir}"))),
+            (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/not-a-cert.pem"}}}}"#), e(&format!("coordinator.ca_file: {d}/not-a-cert.pem contains no PEM CERTIFICATE block"))),
+            // pricing and limits
+            (None, r#"{"pricing":{"default_input_per_1m":0}}"#.into(), e(r#"pricing.default_input_per_1m: must be greater than 0 (a zero price means "not offered"; set 0 per model under pricing.models instead)"#)),
+            (None, r#"{"pricing":{"default_output_per_1m":0}}"#.into(), e(r#"pricing.default_output_per_1m: must be greater than 0 (a zero price means "not offered"; set 0 per model under pricing.models instead)"#)),
+            (None, r#"{"limits":{"max_concurrent":0}}"#.into(), e("limits.max_concurrent: must be between 1 and 256, got 0")),
+            (None, r#"{"limits":{"max_concurrent":257}}"#.into(), e("limits.max_concurrent: must be between 1 and 256, got 257")),
+            (None, r#"{"limits":{"max_concurrent":"eight"}}"#.into(), e(r#"limits.max_concurrent: must be a non-negative integer, got "eight""#)),
+            (None, r#"{"limits":{"max_concurrent":8.5}}"#.into(), e("limits.max_concurrent: must be a non-negative integer, got 8.5")),
+            // the file as a whole
+            (None, r#"{"coordinator": {"url": "#.into(), e("invalid JSON: EOF while parsing a value at line 1 column 24")),
+            (None, "[]".into(), e("the top level must be a JSON object")),
+            // the environment: named instead of the file
+            (
+                Some("http://localhost:1/provider/connect"),
+                "{}".into(),
+                "config error in environment: USEPOD_EDGE_COORDINATOR_URL: must be a wss:// (or \
+                 loopback ws://) URL, got http://localhost:1/provider/connect"
+                    .into(),
+            ),
+            // and what is valid
+            (None, r#"{"limits":{"max_concurrent":1}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"limits":{"max_concurrent":256}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"url":"ws://127.0.0.1:9/provider/connect"}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"url":"ws://localhost:9/provider/connect"}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"url":"ws://[::1]:9/provider/connect"}}"#.into(), ACCEPTED.into()),
+            (
+                None,
+                r#"{"coordinator":{"url":"ws://coordinator.example.com/provider/connect",
+                                   "allow_insecure":true}}"#.into(),
+                ACCEPTED.into(),
             ),
             (
-                r#"{"coordinator":{"url":"ws://example.com/"}}"#,
-                "coordinator.url",
-                "loopback",
+                None,
+                r#"{"backends":[{"kind":"vllm","url":"http://192.0.2.10:8000",
+                                 "api_key_env":"USEPOD_TEST_REMOTE_KEY","allow_insecure":true}]}"#.into(),
+                ACCEPTED.into(),
             ),
             (
-                r#"{"pricing":{"default_input_per_1m":0}}"#,
-                "pricing.default_input_per_1m",
-                "greater than 0",
+                None,
+                r#"{"backends":[{"kind":"vllm","url":"http://127.0.0.1:8000",
+                                 "api_key_env":"USEPOD_TEST_REMOTE_KEY"}]}"#.into(),
+                ACCEPTED.into(),
             ),
-            (
-                r#"{"pricing":{"default_output_per_1m":0}}"#,
-                "pricing.default_output_per_1m",
-                "greater than 0",
-            ),
-            (
-                r#"{"limits":{"max_concurrent":0}}"#,
-                "limits.max_concurrent",
-                "between 1 and 256",
-            ),
-            (
-                r#"{"limits":{"max_concurrent":257}}"#,
-                "limits.max_concurrent",
-                "between 1 and 256",
-            ),
-            (
-                r#"{"coordinator":{"ca_file":"/nonexistent/ca.pem"}}"#,
-                "coordinator.ca_file",
-                "cannot read",
-            ),
-            (
-                r#"{"backends":[{"kind":"vllm","url":"http://127.0.0.1:8000"},{"kind":"ollama","url":"http://127.0.0.1:8000/"}]}"#,
-                "backends[1].url",
-                "duplicate",
-            ),
-            (
-                r#"{"coordinator":{"heartbeat_interval_s":0}}"#,
-                "coordinator.heartbeat_interval_s",
-                "greater than 0",
-            ),
-            (
-                r#"{"limits":{"max_concurrent":"8"}}"#,
-                "limits.max_concurrent",
-                "integer",
-            ),
-            (r#"{"backends":{}}"#, "backends", "array"),
         ];
-        for (text, key, needle) in cases {
-            let e = problem(text);
-            assert_eq!(e.key, key, "{text}");
-            let shown = e.to_string();
-            assert!(shown.contains("/etc/usepod-edge/config.json"), "{shown}");
-            assert!(shown.contains(key) && shown.contains(needle), "{shown}");
+        let mut wrong = Vec::new();
+        for (env_url, text, want) in &cases {
+            let over = Overrides {
+                coordinator_url: env_url.map(String::from),
+                ..Overrides::default()
+            };
+            let got = match Config::from_str("/etc/usepod-edge/config.json", text, &over) {
+                Ok(_) => ACCEPTED.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if &got != want {
+                wrong.push(format!("{text}\n   got: {got}\n  want: {want}"));
+            }
         }
-    }
-
-    #[test]
-    fn insecure_ws_needs_loopback_or_opt_in() {
-        assert!(parse(r#"{"coordinator":{"url":"ws://127.0.0.1:9/p"}}"#).is_ok());
-        assert!(parse(r#"{"coordinator":{"url":"ws://localhost:9/p"}}"#).is_ok());
-        assert!(
-            parse(r#"{"coordinator":{"url":"ws://10.1.2.3/p","allow_insecure":true}}"#).is_ok()
+        // A named file that is not there (the one case `load` adds to `from_str`).
+        let missing = dir.join("nope.json");
+        let got = Config::load(&missing, true, &Overrides::default()).unwrap_err();
+        assert_eq!(
+            got.to_string(),
+            format!("config error in {d}/nope.json: cannot read file: {enoent}")
         );
-    }
-
-    #[test]
-    fn syntax_errors_and_non_objects() {
-        assert!(problem("{").problem.contains("invalid JSON"));
-        assert!(problem("[]").problem.contains("JSON object"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

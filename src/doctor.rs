@@ -234,21 +234,23 @@ fn check_backends(config: &Config) -> Vec<Check> {
     out
 }
 
-fn check_clock() -> Check {
-    let now = SystemTime::now()
+/// The clock check on the time `now` reads: a device without a real-time clock starts in
+/// 1970 (or at its last build) until NTP answers, and TLS cannot verify until then.
+fn check_clock(now: SystemTime) -> Check {
+    let secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let ok = now >= CLOCK_FLOOR_UNIX;
+    let ok = secs >= CLOCK_FLOOR_UNIX;
+    let shown = crate::clock::rfc3339(now);
     Check {
         name: "clock".into(),
         ok,
         detail: if ok {
-            format!("{} UTC", crate::clock::now_rfc3339())
+            format!("{shown} UTC")
         } else {
             format!(
-                "system time {} is before this release; TLS certificates will not verify (is NTP running?)",
-                crate::clock::now_rfc3339()
+                "system time {shown} is before this release; TLS certificates will not verify (is NTP running?)"
             )
         },
     }
@@ -282,7 +284,7 @@ pub fn run(config: &Config) -> ExitCode {
             .unwrap_or_else(|| "no file; defaults are valid".into()),
     }];
     checks.push(check_identity(config));
-    checks.push(check_clock());
+    checks.push(check_clock(SystemTime::now()));
     checks.push(check_disk(config));
     // The same trust anchors as the agent: ca_file plus $SSL_CERT_FILE.
     let roots = crate::session::trust_anchors(
@@ -338,11 +340,32 @@ mod tests {
     }
 
     #[test]
-    fn clock_floor_is_2026() {
+    fn the_clock_passes_from_the_release_floor_on_and_fails_before_it() {
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
         assert_eq!(
-            crate::clock::rfc3339(UNIX_EPOCH + Duration::from_secs(CLOCK_FLOOR_UNIX)),
+            crate::clock::rfc3339(at(CLOCK_FLOOR_UNIX)),
             "2026-01-01T00:00:00.000000000+00:00"
         );
-        assert!(check_clock().ok);
+        let floor = check_clock(at(CLOCK_FLOOR_UNIX));
+        assert_eq!(
+            (floor.name.as_str(), floor.ok, floor.detail.as_str()),
+            ("clock", true, "2026-01-01T00:00:00.000000000+00:00 UTC")
+        );
+        assert!(check_clock(at(2_000_000_000)).ok, "2033");
+        // An RTC-less board just after boot, and one second before the floor.
+        for (secs, shown) in [
+            (42, "1970-01-01T00:00:42.000000000+00:00"),
+            (CLOCK_FLOOR_UNIX - 1, "2025-12-31T23:59:59.000000000+00:00"),
+        ] {
+            let c = check_clock(at(secs));
+            assert!(!c.ok, "{shown}");
+            assert_eq!(
+                c.detail,
+                format!(
+                    "system time {shown} is before this release; TLS certificates will not \
+                     verify (is NTP running?)"
+                )
+            );
+        }
     }
 }

@@ -188,4 +188,55 @@ mod tests {
             Duration::from_secs(1)
         );
     }
+
+    /// The spread itself: drains decided with the supervisor's own randomness land evenly
+    /// over the whole window, where ordinary reconnects all fall within 0.8..1.2 s.
+    #[test]
+    fn drain_delays_are_spread_evenly_over_the_window() {
+        const N: usize = 10_000;
+        const BUCKETS: usize = 5;
+        let mut b = Backoff::default();
+        let mut counts = [0usize; BUCKETS];
+        let mut like_plain = 0;
+        let mut sum = 0.0;
+        for i in 0..N {
+            let kind = if i % 2 == 0 {
+                CloseKind::DrainDeploy
+            } else {
+                CloseKind::DrainOperator
+            };
+            let d = b.next(true, kind, crate::jitter::unit());
+            assert_eq!((d.consecutive_failures, d.alarm), (0, false));
+            assert!(d.delay <= DRAIN_SPREAD, "{:?}", d.delay);
+            let x = d.delay.as_secs_f64() / DRAIN_SPREAD.as_secs_f64();
+            counts[((x * BUCKETS as f64) as usize).min(BUCKETS - 1)] += 1;
+            if (0.8..1.2).contains(&d.delay.as_secs_f64()) {
+                like_plain += 1;
+            }
+            sum += d.delay.as_secs_f64();
+        }
+        // Uniform: 1/5 per second of the window. A binomial share of 0.2 over 10,000 draws
+        // has a standard deviation of 0.004, so +-0.03 fails only a real bias.
+        for (i, n) in counts.iter().enumerate() {
+            let share = *n as f64 / N as f64;
+            assert!(
+                (0.17..0.23).contains(&share),
+                "second {i} of the drain window got {share:.3} of the reconnects: {counts:?}"
+            );
+        }
+        let plain_share = like_plain as f64 / N as f64;
+        assert!(
+            plain_share < 0.12,
+            "{plain_share:.3} of drain reconnects fall in the ordinary 0.8..1.2 s (uniform: 0.08)"
+        );
+        let mean = sum / N as f64;
+        assert!((2.4..2.6).contains(&mean), "mean drain delay {mean:.3} s");
+        // The mapping itself is linear over the window.
+        for u in [0.0, 0.1, 0.5, 0.9] {
+            assert_eq!(
+                b.next(true, CloseKind::DrainDeploy, u).delay,
+                DRAIN_SPREAD.mul_f64(u)
+            );
+        }
+    }
 }

@@ -12,10 +12,12 @@ use support::{secs, watchdog};
 
 const S5: Duration = Duration::from_secs(5);
 
-/// The protocol's shape for capabilities, with the agent's concurrency `conc`.
+/// The protocol's shape for capabilities.
 /// `conc`: the agent's concurrency; `per_model`: what each model may run at once
-/// (the agent's concurrency, capped by llama-server's total_slots).
-fn check_shape(caps: &Value, conc: u64, per_model: u64) {
+/// (the agent's concurrency, capped by llama-server's total_slots); `context_window`:
+/// what every model must advertise, `None` where the backend does not say (then the
+/// field must be absent, as PROTOCOL.md has it).
+fn check_shape(caps: &Value, conc: u64, per_model: u64, context_window: Option<u64>) {
     assert_eq!(caps["type"], "capabilities");
     let models = caps["models"]
         .as_array()
@@ -42,11 +44,14 @@ fn check_shape(caps: &Value, conc: u64, per_model: u64) {
             ["vllm", "llamacpp", "lmstudio", "ollama"].contains(&backend),
             "backend kind: {m}"
         );
-        if let Some(cw) = m.get("context_window") {
-            let cw = cw
-                .as_u64()
-                .unwrap_or_else(|| panic!("context_window is a u32 or omitted, not {cw}: {m}"));
-            assert!(cw > 0 && cw <= u32::MAX as u64, "context_window: {m}");
+        match (m.get("context_window"), context_window) {
+            (None, None) => {}
+            (Some(cw), Some(want)) => assert_eq!(
+                cw.as_u64(),
+                Some(want),
+                "context_window must be the backend's n_ctx as a u32: {m}"
+            ),
+            (got, want) => panic!("context_window {got:?}, expected {want:?}: {m}"),
         }
     }
     let mut sorted = ids.clone();
@@ -94,7 +99,7 @@ fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
         after < 1.0,
         "capabilities came {after:.3} s after auth_ok; must be < 1 s with a hanging backend"
     );
-    check_shape(&caps.value, 3, 3);
+    check_shape(&caps.value, 3, 3, None);
     assert_eq!(caps.value["limits"]["max_tokens_per_minute"], json!(12345));
 
     // Again on a reconnect, with the backend still hanging.
@@ -107,11 +112,17 @@ fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
         after2 < 1.0,
         "second session: capabilities after {after2:.3} s"
     );
-    check_shape(&caps2.value, 3, 3);
+    check_shape(&caps2.value, 3, 3, None);
     drop(agent);
 }
 
-fn llamacpp_stub() -> StaticHttp {
+/// A llama-server stand-in serving three models; `n_ctx` is what its /props reports (none:
+/// a build that does not say, so the context window is unknown).
+fn llamacpp_stub(n_ctx: Option<u64>) -> StaticHttp {
+    let mut settings = json!({});
+    if let Some(n) = n_ctx {
+        settings["n_ctx"] = json!(n);
+    }
     StaticHttp::start(vec![
         ("GET", "/health", 200, json!({"status": "ok"}).to_string()),
         (
@@ -129,7 +140,7 @@ fn llamacpp_stub() -> StaticHttp {
             "GET",
             "/props",
             200,
-            json!({"default_generation_settings": {"n_ctx": 4096}, "total_slots": 2}).to_string(),
+            json!({"default_generation_settings": settings, "total_slots": 2}).to_string(),
         ),
     ])
 }
@@ -160,7 +171,7 @@ fn discovered_caps(s: &Setup) -> Value {
 #[test]
 fn capabilities_list_discovered_models_sorted_and_priced() {
     let _w = watchdog(Duration::from_secs(20), "capabilities_models");
-    let stub = llamacpp_stub();
+    let stub = llamacpp_stub(Some(4096));
     let mut s = Setup::new("models");
     s.set(
         "/backends",
@@ -175,7 +186,7 @@ fn capabilities_list_discovered_models_sorted_and_priced() {
     );
     let _agent = s.spawn();
     let caps = discovered_caps(&s);
-    check_shape(&caps, 3, 2);
+    check_shape(&caps, 3, 2, Some(4096));
     let models = caps["models"].as_array().unwrap();
     let ids: Vec<&str> = models
         .iter()
@@ -192,9 +203,6 @@ fn capabilities_list_discovered_models_sorted_and_priced() {
     assert_eq!(models[1]["output_per_1m"], 1000000);
     for m in models {
         assert_eq!(m["backend"], "llamacpp");
-        if let Some(cw) = m.get("context_window") {
-            assert_eq!(cw, 4096, "context_window from /props n_ctx: {m}");
-        }
     }
     assert_eq!(caps["limits"]["max_tokens_per_minute"], Value::Null);
 
@@ -221,7 +229,8 @@ fn capabilities_list_discovered_models_sorted_and_priced() {
 #[test]
 fn a_backend_model_allow_list_limits_what_is_advertised() {
     let _w = watchdog(Duration::from_secs(20), "capabilities_allow_list");
-    let stub = llamacpp_stub();
+    // This llama-server does not report n_ctx: no context_window is advertised.
+    let stub = llamacpp_stub(None);
     let mut s = Setup::new("allowlist");
     s.set(
         "/backends",
@@ -229,7 +238,7 @@ fn a_backend_model_allow_list_limits_what_is_advertised() {
     );
     let _agent = s.spawn();
     let caps = discovered_caps(&s);
-    check_shape(&caps, 8, 2);
+    check_shape(&caps, 8, 2, None);
     let ids: Vec<&str> = caps["models"]
         .as_array()
         .unwrap()

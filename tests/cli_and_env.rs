@@ -84,7 +84,7 @@ fn log_level_flag_and_environment_filter_the_logs() {
     let p = path.to_str().unwrap();
 
     // --log-level error: the INFO line about authentication must not appear.
-    let quiet = Agent::spawn(
+    let mut quiet = Agent::spawn(
         "quiet",
         &["--config", p, "--log-level", "error", "run"],
         &[],
@@ -93,7 +93,15 @@ fn log_level_flag_and_environment_filter_the_logs() {
     let c = s.coord.accept(S5);
     c.authenticate(Some("prov-quiet"));
     c.expect_capabilities(S5);
-    std::thread::sleep(Duration::from_millis(300));
+    // Absence is only proven by the whole output: stop the agent (a drain, which has
+    // nothing to do) and read until it closes its end.
+    quiet.signal("TERM");
+    assert!(
+        quiet.wait_exit(S5).is_some_and(|st| st.success()),
+        "the quiet agent did not exit on TERM:\n{}",
+        quiet.logs()
+    );
+    assert!(quiet.wait_output_closed(S5), "its output never ended");
     assert!(
         !quiet.has_log("authenticated as"),
         "INFO line printed at --log-level error:\n{}",

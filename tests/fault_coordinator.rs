@@ -89,8 +89,21 @@ fn a_tcp_drop_with_four_jobs_running_closes_every_backend_request_within_a_secon
         "four jobs should be streaming (open: {})",
         fb.open_streams()
     );
-    // Let them stream a little, then cut the link without a Close.
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait until every job has relayed a chunk (all four are mid-stream), then cut the
+    // link without a Close.
+    let mut streaming: Vec<&String> = Vec::new();
+    while streaming.len() < ids.len() {
+        let Some(m) = r.conn.recv_json(S5) else {
+            panic!("only jobs {streaming:?} relayed a chunk");
+        };
+        if m["type"] == "job_chunk" {
+            if let Some(id) = ids.iter().find(|id| m["job_id"] == id.as_str()) {
+                if !streaming.contains(&id) {
+                    streaming.push(id);
+                }
+            }
+        }
+    }
     r.conn.drop_tcp();
     for i in 0..4 {
         let closed = fb

@@ -10,14 +10,14 @@
 //!   every write into a regular file fails (EFBIG) the way a full disk fails it (ENOSPC):
 //!   the temp file is created, the write fails, nothing may be renamed over the old file.
 //!
-//! Both go through `$USEPOD_EDGE_RUNNER` (see `support::agent::bin_command`), chaining any
+//! Both go through a wrapper script handed to `support::agent::bin_command_via` (never
+//! through the process environment, which the parallel tests share), in front of any
 //! runner already set (qemu for cross-built binaries).
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
@@ -27,9 +27,6 @@ use support::watchdog;
 
 const S5: Duration = Duration::from_secs(5);
 const NOBODY: u32 = 65534;
-
-/// `$USEPOD_EDGE_RUNNER` is process-wide: one spawn at a time in this binary.
-static RUNNER_ENV: Mutex<()> = Mutex::new(());
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -45,23 +42,14 @@ fn is_root() -> bool {
 /// Start the agent through a shell wrapper that runs `prelude` first and then `exec`s
 /// `prefix` + the usual runner (if any) + the binary.
 fn spawn_wrapped(s: &Setup, prelude: &str, prefix: &str) -> Agent {
-    let _g = RUNNER_ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let outer = std::env::var("USEPOD_EDGE_RUNNER").ok();
-    let chained = outer.clone().unwrap_or_default();
     let script = s.dir.join("runner.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\n{prelude}\nexec {prefix} {chained} \"$@\"\n"),
+        format!("#!/bin/sh\n{prelude}\nexec {prefix} \"$@\"\n"),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::env::set_var("USEPOD_EDGE_RUNNER", &script);
-    let agent = s.spawn();
-    match outer {
-        Some(v) => std::env::set_var("USEPOD_EDGE_RUNNER", v),
-        None => std::env::remove_var("USEPOD_EDGE_RUNNER"),
-    }
-    agent
+    s.spawn_via(Some(&script))
 }
 
 /// The directory's entries, less the status file the agent may be writing beside the key.

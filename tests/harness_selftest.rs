@@ -385,3 +385,54 @@ fn watchdog_ends_a_hung_test() {
     );
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+/// Run by `a_skip_is_loud_locally_and_a_failure_in_ci` in a child process.
+#[test]
+#[ignore = "helper: run only as a child of a_skip_is_loud_locally_and_a_failure_in_ci"]
+fn skip_child() {
+    if std::env::var("USEPOD_EDGE_SKIP_CHILD").is_err() {
+        return;
+    }
+    support::skip_or_fail("skip_child", "nothing to test with");
+}
+
+#[test]
+fn a_skip_is_loud_locally_and_a_failure_in_ci() {
+    let _w = watchdog(Duration::from_secs(15), "skip_or_fail");
+    let run = |ci: Option<&str>| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--ignored", "--exact", "skip_child"])
+            .env("USEPOD_EDGE_SKIP_CHILD", "1")
+            .env_remove("CI");
+        if let Some(v) = ci {
+            cmd.env("CI", v);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    for local in [None, Some(""), Some("0"), Some("false")] {
+        let (code, text) = run(local);
+        assert_eq!(code, Some(0), "CI={local:?}: a local skip passes\n{text}");
+        assert!(
+            text.contains("SKIPPED skip_child: nothing to test with"),
+            "CI={local:?}: the skip is printed past libtest's capture\n{text}"
+        );
+    }
+    for ci in ["1", "true"] {
+        let (code, text) = run(Some(ci));
+        assert_eq!(
+            code,
+            Some(101),
+            "CI={ci}: a skip fails the test binary\n{text}"
+        );
+        assert!(
+            text.contains("skip_child cannot run: nothing to test with"),
+            "CI={ci}: the failure says what was missing\n{text}"
+        );
+    }
+}

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::agent::Setup;
 use support::coordinator::Timed;
+use support::fake_backend::{FakeBackend, Fault, Kind};
+use support::jobs::{backend_entry, chat_request, job, new_job_id, start_agent};
 use support::{secs, watchdog};
 
 const S5: Duration = Duration::from_secs(5);
 
 /// Every field of a heartbeat with exactly the protocol's types; extra fields are allowed
-/// (the coordinator tolerates them). An idle agent reports no queue and no error.
+/// (the coordinator tolerates them). An idle agent reports no queue, no error and, having
+/// run no job, no latency.
 fn check_heartbeat(hb: &Value) {
     let obj = hb.as_object().expect("heartbeat is an object");
     assert_eq!(hb["type"], "heartbeat");
@@ -54,7 +57,7 @@ fn check_heartbeat(hb: &Value) {
     f64_field("tokens_per_sec_p50");
     let p50 = u32_field("p50_latency_ms");
     let p95 = u32_field("p95_latency_ms");
-    assert!(p50 <= p95 || p95 == 0, "p50 <= p95: {hb}");
+    assert_eq!((p50, p95), (0, 0), "no job ran: no latency figures: {hb}");
     let er = f64_field("error_rate_60s");
     assert!(er <= 1.0, "error_rate_60s is a rate in [0, 1]: {hb}");
     assert_eq!(opt_string("last_error_at"), Value::Null, "no error yet");
@@ -90,6 +93,50 @@ fn heartbeats_start_one_interval_after_capabilities_and_repeat_with_protocol_fie
             "heartbeats must be ~0.5 s apart, gap {gap:.3} s"
         );
     }
+}
+
+#[test]
+fn heartbeat_latency_percentiles_are_those_of_the_jobs_run() {
+    let _w = watchdog(Duration::from_secs(20), "heartbeat_percentiles");
+    // The backend holds the first byte of the slow jobs back this long.
+    const SLOW_MS: u64 = 600;
+    let fb = FakeBackend::start(Kind::LlamaCpp, &["m"]);
+    let mut setup = Setup::new("hbpercentiles");
+    setup.set("/coordinator/heartbeat_interval_s", json!(0.5));
+    let r = start_agent(setup, vec![backend_entry(&fb)], &[], &["m"]);
+    // Nearest rank over 5 samples: p50 is the 3rd fastest, p95 the 5th. Three fast and two
+    // slow jobs put p50 among the fast and p95 among the slow.
+    for slow in [false, false, false, true, true] {
+        let first_byte = Duration::from_millis(if slow { SLOW_MS } else { 0 });
+        fb.set_fault(Fault::DelayHeaders(first_byte));
+        r.run_job(&job(&new_job_id(), "m", chat_request("hi")))
+            .expect_done();
+    }
+    // A job's figures are recorded before its job_done is queued, and heartbeats share
+    // that queue. The first heartbeat after the last job_done may have been computed
+    // before it; the second was computed after the first was queued, so it counts all 5.
+    let mut hb = Value::Null;
+    for _ in 0..2 {
+        hb = conn_heartbeat(&r.conn);
+    }
+    let p50 = hb["p50_latency_ms"].as_u64().expect("p50_latency_ms");
+    let p95 = hb["p95_latency_ms"].as_u64().expect("p95_latency_ms");
+    assert!(
+        p50 < SLOW_MS,
+        "p50 must be a fast job's latency (< {SLOW_MS} ms): {hb}"
+    );
+    assert!(
+        (SLOW_MS..SLOW_MS + 2000).contains(&p95),
+        "p95 must be a slow job's latency ({SLOW_MS} ms + relay time): {hb}"
+    );
+    assert_eq!(hb["error_rate_60s"], 0.0, "every job succeeded: {hb}");
+    assert_eq!(hb["queue_depth"], 0, "nothing waits: {hb}");
+}
+
+fn conn_heartbeat(conn: &support::coordinator::Conn) -> Value {
+    conn.recv_type("heartbeat", Duration::from_secs(3))
+        .expect("a heartbeat every 0.5 s")
+        .value
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::agent::Setup;
@@ -14,27 +14,42 @@ use support::watchdog;
 const S5: Duration = Duration::from_secs(5);
 
 /// Start an agent with 0.5 s heartbeats, authenticate, run `send` on the connection,
-/// then require that the same connection stays up and keeps sending heartbeats.
+/// then require that the same connection stays up: the read loop gets past the frames and
+/// the agent keeps sending heartbeats.
 fn survives(tag: &str, send: impl FnOnce(&Conn)) {
     let mut s = Setup::new(tag);
     s.set("/coordinator/heartbeat_interval_s", json!(0.5));
     let (mut agent, conn, _) = s.spawn_and_authenticate(Some("prov-inbound"));
     conn.expect_capabilities(S5);
     send(&conn);
-    let sent_at = std::time::Instant::now();
-    // Two heartbeats after the frame, on the same connection.
-    for i in 0..2 {
-        let hb = conn
-            .recv_type("heartbeat", Duration::from_secs(3))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{tag}: heartbeat {} after the frame never came (ended: {:?})\n{}",
-                    i + 1,
-                    conn.ended(),
-                    agent.logs()
-                )
-            });
-        assert!(hb.at > sent_at || i > 0);
+    // Frames are read in order: the pong to a ping sent after them proves the read loop
+    // took every one of them and is still answering.
+    let probe = format!("after-{tag}");
+    conn.send_ping(probe.as_bytes());
+    assert!(
+        conn.wait_pong(probe.as_bytes(), S5),
+        "{tag}: no pong to a ping sent after the frames (ended: {:?})\n{}",
+        conn.ended(),
+        agent.logs()
+    );
+    let ponged_at = Instant::now();
+    // Heartbeats already on their way before that prove nothing: count only those
+    // received after the pong.
+    let deadline = ponged_at + Duration::from_secs(4);
+    let mut after = 0;
+    while after < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let hb = conn.recv_type("heartbeat", left).unwrap_or_else(|| {
+            panic!(
+                "{tag}: heartbeat {} after the frames never came (ended: {:?})\n{}",
+                after + 1,
+                conn.ended(),
+                agent.logs()
+            )
+        });
+        if hb.at > ponged_at {
+            after += 1;
+        }
     }
     assert!(
         conn.ended().is_none(),

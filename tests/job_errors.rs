@@ -272,10 +272,12 @@ fn a_request_body_over_max_request_bytes_is_refused_without_calling_the_backend(
     let big = "x".repeat(4000);
     let res = r.run_job(&job(&new_job_id(), "m", chat_request(&big)));
     let e = res.expect_error("internal");
-    let msg = e["message"].as_str().unwrap();
-    assert!(
-        msg.contains("2048") || msg.contains("max_request_bytes"),
-        "message says which limit: {msg:?}"
+    // The request policy refuses it first: the messages alone (the 4000-byte prompt in
+    // its JSON, 4030 bytes) are over the limit.
+    assert_eq!(
+        e["message"],
+        "refused by provider policy: `messages` is 4030 bytes, over the 2048-byte limit",
+        "the message says what is too big, by how much and the limit"
     );
     assert!(
         fb.inference_requests().is_empty(),

@@ -1,6 +1,6 @@
 //! The agent against a real llama.cpp llama-server with a tiny generated model
 //! (tests/real/setup_llama.sh prepares both). Reported as SKIPPED when they are
-//! not there; CI prepares them, so there they run.
+//! not there; in CI (`CI` set) a missing llama-server fails instead.
 
 mod support;
 
@@ -22,18 +22,24 @@ fn cache() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.cache")
 }
 
-/// Writes straight to stdout so the line shows even though libtest captures output.
+/// True when the real llama-server and models are not there: locally the test then
+/// reports itself SKIPPED; in CI (which prepares them) it fails instead.
 fn skipped(test: &str) -> bool {
-    let ready = ["llama-server", "tiny.gguf", "tiny-loop.gguf"]
-        .iter()
-        .all(|f| cache().join(f).exists());
-    if !ready {
-        let _ = writeln!(
-            std::io::stdout(),
-            "SKIPPED {test}: no real llama-server in tests/.cache (run `make llama`)"
-        );
+    let missing: Vec<&str> = ["llama-server", "tiny.gguf", "tiny-loop.gguf"]
+        .into_iter()
+        .filter(|f| !cache().join(f).exists())
+        .collect();
+    if missing.is_empty() {
+        return false;
     }
-    !ready
+    support::skip_or_fail(
+        test,
+        &format!(
+            "no {} in tests/.cache (run `make llama`, i.e. tests/real/setup_llama.sh)",
+            missing.join(", ")
+        ),
+    );
+    true
 }
 
 struct Llama {

@@ -7,7 +7,7 @@
 //! The script's paths come from the environment (DAEMON, CONFIG, PIDFILE, LOGFILE,
 //! STATE_DIR, DAEMON_USER, DEFAULTS_FILE), so nothing outside the scratch root is touched.
 //! As root the agent runs as `nobody` (start-stop-daemon --chuid); otherwise as the caller.
-//! Without start-stop-daemon (not Debian/Ubuntu) the test prints SKIPPED.
+//! Without start-stop-daemon (not Debian/Ubuntu) the test prints SKIPPED, or fails in CI.
 
 mod support;
 
@@ -209,7 +209,10 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn sysv_script_starts_reports_and_stops_the_agent_through_start_stop_daemon() {
     let Some(ssd) = start_stop_daemon() else {
-        eprintln!("SKIPPED: no start-stop-daemon on this machine (the SysV script needs it)");
+        support::skip_or_fail(
+            "sysv_script_starts_reports_and_stops_the_agent_through_start_stop_daemon",
+            "no start-stop-daemon on this machine (the SysV script needs it; Debian: dpkg)",
+        );
         return;
     };
     let _w = watchdog(Duration::from_secs(120), "service_sysv");

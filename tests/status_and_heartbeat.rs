@@ -128,7 +128,17 @@ fn heartbeat_status_and_metrics_report_real_figures() {
     // A hung agent (stopped; its file last written long ago) is reported stale.
     let mut agent = run.agent;
     agent.signal("STOP");
-    std::thread::sleep(Duration::from_millis(300));
+    // Once stopped it cannot rewrite the file under the edit below.
+    let pid = agent.pid();
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                st.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        }),
+        "the agent did not stop on SIGSTOP"
+    );
     let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap())
         .expect("state file is JSON");
     let written = state["written_unix"].as_u64().expect("written_unix");

@@ -20,15 +20,27 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// say), else the one cargo built. `$USEPOD_EDGE_RUNNER` (e.g. `qemu-aarch64-static`), when
 /// set, runs it; its pid is then the runner's, which passes signals to the binary.
 pub fn bin_command() -> (Command, String) {
+    bin_command_via(None)
+}
+
+/// Like [`bin_command`], with `wrapper` (a program that `exec`s its arguments, such as a
+/// shell script setting limits first) in front of the runner and the binary. Passed in,
+/// not put in the environment: tests in one binary run on parallel threads.
+pub fn bin_command_via(wrapper: Option<&Path>) -> (Command, String) {
     let bin = std::env::var("USEPOD_EDGE_BIN").unwrap_or_else(|_| BIN.to_string());
-    match std::env::var("USEPOD_EDGE_RUNNER") {
-        Ok(runner) if !runner.is_empty() => {
-            let mut cmd = Command::new(&runner);
-            cmd.arg(&bin);
-            (cmd, format!("{runner} {bin}"))
-        }
-        _ => (Command::new(&bin), bin),
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(w) = wrapper {
+        argv.push(w.display().to_string());
     }
+    if let Ok(runner) = std::env::var("USEPOD_EDGE_RUNNER") {
+        if !runner.is_empty() {
+            argv.push(runner);
+        }
+    }
+    argv.push(bin);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    (cmd, argv.join(" "))
 }
 
 /// Environment variables the agent reads; removed from every child so the developer's
@@ -141,9 +153,15 @@ impl Setup {
 
     /// Write the config and start `usepod-edge --config PATH --log-level debug run`.
     pub fn spawn(&self) -> Agent {
+        self.spawn_via(None)
+    }
+
+    /// [`Setup::spawn`] through `wrapper` (see [`bin_command_via`]).
+    pub fn spawn_via(&self, wrapper: Option<&Path>) -> Agent {
         let path = self.write_config();
-        Agent::spawn(
+        Agent::spawn_via(
             &self.name,
+            wrapper,
             &[
                 "--config",
                 path.to_str().unwrap(),
@@ -233,7 +251,18 @@ impl Agent {
     /// Start the binary with `args` and `envs` (on top of a cleaned environment with
     /// HOME set to `home`).
     pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)], home: &Path) -> Agent {
-        let (mut cmd, bin) = bin_command();
+        Agent::spawn_via(name, None, args, envs, home)
+    }
+
+    /// [`Agent::spawn`] through `wrapper` (see [`bin_command_via`]).
+    pub fn spawn_via(
+        name: &str,
+        wrapper: Option<&Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        home: &Path,
+    ) -> Agent {
+        let (mut cmd, bin) = bin_command_via(wrapper);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -295,6 +324,22 @@ impl Agent {
             }
             buf = cv.wait_timeout(buf, deadline - now).unwrap().0;
         }
+    }
+
+    /// Wait until the agent closed its stdout and stderr (it exited, normally): every line
+    /// it wrote has been collected. False if that did not happen within `timeout`.
+    pub fn wait_output_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.logs;
+        let mut buf = lock.lock().unwrap();
+        while buf.closed_streams < 2 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            buf = cv.wait_timeout(buf, deadline - now).unwrap().0;
+        }
+        true
     }
 
     /// Whether any line so far contains `needle` (ignores the cursor).

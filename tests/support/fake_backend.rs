@@ -53,6 +53,8 @@ pub enum Fault {
     Status(u16, String),
     /// Read the request, then send nothing until the client goes away.
     HangBeforeHeaders,
+    /// Read the request, wait this long, then answer normally (a slow first byte).
+    DelayHeaders(Duration),
     /// Send the headers and the first event, then nothing until the client goes away.
     HangMidStream,
     /// Send the headers and the first event, then close the socket without ending
@@ -826,6 +828,10 @@ impl Conn {
             Fault::None => self.route(req, path, cfg, StreamFault::None),
             Fault::Status(code, body) => self.send_full(code, "application/json", body.as_bytes()),
             Fault::HangBeforeHeaders => Err(self.hang()),
+            Fault::DelayHeaders(d) => {
+                self.pause(d)?;
+                self.route(req, path, cfg, StreamFault::None)
+            }
             Fault::Garbage => {
                 self.write_raw(b"\x00\xffthis is not HTTP\r\n\r\n{{{")?;
                 Ok(After::Close)

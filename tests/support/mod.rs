@@ -159,3 +159,27 @@ pub fn refused_port() -> u16 {
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+// ---------------------------------------------------------------------------------------
+// Skips
+// ---------------------------------------------------------------------------------------
+
+/// True when running in CI: `CI` set to anything but empty, `0` or `false` (`.ci/run`
+/// exports `CI=1`; hosted CI services set `CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// A test that cannot run here (`why`: what is missing and how to get it) calls this and
+/// returns. Locally that is a loud skip: a `SKIPPED` line that libtest's output capture
+/// cannot swallow. In CI it is a failure, since CI prepares everything every test needs
+/// and a skip there would pass without testing anything.
+pub fn skip_or_fail(test: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{test} cannot run: {why}. CI (CI is set) must run every test, so this fails \
+         instead of skipping"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "SKIPPED {test}: {why}");
+}
