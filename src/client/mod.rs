@@ -414,3 +414,273 @@ pub fn json_call(
     let bytes = resp.read_to_end(max_body)?;
     Ok((resp.status, serde_json::from_slice(&bytes).ok()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+
+    /// Serves one connection: reads the request head, waits `pause`, writes
+    /// `reply`, then holds the socket for `hold`. Sends what it read, and
+    /// when it saw the client close, on the returned channel.
+    fn serve_once(
+        pause: Duration,
+        reply: &'static [u8],
+        hold: Duration,
+    ) -> (Endpoint, mpsc::Receiver<(String, Option<Instant>)>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            thread::sleep(pause);
+            let _ = s.write_all(reply);
+            s.set_read_timeout(Some(hold.max(Duration::from_millis(1))))
+                .unwrap();
+            // Ok(0): the client closed; a timeout: it kept the socket for `hold`.
+            let closed = matches!(s.read(&mut buf), Ok(0)).then(Instant::now);
+            let _ = tx.send((String::from_utf8_lossy(&head).into_owned(), closed));
+        });
+        let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        (ep, rx)
+    }
+
+    fn get(path: &str) -> Request<'_> {
+        Request {
+            method: "GET",
+            path,
+            headers: &[],
+            body: None,
+        }
+    }
+
+    fn limits(first_byte_ms: u64, idle_ms: u64) -> Limits {
+        Limits {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_millis(first_byte_ms),
+            idle: Duration::from_millis(idle_ms),
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn reads_chunked_length_and_close_delimited_bodies() {
+        for (reply, status, body) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"[..],
+                200,
+                &b"hello world"[..],
+            ),
+            (b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef", 404, b"abc"),
+            (b"HTTP/1.0 200 OK\r\n\r\nrest", 200, b"rest"),
+        ] {
+            let (ep, _) = serve_once(Duration::ZERO, reply, Duration::ZERO);
+            let mut r = send(&ep, &get("/x"), limits(2000, 2000), &Cancel::default()).unwrap();
+            assert_eq!(r.status, status);
+            assert_eq!(r.read_to_end(1 << 20).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn the_request_names_its_host_and_path_like_the_old_client() {
+        let (ep, seen) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            Duration::ZERO,
+        );
+        let ep = Endpoint::parse(&format!("http://127.0.0.1:{}/v1/", ep.port)).unwrap();
+        let req = Request {
+            method: "POST",
+            path: "/models",
+            headers: &[("Authorization", "Bearer k")],
+            body: Some(b"{}"),
+        };
+        let mut r = send(&ep, &req, limits(2000, 2000), &Cancel::default()).unwrap();
+        r.read_to_end(10).unwrap();
+        let head = seen.recv().unwrap().0.to_ascii_lowercase();
+        assert!(head.starts_with("post /v1/models http/1.1\r\n"), "{head}");
+        for line in [
+            format!("host: 127.0.0.1:{}\r\n", ep.port),
+            "authorization: bearer k\r\n".into(),
+            "content-length: 2\r\n".into(),
+            "connection: close\r\n".into(),
+            format!("user-agent: {}\r\n", USER_AGENT.to_ascii_lowercase()),
+        ] {
+            assert!(head.contains(&line), "{line:?} in {head}");
+        }
+    }
+
+    #[test]
+    fn refused_is_unreachable() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let e = send(&ep, &get("/"), limits(1000, 1000), &Cancel::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpError::Unreachable(_)), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn the_first_byte_may_take_longer_than_the_idle_limit() {
+        // A cold model load: the head comes after 400 ms, well past the idle
+        // limit of 150 ms but within the first-byte allowance.
+        let (ep, _) = serve_once(
+            Duration::from_millis(400),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Duration::ZERO,
+        );
+        let mut r = send(&ep, &get("/"), limits(2000, 150), &Cancel::default()).unwrap();
+        assert_eq!(r.read_to_end(10).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn silence_times_out_in_the_phase_it_happens() {
+        let (ep, _) = serve_once(Duration::from_secs(3), b"", Duration::ZERO);
+        let t = Instant::now();
+        let e = send(&ep, &get("/"), limits(200, 2000), &Cancel::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpError::Timeout(Phase::FirstByte)), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+
+        let (ep, _) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+            Duration::from_secs(3),
+        );
+        let mut r = send(&ep, &get("/"), limits(2000, 200), &Cancel::default()).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read_body(&mut buf).unwrap(), 2);
+        let t = Instant::now();
+        let e = r.read_body(&mut buf).err().unwrap();
+        assert!(matches!(e, HttpError::Timeout(Phase::Idle)), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+
+        let (ep, _) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+            Duration::from_secs(3),
+        );
+        let deadline = Limits {
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            ..limits(2000, 2000)
+        };
+        let t = Instant::now();
+        let mut r = send(&ep, &get("/"), deadline, &Cancel::default()).unwrap();
+        let e = r.read_to_end(100).err().unwrap();
+        assert!(matches!(e, HttpError::Timeout(Phase::Deadline)), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+
+        let passed = Limits {
+            deadline: Some(Instant::now()),
+            ..limits(2000, 2000)
+        };
+        let e = send(&ep, &get("/"), passed, &Cancel::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpError::Timeout(Phase::Deadline)), "{e:?}");
+    }
+
+    #[test]
+    fn cancel_closes_the_socket_under_a_blocked_read_at_once() {
+        let (ep, seen) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+            Duration::from_secs(5),
+        );
+        let cancel = Cancel::default();
+        let mut r = send(&ep, &get("/"), limits(5000, 5000), &cancel).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read_body(&mut buf).unwrap(), 2);
+        let c2 = cancel.clone();
+        let canceller = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            let at = Instant::now();
+            assert!(c2.cancel());
+            at
+        });
+        let e = r.read_body(&mut buf).err().unwrap();
+        assert!(matches!(e, HttpError::Cancelled), "{e:?}");
+        let cancelled_at = canceller.join().unwrap();
+        let closed = seen.recv().unwrap().1.expect("the server saw the close");
+        assert!(
+            closed.saturating_duration_since(cancelled_at) < Duration::from_millis(100),
+            "the server saw the close {:?} after the cancel",
+            closed.saturating_duration_since(cancelled_at)
+        );
+    }
+
+    #[test]
+    fn a_call_cancelled_before_it_starts_never_connects() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let ep = Endpoint::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap();
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let e = send(&ep, &get("/"), limits(1000, 1000), &cancel)
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpError::Cancelled), "{e:?}");
+        assert!(l.accept().is_err(), "no connection was made");
+    }
+
+    #[test]
+    fn error_body_prefix_is_cut_not_lost_and_bodies_are_capped() {
+        let (ep, _) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 5000\r\n\r\nboom and then",
+            Duration::ZERO,
+        );
+        let mut r = send(&ep, &get("/"), limits(2000, 2000), &Cancel::default()).unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.read_prefix(4), b"boom");
+
+        let (ep, _) = serve_once(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+            Duration::ZERO,
+        );
+        let mut r = send(&ep, &get("/"), limits(2000, 2000), &Cancel::default()).unwrap();
+        let e = r.read_to_end(5).err().unwrap();
+        assert!(matches!(e, HttpError::Failed(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_reply_that_is_not_http_fails_once_connected() {
+        let (ep, _) = serve_once(
+            Duration::ZERO,
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            Duration::ZERO,
+        );
+        let e = send(&ep, &get("/"), limits(2000, 2000), &Cancel::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpError::Failed(_)), "{e:?}");
+    }
+}
