@@ -313,8 +313,8 @@ fn exchange(
         target.host_header(),
         target.join(req.path)
     );
-    // The connection ends with the exchange, as the agent is dropped with it;
-    // saying so lets the server free what it holds for us at once too.
+    // Nothing is pooled, so the connection ends with the exchange; saying so
+    // lets the server free what it holds for it at once too.
     let mut builder = ureq::http::Request::builder()
         .method(req.method)
         .uri(url)
@@ -379,7 +379,7 @@ impl Response {
     pub fn read_to_end(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         let mut out = Vec::new();
         (&mut self.body)
-            .take(max as u64 + 1)
+            .take((max as u64).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| classify(ureq::Error::from(e), true, &self.cancel))?;
         if out.len() > max {
