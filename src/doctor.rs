@@ -1,7 +1,8 @@
 //! `usepod-edge doctor`: every check has a stable name and a deadline; the
 //! exit status says whether all passed.
 
-use crate::backend::http::{self, Cancel, Request};
+use crate::cancel::Cancel;
+use crate::client::{self, Request};
 use crate::config::Config;
 use crate::identity::Identity;
 use crossbeam_channel::bounded;
@@ -209,10 +210,10 @@ fn check_backends(config: &Config) -> Vec<Check> {
                 body: Some(body.as_bytes()),
             };
             let t = Instant::now();
-            let mut resp = http::send(
+            let mut resp = client::send(
                 &url,
                 &req,
-                http::Limits::quick(COMPLETION),
+                client::Limits::quick(COMPLETION),
                 &Cancel::default(),
             )
             .map_err(|e| e.to_string())?;

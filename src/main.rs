@@ -4,7 +4,9 @@
 mod agent;
 mod atomic_file;
 mod backend;
+mod cancel;
 mod cli;
+mod client;
 mod clock;
 mod config;
 mod discovery;

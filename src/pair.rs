@@ -2,15 +2,14 @@
 //! a code, show it, poll until the operator confirms it, then write the config
 //! and keep the provider_id in the identity file.
 
-use crate::backend::http::{self, Stream};
+use crate::client::coordinator::CoordinatorHost;
+use crate::client::{Limits, Request};
 use crate::config::{Config, CoordinatorConfig};
 use crate::endpoint::{Endpoint, Scheme};
 use crate::identity::Identity;
-use rustls::{ClientConfig, StreamOwned};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Upper bound on waiting for the operator, whatever the server says.
@@ -154,16 +153,14 @@ pub fn render_config(ws: &str, key_path: &Path, backends: &[Value], state: &Poll
 
 /// How pairing reaches the API: the coordinator's timeouts and proxy rules,
 /// and its trust anchors (webpki-roots, `ca_file`, `$SSL_CERT_FILE`).
-struct ApiClient<'a> {
+struct ApiClient {
     /// As the operator gave it, without a trailing slash; for messages.
     shown: String,
-    base: Endpoint,
-    coordinator: &'a CoordinatorConfig,
-    tls: Arc<ClientConfig>,
+    host: CoordinatorHost,
 }
 
-impl<'a> ApiClient<'a> {
-    fn new(api: &str, coordinator: &'a CoordinatorConfig) -> Result<ApiClient<'a>, String> {
+impl ApiClient {
+    fn new(api: &str, coordinator: &CoordinatorConfig) -> Result<ApiClient, String> {
         let shown = api.trim_end_matches('/').to_owned();
         let base = Endpoint::parse(&shown)
             .map_err(|e| format!("--api {}: {e}", crate::endpoint::redact_url(&shown)))?;
@@ -183,54 +180,28 @@ impl<'a> ApiClient<'a> {
         )
         .map_err(|e| e.to_string())?;
         let tls = crate::session::tls_config(&roots)?;
+        // TLS for https; plain only where the session itself would go without
+        // it (loopback, or `allow_insecure`), as checked above.
         Ok(ApiClient {
             shown,
-            base,
-            coordinator,
-            tls,
+            host: CoordinatorHost::new(base, coordinator, tls),
         })
-    }
-
-    /// The stream for one call: TLS for https, plain only where the session
-    /// itself would go without TLS (loopback, or `allow_insecure`).
-    fn open(&self) -> Result<Stream, String> {
-        let timeout = self.coordinator.handshake_timeout;
-        let mut sock =
-            crate::session::open_tcp(&self.base, self.coordinator).map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(timeout))
-            .and_then(|_| sock.set_write_timeout(Some(timeout)))
-            .map_err(|e| format!("socket setup: {e}"))?;
-        match self.base.scheme {
-            Scheme::Https => {
-                let conn =
-                    crate::session::tls_handshake(&mut sock, &self.tls, &self.base.host, timeout)
-                        .map_err(|e| e.to_string())?;
-                Ok(Stream::Tls(Box::new(StreamOwned::new(conn, sock))))
-            }
-            _ => Ok(Stream::Plain(sock)),
-        }
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         let url = format!("{}{path}", self.shown);
         let body = body.to_string();
-        let req = http::Request {
+        let req = Request {
             method: "POST",
             path,
             headers: &[("Content-Type", "application/json")],
             body: Some(body.as_bytes()),
         };
         // The call's budget starts before the connection, proxy and TLS included.
-        let limits = http::Limits::quick(CALL_LIMIT);
-        let cancel = http::Cancel::default();
-        let mut resp = http::exchange(
-            self.open().map_err(|e| format!("POST {url}: {e}"))?,
-            &self.base,
-            &req,
-            limits,
-            &cancel,
-        )
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        let mut resp = self
+            .host
+            .send(&req, Limits::quick(CALL_LIMIT))
+            .map_err(|e| format!("POST {url}: {e}"))?;
         if !(200..300).contains(&resp.status) {
             let excerpt = String::from_utf8_lossy(&resp.read_prefix(300)).into_owned();
             return Err(format!(

@@ -1,6 +1,5 @@
 //! Talking to the local inference servers.
 
 pub mod anthropic;
-pub mod http;
 pub mod probe;
 pub mod sse;

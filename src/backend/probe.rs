@@ -1,7 +1,7 @@
 //! What each backend kind answers to health, model-list and context-window
 //! probes (PROTOCOL.md, "Backends"), and telling kinds apart by those answers.
 
-use super::http::{json_call, HttpError};
+use crate::client::{json_call, HttpError};
 use crate::config::BackendKind;
 use crate::endpoint::Endpoint;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Naming what went wrong in a backend call: the job_error code and message.
 
-use crate::backend::http::{HttpError, Phase};
+use crate::client::{HttpError, Phase};
 use crate::protocol::ErrorCode;
 
 /// Error code and message for a failed backend call.
@@ -47,16 +47,24 @@ mod tests {
         assert_eq!(c, ErrorCode::Internal);
         assert!(m.contains("500") && m.contains("boom happened"));
         assert_eq!(
-            classify_http(&HttpError::Unreachable("x".into())).0,
+            classify_http(&HttpError::Unreachable(ureq::Error::HostNotFound)).0,
             ErrorCode::BackendUnreachable
         );
+        for phase in [Phase::Connect, Phase::FirstByte, Phase::Idle] {
+            let (c, m) = classify_http(&HttpError::Timeout(phase));
+            assert_eq!(c, ErrorCode::BackendTimeout);
+            assert!(m.contains(phase.as_str()), "{m}");
+        }
         assert_eq!(
-            classify_http(&HttpError::Timeout(Phase::Idle)).0,
-            ErrorCode::BackendTimeout
+            classify_http(&HttpError::Timeout(Phase::Deadline)),
+            (
+                ErrorCode::BackendTimeout,
+                "job deadline exceeded".to_owned()
+            )
         );
-        assert_eq!(
-            classify_http(&HttpError::Malformed("x".into())).0,
-            ErrorCode::Internal
-        );
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Peer disconnected");
+        let (c, m) = classify_http(&HttpError::Failed(ureq::Error::Io(eof)));
+        assert_eq!(c, ErrorCode::Internal);
+        assert!(m.contains("Peer disconnected"), "{m}");
     }
 }

@@ -6,7 +6,7 @@ mod queue;
 mod registry;
 mod run;
 
-use crate::backend::http::Cancel;
+use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::metrics::{Metrics, Sample};

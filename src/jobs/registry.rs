@@ -4,7 +4,7 @@
 //! finishing, a cancel, the session ending) frees the slot; removal happens
 //! under one mutex, so a cancel racing a completion frees it exactly once.
 
-use crate::backend::http::Cancel;
+use crate::cancel::Cancel;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

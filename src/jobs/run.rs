@@ -4,8 +4,8 @@ use super::backend_error::{classify_http, classify_status};
 use super::policy::{self, Dialect, RequestPolicy};
 use super::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
-use crate::backend::http::{self, HttpError, Request, Response};
 use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
+use crate::client::{self, HttpError, Request, Response};
 use crate::config::Config;
 use crate::discovery::{mark_no_messages, Discovery};
 use crate::metrics::{Metrics, Sample};
@@ -254,13 +254,13 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
             headers: &headers,
             body: Some(&bytes[..]),
         };
-        let http_limits = http::Limits {
+        let call_limits = client::Limits {
             connect: limits.connect,
             first_byte: limits.first_byte,
             idle: limits.idle,
             deadline,
         };
-        let mut resp = http::send(&target.url, &req, http_limits, &w.cancel)?;
+        let mut resp = client::send(&target.url, &req, call_limits, &w.cancel)?;
         if !(200..300).contains(&resp.status) {
             if plan == Plan::AnthropicNative && matches!(resp.status, 404 | 405) {
                 // Also what some backends answer for an unknown model: only a

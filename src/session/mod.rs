@@ -15,7 +15,7 @@ pub use dial::{
 pub use duplex::Duplex;
 
 use crate::agent::Agent;
-use crate::backend::http::Cancel;
+use crate::cancel::Cancel;
 use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crate::untrusted::{self, shown};

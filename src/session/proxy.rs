@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 /// Cap on the proxy's answer to CONNECT (status line and headers): a real one
 /// is a few hundred bytes; anything bigger is not a proxy we can talk to.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 64;
 
 /// An HTTP proxy taken from the environment. Credentials stay private and out
 /// of `Debug`/`Display`, so logging a `Proxy` never leaks them.
@@ -391,43 +392,50 @@ fn tunnel<S: Read + Write>(
             Err(e) => return Err(TunnelError::Io(e)),
         }
     }
-    let text = String::from_utf8_lossy(&head);
-    let mut lines = text.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let (status, reason) = parse_status_line(status_line).ok_or_else(|| {
-        TunnelError::Malformed(format!(
-            "the proxy did not answer CONNECT with HTTP: {:?}",
-            printable(status_line, 60)
-        ))
-    })?;
+    // Whatever of the proxy's text is shown loses its control characters
+    // anyway; dropping them before parsing lets a reason phrase such as
+    // "Forbidden\x07", which HTTP does not allow, still give its status.
+    head.retain(|b| !b.is_ascii_control() || matches!(b, b'\r' | b'\n' | b'\t'));
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut answer = httparse::Response::new(&mut headers);
+    match answer.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(TunnelError::Malformed(format!(
+                "the proxy's answer to CONNECT has more than {MAX_RESPONSE_HEADERS} headers"
+            )))
+        }
+        // Partial cannot happen (the head was read to its blank line), but it
+        // is no answer either.
+        Ok(httparse::Status::Partial) | Err(_) => {
+            let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            return Err(TunnelError::Malformed(format!(
+                "the proxy did not answer CONNECT with HTTP: {:?}",
+                printable(&String::from_utf8_lossy(first_line), 60)
+            )));
+        }
+    }
+    let status = answer.code.unwrap_or_default();
     match status {
         200..=299 => Ok(()),
         407 => Err(TunnelError::AuthRequired {
             sent_credentials: proxy.has_credentials(),
-            offered: lines
-                .filter_map(|l| l.split_once(':'))
-                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("proxy-authenticate"))
-                .filter_map(|(_, v)| v.split_whitespace().next())
-                .map(|s| printable(s.trim_end_matches(','), 20))
+            offered: answer
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("proxy-authenticate"))
+                .filter_map(|h| {
+                    let value = String::from_utf8_lossy(h.value);
+                    let scheme = value.split_whitespace().next()?;
+                    Some(printable(scheme.trim_end_matches(','), 20))
+                })
                 .collect(),
         }),
         _ => Err(TunnelError::Refused {
             status,
-            reason: printable(reason, 80),
+            reason: printable(answer.reason.unwrap_or_default(), 80),
         }),
     }
-}
-
-/// `HTTP/1.x NNN reason` → (NNN, reason).
-fn parse_status_line(line: &str) -> Option<(u16, &str)> {
-    let rest = line.strip_prefix("HTTP/")?;
-    let (_version, rest) = rest.split_once(' ')?;
-    let rest = rest.trim_start();
-    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    if code.len() != 3 {
-        return None;
-    }
-    Some((code.parse().ok()?, reason.trim()))
 }
 
 /// Proxy-supplied text made safe for one log line.
