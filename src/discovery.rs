@@ -281,6 +281,8 @@ fn same_offer(a: &BTreeMap<String, Route>, b: &BTreeMap<String, Route>) -> bool 
                 && ra.target.kind == rb.target.kind
                 && ra.target.url == rb.target.url
                 && ra.context_window == rb.context_window
+                // The per-model max_concurrent offered follows llama-server's slots.
+                && ra.slots == rb.slots
         })
 }
 
@@ -381,6 +383,31 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn an_offer_changes_with_kind_url_window_or_slots() {
+        let route = |port, ctx, slots| Route {
+            target: target(BackendKind::LlamaCpp, port, None),
+            context_window: ctx,
+            slots,
+        };
+        let table = |r: Route| BTreeMap::from([("m".to_string(), r)]);
+        let base = table(route(8080, Some(4096), Some(4)));
+        assert!(same_offer(&base, &table(route(8080, Some(4096), Some(4)))));
+        assert!(
+            !same_offer(&base, &table(route(8080, Some(4096), Some(2)))),
+            "slots"
+        );
+        assert!(
+            !same_offer(&base, &table(route(8080, Some(2048), Some(4)))),
+            "window"
+        );
+        assert!(
+            !same_offer(&base, &table(route(8081, Some(4096), Some(4)))),
+            "url"
+        );
+        assert!(!same_offer(&base, &BTreeMap::new()), "model gone");
     }
 
     #[test]
