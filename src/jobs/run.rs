@@ -1,7 +1,7 @@
 //! Running one job against its backend and relaying the stream.
 
 use super::backend_error::{classify_http, classify_status};
-use super::policy::{self, Dialect, RequestPolicy};
+use super::policy::{self, RequestPolicy};
 use super::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
@@ -199,13 +199,14 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
     let mut fell_back = false;
     // Every byte the backend receives is what the policy produced: the job's
     // own request never reaches it.
-    let dialect = match w.job.format {
-        JobFormat::OpenAi => Dialect::OpenAi,
-        JobFormat::Anthropic => Dialect::Anthropic,
-    };
     let policy = limits.policy_for(w.route.context_window);
-    let shaped = policy::apply(dialect, w.job.request.as_str(), &w.job.model_id, &policy)
-        .map_err(|refusal| internal(refusal.to_string()))?;
+    let shaped = policy::apply(
+        w.job.format,
+        w.job.request.as_str(),
+        &w.job.model_id,
+        &policy,
+    )
+    .map_err(|refusal| internal(refusal.to_string()))?;
     if !shaped.dropped.is_empty() {
         log::debug!(
             "job {}: request fields dropped by policy: {}",
