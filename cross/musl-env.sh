@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Docker-free cross-build environment for the static musl targets (see ../shared/DESIGN.md,
+# Docker-free cross-build environment for the static musl targets (see docs/design.md,
 # "Cross-building here"): clang + llvm-ar compile ring's C/asm for the target, rust-lld
 # (shipped with the Rust toolchain) links against Rust's self-contained musl, and
 # qemu-aarch64-static runs aarch64 binaries and tests. No docker, no `cross`.

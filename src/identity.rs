@@ -300,7 +300,7 @@ fn decode32(s: &str) -> Option<[u8; 32]> {
 /// Longest provider_id kept; usepod's are `prov-` and a short id.
 pub const MAX_PROVIDER_ID: usize = 128;
 
-/// Whether a provider_id may be stored: `[A-Za-z0-9._:-]{1,128}` (PROTOCOL.md,
+/// Whether a provider_id may be stored: `[A-Za-z0-9._:-]{1,128}` (docs/protocol.md,
 /// "Handshake"). Nothing else reaches the identity file, whoever sends it.
 pub fn valid_provider_id(id: &str) -> bool {
     (1..=MAX_PROVIDER_ID).contains(&id.len())

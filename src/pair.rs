@@ -1,4 +1,4 @@
-//! `usepod-edge pair`: the device-flow pairing of PROTOCOL.md ("Pairing"): issue
+//! `usepod-edge pair`: the device-flow pairing of docs/protocol.md ("Pairing"): issue
 //! a code, show it, poll until the operator confirms it, then write the config
 //! and keep the provider_id in the identity file.
 

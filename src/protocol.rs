@@ -1,7 +1,7 @@
 //! Every message of the coordinator protocol, both directions, and nothing else.
 //!
 //! The coordinator is not ours: field names and types here are the contract
-//! (../shared/PROTOCOL.md). Inbound parsing is tolerant of extra fields and never
+//! (docs/protocol.md). Inbound parsing is tolerant of extra fields and never
 //! panics; outbound shapes are pinned by golden JSON tests at the bottom.
 
 use serde::{Deserialize, Serialize};
@@ -290,7 +290,7 @@ impl ErrorCode {
     }
 }
 
-/// Heartbeat statistics; see PROTOCOL.md for the field types.
+/// Heartbeat statistics; field types in docs/protocol.md, "heartbeat".
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct HeartbeatStats {
     pub queue_depth: u32,

@@ -1,5 +1,5 @@
-//! `capabilities` (PROTOCOL.md): sent right after auth_ok without waiting on a backend that
-//! hangs, and shaped exactly as the coordinator expects.
+//! `capabilities` (docs/protocol.md, "capabilities"): sent right after auth_ok without
+//! waiting on a backend that hangs, and shaped exactly as the coordinator expects.
 
 mod support;
 
@@ -16,7 +16,7 @@ const S5: Duration = Duration::from_secs(5);
 /// `conc`: the agent's concurrency; `per_model`: what each model may run at once
 /// (the agent's concurrency, capped by llama-server's total_slots); `context_window`:
 /// what every model must advertise, `None` where the backend does not say (then the
-/// field must be absent, as PROTOCOL.md has it).
+/// field must be absent, as docs/protocol.md has it).
 fn check_shape(caps: &Value, conc: u64, per_model: u64, context_window: Option<u64>) {
     assert_eq!(caps["type"], "capabilities");
     let models = caps["models"]

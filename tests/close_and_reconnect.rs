@@ -1,4 +1,4 @@
-//! How a session ends (PROTOCOL.md "Closing and reconnecting"): each close kind is
+//! How a session ends (docs/protocol.md, "Closing and reconnecting"): each close kind is
 //! classified and logged at its level, the closing handshake is completed, and the agent
 //! comes back on the right schedule (post-auth reset, deploy-drain spread, pre-auth
 //! exponential backoff with jitter).
@@ -163,8 +163,9 @@ fn a_bare_close_is_graceful() {
     close_case("bare", How::BareClose, "graceful", "INFO", RESET_MS);
 }
 
-/// PROTOCOL.md: only 1001 (or a bare Close) is graceful; "any other code" is unexpected,
-/// 1000 included (usepod-agent's classify_close does the same).
+/// docs/protocol.md, "Closing and reconnecting": only 1001 (or a bare Close) is graceful;
+/// any other code is unexpected, 1000 included (usepod-agent's classify_close does the
+/// same).
 #[test]
 fn close_1000_is_unexpected() {
     let _w = watchdog(Duration::from_secs(15), "close_1000");

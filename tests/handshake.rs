@@ -1,5 +1,5 @@
-//! The signed handshake (PROTOCOL.md "Handshake"), enrollment and provider_id, TLS trust,
-//! and pre-auth failures, against the real binary.
+//! The signed handshake (docs/protocol.md, "Handshake"), enrollment and provider_id, TLS
+//! trust, and pre-auth failures, against the real binary.
 
 mod support;
 

@@ -1,5 +1,6 @@
-//! Heartbeats (PROTOCOL.md "heartbeat") and WebSocket pings: interval, fields and types,
-//! answering the coordinator's pings, and dead-link detection on a frozen connection.
+//! Heartbeats (docs/protocol.md, "heartbeat") and WebSocket pings: interval, fields and
+//! types, answering the coordinator's pings, and dead-link detection on a frozen
+//! connection.
 
 mod support;
 

@@ -1,6 +1,6 @@
-//! The identity file (PROTOCOL.md "Identity file"): usepod-agent format, 0600 file in a
-//! 0700 directory, reuse of an existing file, refusal of a corrupt one without touching it,
-//! and the `identity` subcommand.
+//! The identity file (docs/protocol.md, "Identity file"): usepod-agent format, 0600 file
+//! in a 0700 directory, reuse of an existing file, refusal of a corrupt one without
+//! touching it, and the `identity` subcommand.
 
 mod support;
 

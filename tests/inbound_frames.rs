@@ -1,6 +1,6 @@
-//! Inbound frames after auth (PROTOCOL.md "Other server messages", "Transport"): junk is
-//! logged and ignored with the session kept up; oversized messages are refused by
-//! dropping that connection, never by crashing.
+//! Inbound frames after auth (docs/protocol.md, "Other server messages", "Transport"):
+//! junk is logged and ignored with the session kept up; oversized messages are refused
+//! by dropping that connection, never by crashing.
 
 mod support;
 

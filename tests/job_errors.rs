@@ -1,6 +1,7 @@
-//! Every way a job can fail ends with exactly one `job_error` carrying the PROTOCOL.md
-//! error code, and the agent is fine afterwards: the next job succeeds (most tests run
-//! with max_concurrent 1, so that also proves the failed job's slot was freed).
+//! Every way a job can fail ends with exactly one `job_error` carrying its error code
+//! (docs/protocol.md, "Error codes"), and the agent is fine afterwards: the next job
+//! succeeds (most tests run with max_concurrent 1, so that also proves the failed job's
+//! slot was freed).
 
 mod support;
 

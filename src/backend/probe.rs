@@ -1,5 +1,5 @@
 //! What each backend kind answers to health, model-list and context-window
-//! probes (PROTOCOL.md, "Backends"), and telling kinds apart by those answers.
+//! probes (docs/protocol.md, "Backends"), and telling kinds apart by those answers.
 
 use crate::client::{json_call, HttpError};
 use crate::config::BackendKind;

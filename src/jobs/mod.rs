@@ -138,7 +138,7 @@ impl Jobs {
             let why = "this agent is shutting down".to_owned();
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
-        // Capacity is reported before an unknown model (PROTOCOL.md).
+        // Capacity is reported before an unknown model (docs/protocol.md, "Error codes").
         let route = discovery.snapshot().routes.get(&job.model_id).cloned();
         let full = || format!("all {} slots are busy", self.max);
         let Some(route) = route else {

@@ -1,5 +1,5 @@
 //! One TCP (optionally TLS) connection shared by a blocking reader thread and a
-//! blocking writer thread. See DESIGN.md, "The one hard problem".
+//! blocking writer thread. See docs/design.md, "The one hard problem".
 //!
 //! The reader waits on the raw socket without holding any lock and only locks to
 //! decrypt what arrived; a writer encrypts under the connection lock, then writes

@@ -38,8 +38,8 @@ fn next_text(
 }
 
 /// Nonce lengths that are signed, in decoded bytes: the signature covers the raw
-/// decoded nonce (PROTOCOL.md "Handshake"), so that is what is measured, not the
-/// base64 text. The coordinator sends 32; anything far from that is a peer
+/// decoded nonce (docs/protocol.md, "Handshake"), so that is what is measured, not
+/// the base64 text. The coordinator sends 32; anything far from that is a peer
 /// trying to have our key sign a message of its choosing.
 pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 

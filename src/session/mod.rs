@@ -213,7 +213,8 @@ pub fn run(agent: &Agent) -> SessionEnd {
         ws.get_ref().shutdown();
         end
     });
-    // Every job of this session stops now, freeing the GPU (PROTOCOL.md, "Closing").
+    // Every job of this session stops now, freeing the GPU (docs/protocol.md,
+    // "Closing and reconnecting").
     agent.jobs.cancel_all("the coordinator session ended");
     end
 }

@@ -1,5 +1,5 @@
 //! usepod-agent identity files, written and read independently of the agent's own code
-//! (PROTOCOL.md "Identity file").
+//! (docs/protocol.md, "Identity file").
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
