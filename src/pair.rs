@@ -3,12 +3,16 @@
 //! and keep the provider_id in the identity file.
 
 use crate::client::coordinator::CoordinatorHost;
-use crate::client::{Limits, Request};
+use crate::client::{HttpError, Limits, Request};
 use crate::config::{Config, CoordinatorConfig};
 use crate::endpoint::{Endpoint, Scheme};
-use crate::identity::Identity;
-use serde_json::{json, Map, Value};
-use std::path::Path;
+use crate::identity::{Identity, IdentityError};
+use crate::untrusted::shown;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,165 @@ const POLL_EVERY: Duration = Duration::from_secs(3);
 const MAX_BODY: usize = 1 << 20;
 /// One pairing call, connect to last byte.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why pairing stopped.
+#[derive(Debug)]
+pub enum PairError {
+    /// `--api`, the coordinator settings or the trust anchors cannot be used.
+    Setup(String),
+    Identity(IdentityError),
+    /// The call did not complete.
+    Call {
+        url: String,
+        source: HttpError,
+    },
+    /// The API answered, but not with success.
+    Status {
+        url: String,
+        status: u16,
+        excerpt: String,
+    },
+    /// The answer is not what the pairing API sends.
+    Answer {
+        url: String,
+        problem: String,
+    },
+    Expired {
+        code: String,
+    },
+    NotConfirmed,
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for PairError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PairError::Setup(what) => f.write_str(what),
+            PairError::Identity(e) => write!(f, "{e}"),
+            PairError::Call { url, source } => write!(f, "POST {url}: {source}"),
+            PairError::Status {
+                url,
+                status,
+                excerpt,
+            } => write!(f, "POST {url} answered HTTP {status}: {excerpt}"),
+            PairError::Answer { url, problem } => write!(f, "POST {url}: {problem}"),
+            PairError::Expired { code } => write!(
+                f,
+                "the code {code} expired before it was confirmed; run pair again"
+            ),
+            PairError::NotConfirmed => write!(
+                f,
+                "not confirmed within {} minutes",
+                MAX_WAIT.as_secs() / 60
+            ),
+            PairError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PairError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PairError::Identity(e) => Some(e),
+            PairError::Call { source, .. } => Some(source),
+            PairError::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<IdentityError> for PairError {
+    fn from(e: IdentityError) -> PairError {
+        PairError::Identity(e)
+    }
+}
+
+// ---- the pairing API's messages -------------------------------------------------------
+
+#[derive(Serialize)]
+struct IssueRequest<'a> {
+    agent_pubkey: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Issued {
+    pair_code: String,
+    poll_token: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// A backend as pairing reports it and as the written config lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendEntry {
+    pub kind: &'static str,
+    pub url: String,
+    pub models: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PollRequest<'a> {
+    poll_token: &'a str,
+    capabilities: PollCapabilities<'a>,
+}
+
+#[derive(Serialize)]
+struct PollCapabilities<'a> {
+    backends: &'a [BackendEntry],
+    agent_version: &'static str,
+}
+
+/// Only the status first: its other fields depend on it.
+#[derive(Deserialize)]
+struct PollHead {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ActiveAnswer {
+    #[serde(default)]
+    provider_id: Option<String>,
+    #[serde(default)]
+    model_config: Vec<ChoiceAnswer>,
+}
+
+/// One model the operator configured on the site. Entries without a model id
+/// are skipped and a price that is not a whole number is left unset: the site
+/// may grow fields, and one odd entry must not fail a pairing.
+#[derive(Deserialize)]
+struct ChoiceAnswer {
+    #[serde(default)]
+    model_id: Option<Lenient<String>>,
+    #[serde(default)]
+    input_per_1m: Option<Lenient<u64>>,
+    #[serde(default)]
+    output_per_1m: Option<Lenient<u64>>,
+    #[serde(default)]
+    max_concurrent: Option<Lenient<u64>>,
+}
+
+/// A value of the wanted type, or anything else (read and ignored).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Is(T),
+    Other(IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn get(this: Option<Lenient<T>>) -> Option<T> {
+        match this {
+            Some(Lenient::Is(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
 
 /// What the operator chose for one model on the site.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,56 +201,53 @@ pub enum PollState {
     },
 }
 
-/// Reads a poll answer; an unknown status is an error naming it.
-pub fn parse_poll(v: &Value) -> Result<PollState, String> {
-    match v.get("status").and_then(Value::as_str) {
+/// Reads a poll answer; an unknown status is a problem naming it.
+pub fn parse_poll(text: &[u8]) -> Result<PollState, String> {
+    let head: PollHead =
+        serde_json::from_slice(text).map_err(|e| format!("answer is not a JSON object ({e})"))?;
+    match head.status.as_deref() {
         Some("pending") => Ok(PollState::Pending),
         Some("expired") => Ok(PollState::Expired),
-        Some("active") => Ok(PollState::Active {
-            provider_id: v
-                .get("provider_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            model_config: v
-                .get("model_config")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|m| {
-                            Some(ModelChoice {
-                                model_id: m.get("model_id")?.as_str()?.to_owned(),
-                                input_per_1m: m.get("input_per_1m").and_then(Value::as_u64),
-                                output_per_1m: m.get("output_per_1m").and_then(Value::as_u64),
-                                max_concurrent: m.get("max_concurrent").and_then(Value::as_u64),
-                            })
-                        })
-                        .collect()
+        Some("active") => {
+            let a: ActiveAnswer = serde_json::from_slice(text)
+                .map_err(|e| format!("unreadable active answer ({e})"))?;
+            let model_config = a
+                .model_config
+                .into_iter()
+                .filter_map(|m| {
+                    Some(ModelChoice {
+                        model_id: Lenient::get(m.model_id)?,
+                        input_per_1m: Lenient::get(m.input_per_1m),
+                        output_per_1m: Lenient::get(m.output_per_1m),
+                        max_concurrent: Lenient::get(m.max_concurrent),
+                    })
                 })
-                .unwrap_or_default(),
-        }),
-        Some(other) => Err(format!(
-            "unknown pairing status \"{}\"",
-            crate::untrusted::shown(other, 64)
-        )),
+                .collect();
+            Ok(PollState::Active {
+                provider_id: a.provider_id,
+                model_config,
+            })
+        }
+        Some(other) => Err(format!("unknown pairing status \"{}\"", shown(other, 64))),
         None => Err(format!(
             "pairing answer without a status: {}",
-            crate::untrusted::shown(&v.to_string(), 300)
+            shown(&String::from_utf8_lossy(text), 300)
         )),
     }
 }
 
 /// The coordinator's WebSocket URL for an API base: http→ws, https→wss, + /provider/connect.
-pub fn ws_url(api: &str) -> Result<String, String> {
+pub fn ws_url(api: &str) -> Result<String, PairError> {
     let api = api.trim_end_matches('/');
     let rest = api
         .strip_prefix("https://")
         .map(|r| format!("wss://{r}"))
         .or_else(|| api.strip_prefix("http://").map(|r| format!("ws://{r}")))
         .ok_or_else(|| {
-            format!(
+            PairError::Setup(format!(
                 "--api must be an http(s):// URL, got {:?}",
                 crate::endpoint::redact_url(api)
-            )
+            ))
         })?;
     Ok(format!("{rest}/provider/connect"))
 }
@@ -121,34 +281,85 @@ pub fn pair_page(api: &str) -> String {
     format!("{site}/host/pair")
 }
 
-/// The config written after pairing: coordinator, identity path, the backends
-/// found now, and the prices the operator chose on the site.
-pub fn render_config(ws: &str, key_path: &Path, backends: &[Value], state: &PollState) -> Value {
-    let mut models = Map::new();
+/// The config `pair` writes: coordinator, identity path, the backends found
+/// now, and the prices the operator chose on the site. Read back by
+/// `Config::from_str`, so its keys are the config's.
+#[derive(Debug, Serialize)]
+pub struct PairedConfig {
+    pub coordinator: PairedCoordinator,
+    pub identity: PairedIdentity,
+    pub backends: Vec<BackendEntry>,
+    pub pricing: PairedPricing,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PairedLimits>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairedCoordinator {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairedIdentity {
+    pub key_path: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairedPricing {
+    pub models: BTreeMap<String, PairedPrice>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairedPrice {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_per_1m: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_per_1m: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairedLimits {
+    pub max_concurrent: u64,
+}
+
+pub fn render_config(
+    ws: &str,
+    key_path: &Path,
+    backends: &[BackendEntry],
+    state: &PollState,
+) -> PairedConfig {
+    let mut models = BTreeMap::new();
     let mut max_concurrent = None;
     if let PollState::Active { model_config, .. } = state {
         for m in model_config {
-            let mut p = Map::new();
-            if let Some(i) = m.input_per_1m {
-                p.insert("input_per_1m".into(), json!(i));
-            }
-            if let Some(o) = m.output_per_1m {
-                p.insert("output_per_1m".into(), json!(o));
-            }
-            models.insert(m.model_id.clone(), Value::Object(p));
+            let price = PairedPrice {
+                input_per_1m: m.input_per_1m,
+                output_per_1m: m.output_per_1m,
+            };
+            models.insert(m.model_id.clone(), price);
             max_concurrent = max_concurrent.max(m.max_concurrent);
         }
     }
-    let mut config = json!({
-        "coordinator": {"url": ws},
-        "identity": {"key_path": key_path},
-        "backends": backends,
-        "pricing": {"models": models},
-    });
-    if let Some(c) = max_concurrent.filter(|c| (1..=256).contains(c)) {
-        config["limits"] = json!({"max_concurrent": c});
+    let limits = max_concurrent
+        .filter(|c| (1..=u64::from(crate::config::MAX_CONCURRENT_LIMIT)).contains(c))
+        .map(|max_concurrent| PairedLimits { max_concurrent });
+    PairedConfig {
+        coordinator: PairedCoordinator {
+            url: ws.to_owned(),
+            ca_file: None,
+            allow_insecure: false,
+        },
+        identity: PairedIdentity {
+            key_path: key_path.to_owned(),
+        },
+        backends: backends.to_vec(),
+        pricing: PairedPricing { models },
+        limits,
     }
-    config
 }
 
 /// How pairing reaches the API: the coordinator's timeouts and proxy rules,
@@ -160,26 +371,31 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(api: &str, coordinator: &CoordinatorConfig) -> Result<ApiClient, String> {
+    fn new(api: &str, coordinator: &CoordinatorConfig) -> Result<ApiClient, PairError> {
         let shown = api.trim_end_matches('/').to_owned();
-        let base = Endpoint::parse(&shown)
-            .map_err(|e| format!("--api {}: {e}", crate::endpoint::redact_url(&shown)))?;
+        let setup = |what: String| PairError::Setup(what);
+        let base = Endpoint::parse(&shown).map_err(|e| {
+            setup(format!(
+                "--api {}: {e}",
+                crate::endpoint::redact_url(&shown)
+            ))
+        })?;
         match base.scheme {
             Scheme::Https => {}
             Scheme::Http if base.is_loopback() || coordinator.allow_insecure => {}
             Scheme::Http => {
-                return Err(format!(
+                return Err(setup(format!(
                     "--api {shown}: http:// (no TLS) is only allowed to loopback hosts; use https:// or set coordinator.allow_insecure"
-                ))
+                )))
             }
-            _ => return Err(format!("--api must be an http(s):// URL, got {shown}")),
+            _ => return Err(setup(format!("--api must be an http(s):// URL, got {shown}"))),
         }
         let roots = crate::session::trust_anchors(
             coordinator,
             std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
         )
-        .map_err(|e| e.to_string())?;
-        let tls = crate::session::tls_config(&roots)?;
+        .map_err(|e| setup(e.to_string()))?;
+        let tls = crate::session::tls_config(&roots).map_err(setup)?;
         // TLS for https; plain only where the session itself would go without
         // it (loopback, or `allow_insecure`), as checked above.
         Ok(ApiClient {
@@ -188,32 +404,45 @@ impl ApiClient {
         })
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+    /// POSTs `body` and returns the answer's bytes (a 2xx answer only).
+    fn post_raw(&self, path: &str, body: &impl Serialize) -> Result<Vec<u8>, PairError> {
         let url = format!("{}{path}", self.shown);
-        let body = body.to_string();
+        let body = serde_json::to_vec(body).map_err(|e| PairError::Answer {
+            url: url.clone(),
+            problem: format!("cannot encode the request ({e})"),
+        })?;
         let req = Request {
             method: "POST",
             path,
             headers: &[("Content-Type", "application/json")],
-            body: Some(body.as_bytes()),
+            body: Some(&body),
         };
         // The call's budget starts before the connection, proxy and TLS included.
-        let mut resp = self
-            .host
-            .send(&req, Limits::quick(CALL_LIMIT))
-            .map_err(|e| format!("POST {url}: {e}"))?;
+        let mut resp = match self.host.send(&req, Limits::quick(CALL_LIMIT)) {
+            Ok(r) => r,
+            Err(source) => return Err(PairError::Call { url, source }),
+        };
         if !(200..300).contains(&resp.status) {
             let excerpt = String::from_utf8_lossy(&resp.read_prefix(300)).into_owned();
-            return Err(format!(
-                "POST {url} answered HTTP {}: {}",
-                resp.status,
-                crate::untrusted::shown(&excerpt, 300)
-            ));
+            return Err(PairError::Status {
+                url,
+                status: resp.status,
+                excerpt: shown(&excerpt, 300).to_string(),
+            });
         }
-        let text = resp
-            .read_to_end(MAX_BODY)
-            .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
-        serde_json::from_slice(&text).map_err(|e| format!("POST {url}: answer is not JSON ({e})"))
+        match resp.read_to_end(MAX_BODY) {
+            Ok(bytes) => Ok(bytes),
+            Err(source) => Err(PairError::Call { url, source }),
+        }
+    }
+
+    /// POSTs `body` and reads the answer as `T`.
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, PairError> {
+        let bytes = self.post_raw(path, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| PairError::Answer {
+            url: format!("{}{path}", self.shown),
+            problem: format!("unexpected answer ({e})"),
+        })
     }
 }
 
@@ -246,65 +475,60 @@ pub fn run(config_path: &Path, api: Option<&str>, force: bool, config: &Config) 
     }
 }
 
-fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), String> {
+fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), PairError> {
     let client = ApiClient::new(api, &config.coordinator)?;
-    let (mut identity, _) =
-        Identity::load_or_create(&config.key_path).map_err(|e| e.to_string())?;
+    let (mut identity, _) = Identity::load_or_create(&config.key_path)?;
 
     let d = crate::discovery::Discovery::new(config);
     d.round();
     let snap = d.snapshot();
-    let backends: Vec<Value> = snap
+    let backends: Vec<BackendEntry> = snap
         .backends
         .iter()
         .filter_map(|(t, p)| {
             let p = p.as_ref().filter(|p| p.healthy)?;
-            Some(json!({"kind": t.kind.as_str(), "url": t.url.to_string(),
-                        "models": p.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>()}))
+            Some(BackendEntry {
+                kind: t.kind.as_str(),
+                url: t.url.to_string(),
+                models: p.models.iter().map(|m| m.id.clone()).collect(),
+            })
         })
         .collect();
 
-    let issued = client.post(
+    let issued: Issued = client.post(
         "/v1/host/pair/issue",
-        &json!({"agent_pubkey": identity.public_b64()}),
+        &IssueRequest {
+            agent_pubkey: &identity.public_b64(),
+        },
     )?;
-    let code = issued
-        .get("pair_code")
-        .and_then(Value::as_str)
-        .ok_or("issue answer has no pair_code")?;
-    let token = issued
-        .get("poll_token")
-        .and_then(Value::as_str)
-        .ok_or("issue answer has no poll_token")?;
-    let expires = issued
-        .get("expires_at")
-        .and_then(Value::as_str)
-        .unwrap_or("in a few minutes");
+    let code = shown(&issued.pair_code, 64).to_string();
+    let expires = issued.expires_at.as_deref().unwrap_or("in a few minutes");
     // Both come from the server and go to the operator's terminal.
     println!(
-        "To pair this device, open {} and enter the code:\n\n    {}\n\n(expires {})",
+        "To pair this device, open {} and enter the code:\n\n    {code}\n\n(expires {})",
         pair_page(api),
-        crate::untrusted::shown(code, 64),
-        crate::untrusted::shown(expires, 64)
+        shown(expires, 64)
     );
-    let poll_body = json!({"poll_token": token,
-        "capabilities": {"backends": backends, "agent_version": env!("CARGO_PKG_VERSION")}});
+    let poll = PollRequest {
+        poll_token: &issued.poll_token,
+        capabilities: PollCapabilities {
+            backends: &backends,
+            agent_version: env!("CARGO_PKG_VERSION"),
+        },
+    };
     let started = Instant::now();
     let state = loop {
         if started.elapsed() > MAX_WAIT {
-            return Err(format!(
-                "not confirmed within {} minutes",
-                MAX_WAIT.as_secs() / 60
-            ));
+            return Err(PairError::NotConfirmed);
         }
-        match parse_poll(&client.post("/v1/host/pair/poll", &poll_body)?)? {
+        let answer = client.post_raw("/v1/host/pair/poll", &poll)?;
+        let state = parse_poll(&answer).map_err(|problem| PairError::Answer {
+            url: format!("{}/v1/host/pair/poll", client.shown),
+            problem,
+        })?;
+        match state {
             PollState::Pending => std::thread::sleep(POLL_EVERY),
-            PollState::Expired => {
-                return Err(format!(
-                    "the code {} expired before it was confirmed; run pair again",
-                    crate::untrusted::shown(code, 64)
-                ))
-            }
+            PollState::Expired => return Err(PairError::Expired { code }),
             active => break active,
         }
     };
@@ -314,7 +538,7 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
     } = &state
     {
         if crate::identity::valid_provider_id(pid) {
-            identity.set_provider_id(pid).map_err(|e| e.to_string())?;
+            identity.set_provider_id(pid)?;
             println!(
                 "paired as {pid}; provider_id saved in {}",
                 identity.path().display()
@@ -324,17 +548,18 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             // session's auth_ok brings the provider_id again.
             eprintln!(
                 "usepod-edge: warning: ignoring the provider_id in the pairing answer, \"{}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved",
-                crate::untrusted::shown(pid, 140)
+                shown(pid, 140)
             );
         }
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
     // The trust the pairing itself needed, the session needs too; the CA path
     // absolute, since a service runs from another working directory.
-    if let Some(ca) = &config.coordinator.ca_file {
-        let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
-        paired["coordinator"]["ca_file"] = json!(ca);
-    }
+    paired.coordinator.ca_file = config
+        .coordinator
+        .ca_file
+        .as_ref()
+        .map(|ca| std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone()));
     if std::env::var_os(crate::session::ENV_SSL_CERT_FILE).is_some_and(|v| !v.is_empty()) {
         println!(
             "note: {} added trust anchors for pairing; the service needs the same variable, or \
@@ -342,14 +567,15 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             crate::session::ENV_SSL_CERT_FILE
         );
     }
-    if config.coordinator.allow_insecure {
-        paired["coordinator"]["allow_insecure"] = json!(true);
-    }
+    paired.coordinator.allow_insecure = config.coordinator.allow_insecure;
     let text = serde_json::to_string_pretty(&paired).unwrap_or_default();
-    crate::atomic_file::ensure_private_dir(config_path)
-        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let write_error = |source| PairError::Write {
+        path: config_path.to_owned(),
+        source,
+    };
+    crate::atomic_file::ensure_private_dir(config_path).map_err(write_error)?;
     crate::atomic_file::write(config_path, format!("{text}\n").as_bytes(), 0o640)
-        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        .map_err(write_error)?;
     println!(
         "config written to {}; start the agent with `usepod-edge --config {} run`",
         config_path.display(),
@@ -361,6 +587,7 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn urls_follow_the_api_base() {
@@ -373,14 +600,15 @@ mod tests {
             "ws://127.0.0.1:9/provider/connect"
         );
         assert!(ws_url("ftp://x").is_err());
-        let e = ws_url("u:hunter2@api.example").unwrap_err();
+        let e = ws_url("u:hunter2@api.example").unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
         let coordinator = Config::from_str("f", "{}", &Default::default())
             .unwrap()
             .coordinator;
         let e = ApiClient::new("https://u:hun/ter2@api.example", &coordinator)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(!e.contains("hun") && !e.contains("ter2"), "{e}");
         assert_eq!(
             pair_page("https://api.usepod.ai"),
@@ -403,28 +631,40 @@ mod tests {
 
     #[test]
     fn poll_answers() {
-        assert_eq!(
-            parse_poll(&json!({"status":"pending"})),
-            Ok(PollState::Pending)
-        );
-        assert_eq!(
-            parse_poll(&json!({"status":"expired"})),
-            Ok(PollState::Expired)
-        );
-        let active = parse_poll(&json!({"status":"active","host_token":"t","provider_id":"prov-1",
-            "model_config":[{"model_id":"m","input_per_1m":7,"output_per_1m":9,"max_concurrent":2},{"bad":1}]}))
+        let poll = |v: serde_json::Value| parse_poll(v.to_string().as_bytes());
+        assert_eq!(poll(json!({"status":"pending"})), Ok(PollState::Pending));
+        assert_eq!(poll(json!({"status":"expired"})), Ok(PollState::Expired));
+        let active = poll(json!({"status":"active","host_token":"t","provider_id":"prov-1",
+            "model_config":[{"model_id":"m","input_per_1m":7,"output_per_1m":9,"max_concurrent":2},
+                            {"bad":1},
+                            {"model_id":"n","input_per_1m":"7","output_per_1m":-1,"max_concurrent":2.5}]}))
         .unwrap();
         assert_eq!(
             active,
             PollState::Active {
                 provider_id: Some("prov-1".into()),
-                model_config: vec![choice()]
+                model_config: vec![
+                    choice(),
+                    ModelChoice {
+                        model_id: "n".into(),
+                        input_per_1m: None,
+                        output_per_1m: None,
+                        max_concurrent: None
+                    }
+                ]
             }
         );
-        assert!(parse_poll(&json!({"status":"weird"}))
+        assert_eq!(
+            poll(json!({"status":"weird\n"})),
+            Err("unknown pairing status \"weird\\n\"".into())
+        );
+        assert_eq!(
+            poll(json!({})),
+            Err("pairing answer without a status: {}".into())
+        );
+        assert!(parse_poll(b"[1]")
             .unwrap_err()
-            .contains("weird"));
-        assert!(parse_poll(&json!({})).is_err());
+            .starts_with("answer is not a JSON object"));
     }
 
     #[test]
@@ -433,20 +673,20 @@ mod tests {
             provider_id: None,
             model_config: vec![choice()],
         };
-        let backends =
-            vec![json!({"kind":"llamacpp","url":"http://127.0.0.1:8080/","models":["m"]})];
+        let backends = vec![BackendEntry {
+            kind: "llamacpp",
+            url: "http://127.0.0.1:8080/".into(),
+            models: vec!["m".into()],
+        }];
         let v = render_config(
             "wss://api.usepod.ai/provider/connect",
             Path::new("/k"),
             &backends,
             &state,
         );
-        let c = Config::from_str(
-            "paired.json",
-            &v.to_string(),
-            &crate::config::Overrides::default(),
-        )
-        .unwrap();
+        let text = serde_json::to_string(&v).unwrap();
+        let c =
+            Config::from_str("paired.json", &text, &crate::config::Overrides::default()).unwrap();
         assert_eq!(c.pricing.resolve("m"), (7, 9));
         assert_eq!(c.limits.max_concurrent, 2);
         assert_eq!(c.backends.len(), 1);
