@@ -153,10 +153,12 @@ pub fn parse_since(s: &str, now_ns: i128) -> Result<i128, String> {
     })
 }
 
+/// Before 1970 reads as 1970: the ledger holds nothing older.
 fn system_time(ns: i128) -> SystemTime {
-    u64::try_from(ns.max(0))
-        .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
-        .unwrap_or(UNIX_EPOCH)
+    let ns = ns.max(0);
+    let secs = u64::try_from(ns / NS_PER_S).unwrap_or(u64::MAX);
+    let d = Duration::new(secs, (ns % NS_PER_S) as u32);
+    UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
 }
 
 /// The UTC day of an instant, `YYYY-MM-DD`.
@@ -465,6 +467,12 @@ mod tests {
     fn days_are_utc() {
         assert_eq!(day_of(T0_NS), "2026-11-22");
         assert_eq!(day_of(0), "1970-01-01");
+        // Past what u64 nanoseconds hold (2554).
+        let far = parse_time("2999-01-01T00:00:00.5Z").unwrap();
+        assert_eq!(
+            crate::clock::rfc3339(system_time(far)),
+            "2999-01-01T00:00:00.500000000+00:00"
+        );
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         for days in [-1000, 0, 59, 365, 11_016, 20_779, 100_000] {
