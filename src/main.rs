@@ -162,6 +162,13 @@ fn validate(config: &Config) -> ExitCode {
         );
     }
     println!("identity: {}", config.key_path.display());
+    let l = &config.ledger;
+    println!(
+        "ledger: {} (rotated past {} bytes, {} old file(s) kept)",
+        l.path.display(),
+        l.max_bytes,
+        l.keep
+    );
     if config.backends.is_empty() {
         println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
     }

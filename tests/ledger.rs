@@ -202,7 +202,7 @@ fn every_job_that_ran_is_a_line_and_the_command_sums_them_exactly() {
 }
 
 #[test]
-fn a_bad_since_or_by_is_a_usage_error() {
+fn validate_names_the_ledger_and_a_bad_since_or_by_is_a_usage_error() {
     let _w = watchdog(Duration::from_secs(20), "ledger usage");
     let s = Setup::new("ledger-usage");
     let config = s.write_config();
@@ -225,6 +225,12 @@ fn a_bad_since_or_by_is_a_usage_error() {
         "{}",
         out.describe()
     );
+    let out = s.cli("validate");
+    let want = format!(
+        "ledger: {} (rotated past 4194304 bytes, 4 old file(s) kept)",
+        s.key_path.with_file_name("ledger.jsonl").display()
+    );
+    assert!(out.stdout.lines().any(|l| l == want), "{}", out.describe());
     // No ledger yet: zero totals, and success.
     let out = run(&["--json"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
@@ -317,7 +323,7 @@ fn a_torn_line_is_sealed_skipped_and_reported_never_fatal() {
         .append(true)
         .open(&ledger)
         .unwrap();
-    std::io::Write::write_all(&mut f, old[..30].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut f, &old.as_bytes()[..30]).unwrap();
     drop(f);
 
     let v = ledger_json(&r, &[]);
