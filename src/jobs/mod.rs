@@ -9,7 +9,7 @@ mod run;
 use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::discovery::Discovery;
-use crate::ledger::{self, Ledger};
+use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
@@ -89,26 +89,13 @@ impl Jobs {
                                 0,
                             ))
                         });
-                        let finished = ledger::Finished {
-                            job_id: &w.job.job_id,
-                            model: &w.job.model_id,
-                            backend: ledger::Backend::of(&w.route.target),
-                            terminal: terminal.as_ref(),
-                            delivered: false,
-                            elapsed_ms: w.received.elapsed().as_millis() as u64,
-                            prices: book.prices(&w.job.model_id),
-                            at: std::time::SystemTime::now(),
-                        };
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
                         let delivered = registry.finish(&w.job.job_id, w.ticket)
                             && terminal
                                 .clone()
                                 .is_some_and(|frame| run::send_frame(&w, frame));
-                        book.record(&ledger::Finished {
-                            delivered,
-                            ..finished
-                        });
+                        book.record_job(&w, terminal.as_ref(), delivered);
                     }
                 });
             if let Err(e) = spawned {

@@ -2,8 +2,10 @@
 //! bounded queue and go on; one thread writes, rotates, and survives a disk
 //! that refuses the file.
 
-use super::{Entry, Finished, Tally};
+use super::{Backend, Entry, Finished, Tally};
 use crate::config::{LedgerConfig, Pricing};
+use crate::jobs::Work;
+use crate::protocol::Outbound;
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -13,7 +15,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Lines waiting for the writer; a full queue drops lines rather than hold a job.
 const QUEUE: usize = 1024;
@@ -83,6 +85,21 @@ impl Ledger {
     /// The advertised (input, output) prices of a model, as capabilities resolve them.
     pub fn prices(&self, model: &str) -> (u64, u64) {
         self.pricing.resolve(model)
+    }
+
+    /// Records a job that reached a worker, once its terminal frame went out
+    /// (`delivered`) or could not.
+    pub fn record_job(&self, w: &Work, terminal: Option<&Outbound>, delivered: bool) {
+        self.record(&Finished {
+            job_id: &w.job.job_id,
+            model: &w.job.model_id,
+            backend: Backend::of(&w.route.target),
+            terminal,
+            delivered,
+            elapsed_ms: u64::try_from(w.received.elapsed().as_millis()).unwrap_or(u64::MAX),
+            prices: self.prices(&w.job.model_id),
+            at: SystemTime::now(),
+        });
     }
 
     /// Counts the job and queues its line; never waits.
@@ -323,7 +340,7 @@ mod tests {
             time: "2026-11-22T05:31:50.000000000+00:00".into(),
             job_id: id.into(),
             model: "m".into(),
-            backend: super::super::Backend {
+            backend: Backend {
                 kind: "vllm".into(),
                 url: "http://127.0.0.1:8000/".into(),
             },
