@@ -11,6 +11,14 @@ pub enum Command {
     Status,
     Doctor,
     Pair,
+    Ledger,
+}
+
+/// `ledger --since DATE --by day|model`
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerArgs {
+    pub since: Option<String>,
+    pub by: Option<crate::ledger::GroupBy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +32,7 @@ pub struct Cli {
     pub api: Option<String>,
     /// `pair --force`: replace an existing config
     pub force: bool,
+    pub ledger: LedgerArgs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +57,14 @@ commands:
   doctor     check config, identity, clock, disk, coordinator and backends
   pair       pair this device with your Use Pod account and write the config
              (--api URL, default https://api.usepod.ai; --force replaces a config)
+  ledger     sum the earnings ledger: jobs, tokens, expected USDC, errors
+             (--since 2026-11-01|RFC 3339 time|7d|12h, --by day|model, --json)
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
                          ~/.config/usepod-edge/config.json if present,
                          else /etc/usepod-edge/config.json)
-      --json             with status: print the state as JSON
+      --json             with status and ledger: print JSON
   -l, --log-level LEVEL  error, warn, info (default), debug, trace
                          (env USEPOD_EDGE_LOG)
   -V, --version          print the version
@@ -70,6 +81,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut json = false;
     let mut api = None;
     let mut force = false;
+    let mut ledger = LedgerArgs::default();
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -90,6 +102,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--json" => json = true,
             "--api" => api = Some(value("--api")?),
             "--force" => force = true,
+            "--since" => ledger.since = Some(value("--since")?),
+            "--by" => {
+                let v = value("--by")?;
+                let by = crate::ledger::GroupBy::parse(&v)
+                    .ok_or_else(|| format!("--by wants day or model, got {v:?}"))?;
+                ledger.by = Some(by);
+            }
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             w => {
                 let c = match w {
@@ -100,6 +119,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "status" => Command::Status,
                     "doctor" => Command::Doctor,
                     "pair" => Command::Pair,
+                    "ledger" => Command::Ledger,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {
@@ -115,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         json,
         api,
         force,
+        ledger,
     }))
 }
 
@@ -136,7 +157,8 @@ mod tests {
                 log_level: None,
                 json: false,
                 api: None,
-                force: false
+                force: false,
+                ledger: LedgerArgs::default(),
             })
         );
         assert_eq!(
@@ -147,11 +169,35 @@ mod tests {
                 log_level: Some("debug".into()),
                 json: false,
                 api: None,
-                force: false
+                force: false,
+                ledger: LedgerArgs::default(),
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);
         assert_eq!(p(&["-h"]).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn ledger_flags() {
+        let Parsed::Go(c) = p(&["ledger", "--since", "7d", "--by=model", "--json"]).unwrap() else {
+            panic!("not a command")
+        };
+        assert_eq!(c.command, Command::Ledger);
+        assert!(c.json);
+        assert_eq!(
+            c.ledger,
+            LedgerArgs {
+                since: Some("7d".into()),
+                by: Some(crate::ledger::GroupBy::Model),
+            }
+        );
+        assert_eq!(
+            p(&["ledger", "--by", "week"]).unwrap_err(),
+            "--by wants day or model, got \"week\""
+        );
+        assert!(p(&["ledger", "--since"])
+            .unwrap_err()
+            .contains("needs a value"));
     }
 
     #[test]

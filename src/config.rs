@@ -176,6 +176,7 @@ pub struct Config {
     /// Non-fatal findings (unknown keys, unset api_key_env) for the log and `validate`.
     pub warnings: Vec<String>,
     pub status: StatusConfig,
+    pub ledger: LedgerConfig,
 }
 
 /// Local reporting: the state file `usepod-edge status` reads, and an optional
@@ -186,6 +187,20 @@ pub struct StatusConfig {
     pub metrics_textfile: Option<PathBuf>,
     pub interval: Duration,
 }
+
+/// The earnings ledger (src/ledger/): one JSON line per finished job, rotated
+/// by size so it never outgrows `(keep + 1) * max_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` newest .. `path.keep` oldest).
+    pub keep: u32,
+}
+
+pub const DEFAULT_LEDGER_MAX_BYTES: u64 = 4 << 20;
+pub const DEFAULT_LEDGER_KEEP: u32 = 4;
+pub const MAX_LEDGER_KEEP: u32 = 100;
 
 /// Settings taken from the environment, applied over the file.
 #[derive(Debug, Clone, Default)]
@@ -446,6 +461,7 @@ fn build(
             "pricing",
             "limits",
             "status",
+            "ledger",
         ],
     );
     let coordinator = build_coordinator(&mut w, root, over)?;
@@ -630,9 +646,11 @@ fn build(
             .map(PathBuf::from),
         interval: w.seconds(st, "status", "interval_s", 5.0, 300.0)?,
     };
+    let ledger = build_ledger(&mut w, root, &status.state_file)?;
 
     Ok(Config {
         status,
+        ledger,
         source,
         coordinator,
         key_path,
@@ -644,6 +662,41 @@ fn build(
         },
         limits,
         warnings: w.warnings,
+    })
+}
+
+fn build_ledger(
+    w: &mut Walker,
+    root: &Map<String, Value>,
+    state_file: &Path,
+) -> Result<LedgerConfig, ConfigError> {
+    const P: &str = "ledger";
+    let l = w.section(root, P, &["path", "max_bytes", "keep"])?;
+    let path = match w.string(l, P, "path")? {
+        Some(p) if p.is_empty() => return Err(w.err("ledger.path", "must not be empty")),
+        Some(p) => PathBuf::from(p),
+        // Beside the state file: the agent writes there already.
+        None => state_file.with_file_name("ledger.jsonl"),
+    };
+    let max_bytes = match w.uint(l, P, "max_bytes")? {
+        Some(0) => return Err(w.err("ledger.max_bytes", "must be at least 1, got 0")),
+        Some(n) => n,
+        None => DEFAULT_LEDGER_MAX_BYTES,
+    };
+    let keep = match w.uint(l, P, "keep")? {
+        Some(n) if n > u64::from(MAX_LEDGER_KEEP) => {
+            return Err(w.err(
+                "ledger.keep",
+                format!("must be at most {MAX_LEDGER_KEEP}, got {n}"),
+            ))
+        }
+        Some(n) => n as u32,
+        None => DEFAULT_LEDGER_KEEP,
+    };
+    Ok(LedgerConfig {
+        path,
+        max_bytes,
+        keep,
     })
 }
 
@@ -929,6 +982,27 @@ mod tests {
     }
 
     #[test]
+    fn ledger_defaults_beside_the_state_file() {
+        let c = parse(r#"{"identity":{"key_path":"/k/identity.key"}}"#).unwrap();
+        assert_eq!(
+            c.ledger,
+            LedgerConfig {
+                path: PathBuf::from("/k/ledger.jsonl"),
+                max_bytes: DEFAULT_LEDGER_MAX_BYTES,
+                keep: DEFAULT_LEDGER_KEEP,
+            }
+        );
+        let c = parse(r#"{"status":{"state_file":"/s/st.json"}}"#).unwrap();
+        assert_eq!(c.ledger.path, PathBuf::from("/s/ledger.jsonl"));
+        let c = parse(r#"{"ledger":{"path":"/l/e.jsonl","max_bytes":300,"keep":2}}"#).unwrap();
+        assert_eq!(
+            (c.ledger.path.to_str(), c.ledger.max_bytes, c.ledger.keep),
+            (Some("/l/e.jsonl"), 300, 2)
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
     fn full_example_parses() {
         let c = parse(
             r#"{"coordinator":{"url":"wss://api.usepod.ai/provider/connect","enrollment_code":"E",
@@ -1011,6 +1085,14 @@ mod tests {
             (None, r#"{"limits":{"max_concurrent":257}}"#.into(), e("limits.max_concurrent: must be between 1 and 256, got 257")),
             (None, r#"{"limits":{"max_concurrent":"eight"}}"#.into(), e(r#"limits.max_concurrent: must be a non-negative integer, got "eight""#)),
             (None, r#"{"limits":{"max_concurrent":8.5}}"#.into(), e("limits.max_concurrent: must be a non-negative integer, got 8.5")),
+            // ledger
+            (None, r#"{"ledger":{"path":""}}"#.into(), e("ledger.path: must not be empty")),
+            (None, r#"{"ledger":{"path":7}}"#.into(), e("ledger.path: must be a string, got 7")),
+            (None, r#"{"ledger":{"max_bytes":0}}"#.into(), e("ledger.max_bytes: must be at least 1, got 0")),
+            (None, r#"{"ledger":{"max_bytes":-1}}"#.into(), e("ledger.max_bytes: must be a non-negative integer, got -1")),
+            (None, r#"{"ledger":{"keep":101}}"#.into(), e("ledger.keep: must be at most 100, got 101")),
+            (None, r#"{"ledger":{"keep":"all"}}"#.into(), e(r#"ledger.keep: must be a non-negative integer, got "all""#)),
+            (None, r#"{"ledger":[]}"#.into(), e("ledger: must be an object")),
             // the file as a whole
             (None, r#"{"coordinator": {"url": "#.into(), e("invalid JSON: EOF while parsing a value at line 1 column 24")),
             (None, "[]".into(), e("the top level must be a JSON object")),
@@ -1023,6 +1105,8 @@ mod tests {
                     .into(),
             ),
             // and what is valid
+            (None, r#"{"ledger":{"path":"/l.jsonl","max_bytes":1,"keep":0}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"ledger":{"keep":100}}"#.into(), ACCEPTED.into()),
             (None, r#"{"limits":{"max_concurrent":1}}"#.into(), ACCEPTED.into()),
             (None, r#"{"limits":{"max_concurrent":256}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://127.0.0.1:9/provider/connect"}}"#.into(), ACCEPTED.into()),

@@ -17,6 +17,7 @@ mod hardware_snapshot;
 mod identity;
 mod jitter;
 mod jobs;
+mod ledger;
 mod metrics;
 mod pair;
 mod protocol;
@@ -124,6 +125,12 @@ fn main() -> ExitCode {
         Command::Identity => show_identity(&config),
         Command::Discover => discover(&config),
         Command::Status => state::show(&config, cli.json),
+        Command::Ledger => ledger::show(
+            &config.ledger,
+            cli.ledger.since.as_deref(),
+            cli.ledger.by,
+            cli.json,
+        ),
         Command::Doctor => doctor::run(&config),
         Command::Pair => {
             let path = config_path(&cli).0;
@@ -155,6 +162,13 @@ fn validate(config: &Config) -> ExitCode {
         );
     }
     println!("identity: {}", config.key_path.display());
+    let l = &config.ledger;
+    println!(
+        "ledger: {} (rotated past {} bytes, {} old file(s) kept)",
+        l.path.display(),
+        l.max_bytes,
+        l.keep
+    );
     if config.backends.is_empty() {
         println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
     }
@@ -298,6 +312,8 @@ fn run(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     supervisor::run(&agent, &wake_rx);
+    // Lines of the last jobs may still be queued for the ledger.
+    agent.jobs.ledger.flush(std::time::Duration::from_secs(2));
     log::info!("stopped");
     ExitCode::SUCCESS
 }

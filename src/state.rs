@@ -70,6 +70,7 @@ pub fn snapshot(agent: &Agent) -> Value {
         "models_offered": offered,
         "jobs": {"in_flight": agent.jobs.in_flight(), "done": totals.done, "failed": totals.failed},
         "last_error": last_error,
+        "ledger": agent.jobs.ledger.snapshot(),
         "heartbeat": agent.heartbeat_stats(),
     })
 }
@@ -155,6 +156,7 @@ pub fn prometheus(s: &Value) -> String {
             "usepod_edge_backend_up{{kind=\"{kind}\",url=\"{url}\"}} {up}"
         );
     }
+    out.push_str(&crate::ledger::prometheus(&s["ledger"]));
     out
 }
 

@@ -9,6 +9,7 @@ mod run;
 use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::discovery::Discovery;
+use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
 use crate::session::Outgoing;
@@ -42,6 +43,7 @@ pub struct Jobs {
     registry: Arc<Registry>,
     queue: Arc<WorkQueue<Work>>,
     pub metrics: Arc<Metrics>,
+    pub ledger: Arc<Ledger>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
 }
@@ -55,6 +57,7 @@ impl Jobs {
         let queue = Arc::new(WorkQueue::new(max as usize));
         let limits = Arc::new(JobLimits::from_config(config));
         let metrics = Arc::new(Metrics::default());
+        let ledger = Arc::new(Ledger::start(&config.ledger, config.pricing.clone()));
         for i in 0..max {
             let (queue, registry, discovery, metrics, limits) = (
                 Arc::clone(&queue),
@@ -63,6 +66,7 @@ impl Jobs {
                 Arc::clone(&metrics),
                 Arc::clone(&limits),
             );
+            let book = Arc::clone(&ledger);
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{i}"))
                 .stack_size(256 * 1024)
@@ -87,11 +91,11 @@ impl Jobs {
                         });
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
-                        if registry.finish(&w.job.job_id, w.ticket) {
-                            if let Some(frame) = terminal {
-                                run::send_frame(&w, frame);
-                            }
-                        }
+                        let delivered = registry.finish(&w.job.job_id, w.ticket)
+                            && terminal
+                                .clone()
+                                .is_some_and(|frame| run::send_frame(&w, frame));
+                        book.record_job(&w, terminal.as_ref(), delivered);
                     }
                 });
             if let Err(e) = spawned {
@@ -103,6 +107,7 @@ impl Jobs {
             registry,
             queue,
             metrics,
+            ledger,
             closed: AtomicBool::new(false),
         }
     }
