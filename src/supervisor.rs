@@ -6,7 +6,7 @@ use crossbeam_channel::Receiver;
 
 /// Runs sessions until a shutdown begins; `wake` cuts a backoff sleep short.
 pub fn run(agent: &Agent, wake: &Receiver<()>) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(agent.config.coordinator.drain_spread);
     while !agent.stopping() {
         agent.set_link("connecting", agent.config.coordinator.url.to_string());
         let mut end = crate::session::run(agent);
