@@ -28,12 +28,14 @@ mod jitter;
 #[path = "../src/reconnect.rs"]
 mod reconnect;
 
+#[path = "common/arrivals.rs"]
+mod arrivals;
+
 use std::time::{Duration, Instant};
 
+use arrivals::{peak, percentile as pct, print_histogram};
 use reconnect::{Backoff, CloseKind, DRAIN_SPREAD};
 
-/// A peak is counted over any window this long.
-const PEAK_WINDOW: f64 = 0.1;
 const GOAL_PEAK_SHARE: f64 = 0.03;
 const GOAL_CRASH_MEDIAN_S: f64 = 2.5;
 
@@ -111,67 +113,6 @@ fn simulate(sc: &Scenario, p: &Params, rng: &mut SplitMix64) -> Outcome {
         most_failures,
         alarms,
     }
-}
-
-/// The most of sorted `times` within any `PEAK_WINDOW`, and where that window starts.
-fn peak(times: &[f64]) -> (usize, f64) {
-    let (mut best, mut at, mut lo) = (0, 0.0, 0);
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] >= PEAK_WINDOW {
-            lo += 1;
-        }
-        if hi + 1 - lo > best {
-            best = hi + 1 - lo;
-            at = times[lo];
-        }
-    }
-    (best, at)
-}
-
-/// Nearest-rank percentile of sorted `v`.
-fn pct(v: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-/// A bin width from 1-2-5 steps giving at most ~24 rows over `span` seconds.
-fn bin_width(span: f64) -> f64 {
-    let mut w = 0.05;
-    for step in [2.0, 2.5, 2.0].into_iter().cycle() {
-        if span / w <= 24.0 {
-            return w;
-        }
-        w *= step;
-    }
-    unreachable!()
-}
-
-fn histogram(times: &[f64], from: f64, n: usize) {
-    let to = times.last().copied().unwrap_or(from);
-    let w = bin_width(to - from);
-    let bins = (((to - from) / w).floor() as usize + 1).max(1);
-    let mut counts = vec![0usize; bins];
-    for t in times {
-        counts[(((t - from) / w) as usize).min(bins - 1)] += 1;
-    }
-    let most = counts.iter().copied().max().unwrap_or(1).max(1);
-    println!("```");
-    println!(
-        "  seconds after {:<12}  agents  share",
-        if from > 0.0 { "the event" } else { "the close" }
-    );
-    for (i, c) in counts.iter().enumerate() {
-        let lo = from + i as f64 * w;
-        println!(
-            "  {:7.2} - {:7.2}      {:7}  {:5.2}%  {}",
-            lo,
-            lo + w,
-            c,
-            100.0 * *c as f64 / n as f64,
-            "#".repeat((c * 40).div_ceil(most))
-        );
-    }
-    println!("```");
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -295,7 +236,16 @@ fn main() {
                 );
             }
             println!();
-            histogram(a, sc.down_s, n);
+            print_histogram(
+                a,
+                sc.down_s,
+                n,
+                if sc.down_s > 0.0 {
+                    "the event"
+                } else {
+                    "the close"
+                },
+            );
             println!();
         }
         rows.push(row);
