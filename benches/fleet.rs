@@ -93,13 +93,50 @@ fn all_at_once(backs: &[Back], act: impl Fn(&Conn) -> Instant + Sync) -> Vec<Ins
 struct Event {
     name: &'static str,
     acted_over_ms: f64,
+    /// TCP accepts at the coordinator, s after the first Close (drop), sorted.
     arrivals: Vec<f64>,
+    /// When each agent meant to dial: its `reconnecting in N ms` line (when the bench read
+    /// it) plus N, s after the first Close (drop), sorted.
+    scheduled: Vec<f64>,
+    /// Each agent's decided delay, s, sorted.
+    decided: Vec<f64>,
     n: usize,
+}
+
+/// Each agent's next `reconnecting in N ms` line: (when it was read, N in seconds).
+fn decisions(agents: &[Agent]) -> Vec<(Instant, f64)> {
+    agents
+        .iter()
+        .filter_map(|a| {
+            let (at, line) = a.wait_for_log_line("reconnecting in ", Duration::from_secs(5))?;
+            let ms: f64 = line
+                .split("reconnecting in ")
+                .nth(1)?
+                .strip_suffix("ms")?
+                .parse()
+                .ok()?;
+            Some((at, ms / 1000.0))
+        })
+        .collect()
+}
+
+/// Kolmogorov-Smirnov distance between sorted `v` and the uniform distribution on
+/// [0, `window`).
+fn ks_uniform(v: &[f64], window: f64) -> f64 {
+    let n = v.len() as f64;
+    v.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let f = (x / window).clamp(0.0, 1.0);
+            (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Drain or crash the whole fleet and wait for it to come back (within `window` + slack).
 fn event(
     coord: &Coordinator,
+    agents: &[Agent],
     backs: Vec<Back>,
     name: &'static str,
     window: Duration,
@@ -111,17 +148,22 @@ fn event(
     let t1 = *acted.iter().max().unwrap();
     let back = collect(coord, n, Instant::now() + window + Duration::from_secs(20));
     drop(backs);
-    let mut arrivals: Vec<f64> = back
-        .iter()
-        .map(|b| b.accepted_at.saturating_duration_since(t0).as_secs_f64())
-        .collect();
+    let since = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    let mut arrivals: Vec<f64> = back.iter().map(|b| since(b.accepted_at)).collect();
     arrivals.sort_by(f64::total_cmp);
+    let decided = decisions(agents);
+    let mut scheduled: Vec<f64> = decided.iter().map(|(at, d)| since(*at) + d).collect();
+    scheduled.sort_by(f64::total_cmp);
+    let mut decided: Vec<f64> = decided.iter().map(|(_, d)| *d).collect();
+    decided.sort_by(f64::total_cmp);
     eprintln!("fleet: {name}: {} of {n} back", back.len());
     (
         Event {
             name,
             acted_over_ms: (t1 - t0).as_secs_f64() * 1000.0,
             arrivals,
+            scheduled,
+            decided,
             n,
         },
         back,
@@ -192,12 +234,18 @@ fn main() {
     rss.sort_by(f64::total_cmp);
     let threads = status_field(agents[0].pid(), "Threads");
 
-    let (drain, backs) = event(&setup.coord, backs, "drain", Duration::from_secs(5), |c| {
-        c.send_close(1001, "drain:deploy")
-    });
+    let (drain, backs) = event(
+        &setup.coord,
+        &agents,
+        backs,
+        "drain",
+        Duration::from_secs(5),
+        |c| c.send_close(1001, "drain:deploy"),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let (crash, backs) = event(
         &setup.coord,
+        &agents,
         backs,
         "crash",
         Duration::from_secs(4),
@@ -230,20 +278,32 @@ fn main() {
     );
     println!("| threads per agent | {threads} |");
     for e in [&drain, &crash] {
-        let a = &e.arrivals;
-        let (p, at) = peak(a);
+        for (what, a) in [
+            ("accepted by the coordinator", &e.arrivals),
+            ("as the agents scheduled them", &e.scheduled),
+        ] {
+            let (p, at) = peak(a);
+            println!(
+                "| {}, {what}: count / peak in any 100 ms / first / median / p99 / last | {} of {} / {} ({:.1}%, from {:.2} s) / {:.2} / {:.2} / {:.2} / {:.2} s |",
+                e.name,
+                a.len(),
+                e.n,
+                p,
+                100.0 * p as f64 / e.n as f64,
+                at,
+                percentile(a, 0.0),
+                percentile(a, 50.0),
+                percentile(a, 99.0),
+                percentile(a, 100.0),
+            );
+        }
+        let window = if e.name == "drain" { 5.0 } else { 4.0 };
         println!(
-            "| {}: back / peak in any 100 ms / first / median / p99 / last | {} of {} / {} ({:.1}%, from {:.2} s) / {:.2} / {:.2} / {:.2} / {:.2} s |",
+            "| {}: decided delays, Kolmogorov-Smirnov distance from uniform over [0, {window} s) | {:.3} ({} agents; 5% critical value {:.3}) |",
             e.name,
-            a.len(),
-            e.n,
-            p,
-            100.0 * p as f64 / e.n as f64,
-            at,
-            percentile(a, 0.0),
-            percentile(a, 50.0),
-            percentile(a, 99.0),
-            percentile(a, 100.0),
+            ks_uniform(&e.decided, window),
+            e.decided.len(),
+            1.36 / (e.decided.len().max(1) as f64).sqrt()
         );
     }
     println!("| agents still running at the end | {alive} of {n} |");
@@ -259,7 +319,12 @@ fn main() {
             e.n,
             e.acted_over_ms
         );
-        print_histogram(&e.arrivals, 0.0, e.n, "the first");
+        let label = if e.name == "drain" {
+            "the first Close"
+        } else {
+            "the first drop"
+        };
+        print_histogram(&e.arrivals, 0.0, e.n, label);
     }
     let lost = n - drain.arrivals.len() + n - crash.arrivals.len();
     if lost > 0 || alive < n {

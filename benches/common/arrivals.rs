@@ -52,7 +52,7 @@ pub fn print_histogram(times: &[f64], from: f64, of: usize, label: &str) {
     }
     let most = counts.iter().copied().max().unwrap_or(1).max(1);
     println!("```");
-    println!("  seconds after {label:<14} agents   share");
+    println!("  seconds after {label:<16} agents   share");
     for (i, c) in counts.iter().enumerate() {
         let lo = from + i as f64 * w;
         println!(
