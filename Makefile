@@ -81,11 +81,15 @@ smoke-aarch64: dist ## dist's aarch64 binary under qemu: --version, validate, a 
 install: ## BIN (target/release/usepod-edge), init script for this system, config, user; PREFIX, DESTDIR
 	BIN='$(BIN)' PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' INIT='$(INIT)' sh init/install.sh
 
-# ---- bench / soak / fuzz (issue 5) -------------------------------------------------------
-# Not part of `make test`. bench: ~1.5 min (30 s of it idle); soak: ~4 min (reconnect
-# backoff bound); fuzz: FUZZ_SECONDS per target (default 60), see fuzz/README.md.
-.PHONY: bench soak fuzz fuzz-build
+# ---- bench / soak / fuzz (issue 5), fleet (issue 16) --------------------------------------
+# Not part of `make test`. bench: ~1.5 min (30 s of it idle); soak: ~8 min (reconnect
+# backoff bound: the first reconnect is drawn over [0, 4 s)); fuzz: FUZZ_SECONDS per target
+# (default 60), see fuzz/README.md. fleet-sim: seconds (its checks also run, quietly, under
+# `cargo test --all-targets`); fleet: ~1 min for FLEET_N agents (default 200) plus the
+# release build; mind memory (~2-5 MB per agent) and open files (~5 per agent here).
+.PHONY: bench soak fuzz fuzz-build fleet-sim fleet
 FUZZ_SECONDS ?= 60
+FLEET_N ?= 200
 
 bench: ## relay overhead vs a same-run baseline, footprint, binary sizes (prints a table)
 	$(CARGO) bench --bench relay
@@ -98,3 +102,9 @@ fuzz-build: ## build the fuzz targets (stable toolchain, libFuzzer via fuzz/run.
 
 fuzz: ## run every fuzz target for FUZZ_SECONDS each
 	bash fuzz/run.sh run $(FUZZ_SECONDS)
+
+fleet-sim: ## reconnect arrivals of 100,000 simulated agents (crash, drain, 60 s outage) from src/reconnect.rs
+	$(CARGO) bench --bench fleet_sim
+
+fleet: ## FLEET_N (200) release agents vs a loopback coordinator: auth time, RSS, arrivals after drain and crash
+	FLEET_N=$(FLEET_N) $(CARGO) bench --bench fleet

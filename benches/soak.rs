@@ -1,8 +1,9 @@
 //! Soak (`make soak`): 10,000 jobs over 200 reconnect cycles against the bench backend
 //! and the loopback TLS coordinator, with the release agent. Prints RSS, open fds and
 //! threads after warm-up and at the end, and fails if the end is more than 10% above
-//! the warm-up figures. The run is bounded by the agent's reconnect backoff (~1 s per
-//! cycle after an authenticated session), so about 4 minutes.
+//! the warm-up figures. The run is bounded by the agent's reconnect backoff (the first
+//! reconnect after an authenticated session is drawn over [0, 4 s): 2 s per cycle on
+//! average), so about 8 minutes.
 //!
 //! `SOAK_JOBS` and `SOAK_CYCLES` override the counts. A `harness = false` bench for the
 //! same reasons as benches/relay.rs; without `--bench` it returns at once.

@@ -95,6 +95,8 @@ pub struct CoordinatorConfig {
     pub allow_insecure: bool,
     pub heartbeat_interval: Duration,
     pub ping_interval: Duration,
+    /// The first reconnect after a `drain:*` close is drawn uniformly from [0, this).
+    pub drain_spread: Duration,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
 }
@@ -716,6 +718,7 @@ fn build_coordinator(
             "allow_insecure",
             "heartbeat_interval_s",
             "ping_interval_s",
+            "drain_spread_s",
             "connect_timeout_s",
             "handshake_timeout_s",
         ],
@@ -782,6 +785,9 @@ fn build_coordinator(
         allow_insecure,
         heartbeat_interval: w.seconds(c, P, "heartbeat_interval_s", 15.0, 3600.0)?,
         ping_interval: w.seconds(c, P, "ping_interval_s", 15.0, 3600.0)?,
+        // The default is reconnect::DRAIN_SPREAD (a test there says so); spelled out
+        // because fuzz/ builds this file without the reconnect module.
+        drain_spread: w.seconds(c, P, "drain_spread_s", 5.0, 600.0)?,
         connect_timeout: w.seconds(c, P, "connect_timeout_s", 10.0, 300.0)?,
         handshake_timeout: w.seconds(c, P, "handshake_timeout_s", 15.0, 300.0)?,
     })
@@ -974,6 +980,7 @@ mod tests {
         );
         assert_eq!(c.coordinator.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(c.coordinator.ping_interval, Duration::from_secs(15));
+        assert_eq!(c.coordinator.drain_spread, Duration::from_secs(5));
         assert_eq!(c.limits.max_concurrent, 8);
         assert_eq!(c.limits.max_tokens_per_minute, None);
         assert_eq!(c.pricing.resolve("x"), (500_000, 1_000_000));
@@ -1006,7 +1013,8 @@ mod tests {
     fn full_example_parses() {
         let c = parse(
             r#"{"coordinator":{"url":"wss://api.usepod.ai/provider/connect","enrollment_code":"E",
-                "allow_insecure":false,"heartbeat_interval_s":0.5,"ping_interval_s":2},
+                "allow_insecure":false,"heartbeat_interval_s":0.5,"ping_interval_s":2,
+                "drain_spread_s":12.5},
                "identity":{"key_path":"/tmp/k"},
                "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080","models":["a"],"api_key_env":"USEPOD_TEST_UNSET_VAR"},
                            {"kind":"ollama"}],
@@ -1016,6 +1024,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.coordinator.enrollment_code.as_deref(), Some("E"));
         assert_eq!(c.coordinator.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.coordinator.drain_spread, Duration::from_millis(12_500));
+        assert!(
+            c.warnings.iter().all(|w| !w.contains("unknown key")),
+            "{:?}",
+            c.warnings
+        );
         assert_eq!(c.backends[1].url.port, 11434);
         assert_eq!(
             c.backends[0].models.as_deref(),
@@ -1075,6 +1089,10 @@ mod tests {
             (None, r#"{"coordinator":{"url":"ws://coordinator.example.com/provider/connect"}}"#.into(), e("coordinator.url: ws:// (no TLS) is only allowed to loopback hosts; use wss:// or set \
                    coordinator.allow_insecure (got ws://coordinator.example.com/provider/connect)")),
             (None, r#"{"coordinator":{"heartbeat_interval_s":0}}"#.into(), e("coordinator.heartbeat_interval_s: must be greater than 0 and at most 3600, got 0")),
+            (None, r#"{"coordinator":{"drain_spread_s":0}}"#.into(), e("coordinator.drain_spread_s: must be greater than 0 and at most 600, got 0")),
+            (None, r#"{"coordinator":{"drain_spread_s":-5}}"#.into(), e("coordinator.drain_spread_s: must be greater than 0 and at most 600, got -5")),
+            (None, r#"{"coordinator":{"drain_spread_s":601}}"#.into(), e("coordinator.drain_spread_s: must be greater than 0 and at most 600, got 601")),
+            (None, r#"{"coordinator":{"drain_spread_s":"5s"}}"#.into(), e(r#"coordinator.drain_spread_s: must be a number of seconds, got "5s""#)),
             (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/no-such-ca.pem"}}}}"#), e(&format!("coordinator.ca_file: cannot read {d}/no-such-ca.pem: {enoent}"))),
             (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/ca-is-a-dir.pem"}}}}"#), e(&format!("coordinator.ca_file: cannot read {d}/ca-is-a-dir.pem: {eisdir}"))),
             (None, format!(r#"{{"coordinator":{{"ca_file":"{d}/not-a-cert.pem"}}}}"#), e(&format!("coordinator.ca_file: {d}/not-a-cert.pem contains no PEM CERTIFICATE block"))),
@@ -1110,6 +1128,9 @@ mod tests {
             (None, r#"{"limits":{"max_concurrent":1}}"#.into(), ACCEPTED.into()),
             (None, r#"{"limits":{"max_concurrent":256}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://127.0.0.1:9/provider/connect"}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"drain_spread_s":0.5}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"drain_spread_s":600}}"#.into(), ACCEPTED.into()),
+            (None, r#"{"coordinator":{"drain_spread_s":null}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://localhost:9/provider/connect"}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://[::1]:9/provider/connect"}}"#.into(), ACCEPTED.into()),
             (

@@ -3,10 +3,12 @@
 use crate::agent::Agent;
 use crate::reconnect::Backoff;
 use crossbeam_channel::Receiver;
+use std::time::Instant;
 
 /// Runs sessions until a shutdown begins; `wake` cuts a backoff sleep short.
 pub fn run(agent: &Agent, wake: &Receiver<()>) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(agent.config.coordinator.drain_spread);
+    let origin = Instant::now();
     while !agent.stopping() {
         agent.set_link("connecting", agent.config.coordinator.url.to_string());
         let mut end = crate::session::run(agent);
@@ -17,7 +19,12 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
             log::info!("session closed for shutdown ({})", end.detail);
             return;
         }
-        let decision = backoff.next(end.authenticated, end.kind, crate::jitter::unit());
+        let decision = backoff.next(
+            end.authenticated,
+            end.kind,
+            crate::jitter::unit(),
+            origin.elapsed(),
+        );
         if end.authenticated {
             log::log!(
                 end.kind.log_level(),

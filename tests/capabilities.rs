@@ -104,7 +104,7 @@ fn capabilities_come_within_one_second_of_auth_ok_while_a_backend_hangs() {
 
     // Again on a reconnect, with the backend still hanging.
     conn.send_close(1001, "bye");
-    let conn2 = s.coord.accept(S5);
+    let conn2 = s.coord.accept(support::FIRST_RECONNECT);
     let auth2 = conn2.authenticate(Some("prov-caps"));
     let caps2 = conn2.expect_capabilities(Duration::from_secs(3));
     let after2 = secs(caps2.at - auth2.auth_ok_at);
@@ -163,7 +163,7 @@ fn discovered_caps(s: &Setup) -> Value {
         }
         std::thread::sleep(Duration::from_millis(300));
         conn.send_close(1001, "again");
-        conn = s.coord.accept(S5);
+        conn = s.coord.accept(support::FIRST_RECONNECT);
     }
     panic!("capabilities never listed the backend's models with the hardware description");
 }

@@ -116,7 +116,7 @@ fn a_tcp_drop_with_four_jobs_running_closes_every_backend_request_within_a_secon
     }
     assert!(wait_until(S5, || fb.open_streams() == 0));
     // Back, same key, all four slots free.
-    let conn = reconnected(&r, &pk, "m", S5);
+    let conn = reconnected(&r, &pk, "m", support::FIRST_RECONNECT);
     fb.set_stream_len(3, Duration::ZERO);
     let ids: Vec<String> = (0..4).map(|_| new_job_id()).collect();
     for id in &ids {
@@ -293,7 +293,7 @@ fn a_64_mib_frame_costs_the_connection_only_not_memory_nor_identity() {
         hwm < 48 * 1024,
         "the agent's peak RSS reached {hwm} kB: it buffered the oversized frame"
     );
-    let conn = reconnected(&r, &pk, "m", S5);
+    let conn = reconnected(&r, &pk, "m", support::FIRST_RECONNECT);
     let id = new_job_id();
     conn.send_json(&job(&id, "m", chat_request("after")));
     collect(&conn, &[&id], S10)[id.as_str()].expect_done();
@@ -307,7 +307,8 @@ fn a_64_mib_frame_costs_the_connection_only_not_memory_nor_identity() {
 
 #[test]
 fn a_close_in_the_middle_of_the_handshake_is_survived_with_the_same_identity() {
-    let _w = watchdog(Duration::from_secs(20), "close_mid_handshake");
+    // Three pre-auth failures: the fourth attempt comes within 28 s of the first failure.
+    let _w = watchdog(Duration::from_secs(45), "close_mid_handshake");
     let mut s = Setup::new("closehs");
     s.set("/coordinator/enrollment_code", json!("CODE-1"));
     let mut agent = s.spawn();
@@ -319,18 +320,24 @@ fn a_close_in_the_middle_of_the_handshake_is_survived_with_the_same_identity() {
         c1.wait_closed(S5),
         "the agent did not end the first connection"
     );
+    // Pre-auth retries fall in windows laid end to end from this first failure:
+    // [0, 4), [4, 12), [12, 28) s (src/reconnect.rs), each plus a dial.
+    let failed_at = Instant::now();
+    let within = |end_s: u64| {
+        (failed_at + Duration::from_secs(end_s + 2)).saturating_duration_since(Instant::now())
+    };
     let before = std::fs::read(&s.key_path).expect("identity created at start");
     // 2: the response verifies, then a Close instead of auth_ok.
-    let c2 = s.coord.accept(S5);
+    let c2 = s.coord.accept(within(4));
     let a2 = c2.challenge_and_verify();
     c2.send_close(1001, "drain:deploy");
     assert!(c2.wait_closed(S5));
     // 3: a Close before any challenge.
-    let c3 = s.coord.accept(Duration::from_secs(8));
+    let c3 = s.coord.accept(within(12));
     c3.send_close_bare();
     assert!(c3.wait_closed(S5));
-    // 4: a normal session (pre-auth backoff so far: ~1 s, ~2 s, ~4 s).
-    let c4 = s.coord.accept(Duration::from_secs(10));
+    // 4: a normal session.
+    let c4 = s.coord.accept(within(28));
     let a4 = c4.authenticate(None);
     c4.expect_capabilities(S5);
     assert_eq!(a2.pubkey, a4.pubkey, "the key changed across handshakes");

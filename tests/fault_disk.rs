@@ -139,7 +139,7 @@ fn persistence_fails(
     );
     // Still the same agent on the next session: same key, provider_id kept in memory.
     conn.drop_tcp();
-    let conn2 = s.coord.accept(Duration::from_secs(5));
+    let conn2 = s.coord.accept(support::FIRST_RECONNECT);
     let auth2 = conn2.authenticate(Some("prov-new"));
     assert_eq!(auth2.pubkey, public);
     assert_eq!(auth2.enrollment_code, None);

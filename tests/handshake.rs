@@ -43,7 +43,7 @@ fn signature_verifies_over_the_raw_nonce_on_every_connection() {
 
     // A second connection gets a new nonce; the signature must follow it.
     conn.send_close(1001, "bye");
-    let conn2 = s.coord.accept(S5);
+    let conn2 = s.coord.accept(support::FIRST_RECONNECT);
     let a2 = conn2.authenticate(Some("prov-sig"));
     assert_ne!(a1.nonce, a2.nonce);
     assert_ne!(a1.signature_b64, a2.signature_b64);
@@ -77,7 +77,7 @@ fn enrollment_code_is_sent_until_a_provider_id_is_persisted_then_dropped() {
 
     // Next connection: code no longer sent, same key.
     c1.drop_tcp();
-    let c2 = s.coord.accept(S5);
+    let c2 = s.coord.accept(support::FIRST_RECONNECT);
     let a2 = c2.authenticate(Some("prov-enrolled-1"));
     assert_eq!(
         a2.enrollment_code, None,
@@ -109,7 +109,7 @@ fn auth_ok_without_provider_id_is_accepted_and_enrollment_continues() {
     assert_eq!(read_identity(&s).provider_id, None);
     // Still no provider_id, so the code is sent again.
     c1.send_close(1001, "bye");
-    let c2 = s.coord.accept(S5);
+    let c2 = s.coord.accept(support::FIRST_RECONNECT);
     let a2 = c2.authenticate(None);
     assert_eq!(a2.enrollment_code.as_deref(), Some("CODE-1"));
 }
@@ -200,7 +200,8 @@ fn a_certificate_for_another_host_name_is_refused() {
 }
 
 /// The agent must answer a bad first message by ending the connection without an
-/// auth_response, then come back (pre-auth failure: backoff starts at ~1 s).
+/// auth_response, then come back (a first pre-auth failure: the retry is drawn over
+/// [0, 4 s)).
 fn assert_preauth_failure(s: &Setup, conn: &Conn, what: &str) {
     if let Some(m) = conn.recv(Duration::from_secs(2)) {
         panic!("{what}: the agent answered instead of failing the handshake: {m:?}");
@@ -209,7 +210,7 @@ fn assert_preauth_failure(s: &Setup, conn: &Conn, what: &str) {
         conn.wait_closed(Duration::from_secs(3)),
         "{what}: the agent kept the connection open"
     );
-    let next = s.coord.try_accept(Duration::from_secs(4));
+    let next = s.coord.try_accept(support::FIRST_RECONNECT);
     assert!(next.is_some(), "{what}: no reconnect after the failure");
 }
 

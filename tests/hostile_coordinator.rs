@@ -123,7 +123,7 @@ fn a_provider_id_with_a_newline_never_reaches_the_identity_file() {
 
     // A good provider_id on the next connection is saved, next to the same single secret.
     conn.drop_tcp();
-    let conn2 = s.coord.accept(S5);
+    let conn2 = s.coord.accept(support::FIRST_RECONNECT);
     conn2.authenticate(Some("prov-good"));
     serves_a_job(&conn2);
     let text = std::fs::read_to_string(&s.key_path).unwrap();
@@ -185,8 +185,8 @@ fn nonces_outside_16_to_64_bytes_are_never_signed_and_the_agent_reconnects() {
         "{}",
         agent.logs()
     );
-    // Pre-auth failures back off from ~1 s, then ~2 s.
-    let c2 = s.coord.accept(S5);
+    // Pre-auth failures back off over [0, 4 s) after the first, then [4, 12 s) after it.
+    let c2 = s.coord.accept(support::FIRST_RECONNECT);
     refuses_to_sign(&c2, &[0x42; 8]);
     assert!(
         agent.wait_for_log("nonce is 8 bytes, outside 16-64; not signed", S5),
@@ -194,7 +194,7 @@ fn nonces_outside_16_to_64_bytes_are_never_signed_and_the_agent_reconnects() {
         agent.logs()
     );
     assert!(agent.has_log("connection attempt 2 failed"));
-    let c3 = s.coord.accept(S10);
+    let c3 = s.coord.accept(Duration::from_secs(14));
     let auth = c3.authenticate(Some("prov-oracle"));
     assert_eq!(auth.nonce.len(), 32);
     serves_a_job(&c3);
@@ -241,7 +241,7 @@ fn remote_text_cannot_forge_log_lines_or_state() {
         agent.logs()
     );
 
-    let c2 = s.coord.accept(S5);
+    let c2 = s.coord.accept(support::FIRST_RECONNECT);
     c2.authenticate(Some("prov-forging"));
     wait_offer(&c2, &["tiny"], S10);
 

@@ -177,7 +177,7 @@ fn refuses_oversized(tag: &str, send: impl FnOnce(&Conn)) {
         "{tag}: the agent kept the connection after an oversized message\n{}",
         agent.logs()
     );
-    let Some(next) = s.coord.try_accept(Duration::from_secs(5)) else {
+    let Some(next) = s.coord.try_accept(support::FIRST_RECONNECT) else {
         panic!(
             "{tag}: no reconnect after the oversized message\n{}",
             agent.logs()

@@ -301,7 +301,7 @@ fn coordinator_disconnect_mid_job_closes_the_backend_within_a_second() {
         "backend closed {closed:?} after the coordinator connection dropped"
     );
     // The agent reconnects; the slot is free on the new session (max_concurrent 1).
-    let conn2 = r.setup.coord.accept(S5);
+    let conn2 = r.setup.coord.accept(support::FIRST_RECONNECT);
     conn2.authenticate(Some("prov-jobs"));
     let caps = conn2.expect_capabilities(S5).value;
     if !offered_ids(&caps).iter().any(|m| m == "m") {

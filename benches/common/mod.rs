@@ -3,6 +3,8 @@
 //! for the same backend, and /proc readers for the agent's footprint.
 #![allow(dead_code)]
 
+pub mod arrivals;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

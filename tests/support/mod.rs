@@ -156,6 +156,11 @@ pub fn refused_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// The longest the agent takes to come back after an authenticated session ends, or after
+/// its first failed attempt: that reconnect is drawn over [0, 4 s) (src/reconnect.rs,
+/// FIRST_WINDOW), then a TCP connect, TLS and the upgrade on a loaded 2-core machine.
+pub const FIRST_RECONNECT: Duration = Duration::from_secs(6);
+
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
