@@ -3,9 +3,11 @@
 
 use crate::endpoint::{redact_url, Endpoint, Scheme};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
-use serde_json::{Map, Value};
+use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -280,50 +282,382 @@ impl Config {
     /// absent, meaning "defaults") and applies `over`.
     pub fn load(path: &Path, explicit: bool, over: &Overrides) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let root = match std::fs::read_to_string(path) {
-            Ok(text) => return Config::from_str(&origin, &text, over),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Map::new(),
-            Err(e) => {
-                return Err(ConfigError {
-                    origin,
-                    key: String::new(),
-                    problem: format!("cannot read file: {e}"),
-                })
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_str(&origin, &text, over),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                build(&origin, None, RawConfig::default(), over)
             }
-        };
-        build(&origin, None, &root, over)
+            Err(e) => Err(ConfigError {
+                origin,
+                key: String::new(),
+                problem: format!("cannot read file: {e}"),
+            }),
+        }
     }
 
     /// Parses config text (used by `load` and by tests and fuzzing).
     pub fn from_str(origin: &str, text: &str, over: &Overrides) -> Result<Config, ConfigError> {
-        let root = parse_json(origin, text)?;
-        build(origin, Some(PathBuf::from(origin)), &root, over)
+        let raw = parse_raw(origin, text)?;
+        build(origin, Some(PathBuf::from(origin)), raw, over)
     }
 }
 
-fn parse_json(origin: &str, text: &str) -> Result<Map<String, Value>, ConfigError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ConfigError {
-            origin: origin.into(),
-            key: String::new(),
-            problem: "the top level must be a JSON object".into(),
-        }),
-        Err(e) => Err(ConfigError {
-            origin: origin.into(),
-            key: String::new(),
-            problem: format!("invalid JSON: {e}"),
-        }),
+fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let whole = |problem: String| ConfigError {
+        origin: origin.into(),
+        key: String::new(),
+        problem,
+    };
+    match serde_json::from_str::<Typed<Obj<RawConfig>>>(text) {
+        Ok(Typed::Ok(Obj(raw))) => Ok(raw),
+        Ok(Typed::Wrong(_)) => Err(whole("the top level must be a JSON object".into())),
+        // Every leaf takes any value, so a data error can only be a key given
+        // twice in one object; serde's message names it and its line.
+        Err(e) if e.is_data() => Err(whole(e.to_string())),
+        Err(e) => Err(whole(format!("invalid JSON: {e}"))),
     }
 }
 
-/// Reads typed values out of JSON objects while tracking the key path for errors.
-struct Walker<'a> {
+// The file as serde reads it. Every setting is `Opt<T>`: absent or null is None,
+// and a value of the wrong JSON type is kept as `Typed::Wrong` instead of failing
+// the parse, so that `build`, which knows the key's path, can name it. No Debug:
+// these hold the enrollment code before it is a `Secret` field of the config.
+
+/// A setting: absent or null is None.
+type Opt<T> = Option<Typed<T>>;
+/// A section of settings: an object, or absent or null.
+type Section<T> = Opt<Obj<T>>;
+/// The keys of an object that its type does not know: warnings, not errors, so a
+/// config written for a newer agent still starts an older one.
+type Unknown = BTreeMap<String, IgnoredAny>;
+
+#[derive(Default, Deserialize)]
+struct RawConfig {
+    coordinator: Section<RawCoordinator>,
+    identity: Section<RawIdentity>,
+    backends: Opt<Vec<Typed<Obj<RawBackend>>>>,
+    pricing: Section<RawPricing>,
+    limits: Section<RawLimits>,
+    status: Section<RawStatus>,
+    ledger: Section<RawLedger>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawCoordinator {
+    url: Opt<String>,
+    enrollment_code: Opt<Secret>,
+    ca_file: Opt<String>,
+    allow_insecure: Opt<bool>,
+    heartbeat_interval_s: Opt<f64>,
+    ping_interval_s: Opt<f64>,
+    drain_spread_s: Opt<f64>,
+    connect_timeout_s: Opt<f64>,
+    handshake_timeout_s: Opt<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawIdentity {
+    key_path: Opt<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawBackend {
+    kind: Opt<String>,
+    url: Opt<String>,
+    models: Opt<Vec<Typed<String>>>,
+    api_key_env: Opt<String>,
+    native_anthropic: Opt<bool>,
+    allow_insecure: Opt<bool>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawPricing {
+    default_input_per_1m: Opt<u64>,
+    default_output_per_1m: Opt<u64>,
+    /// Keyed by model id: a plain map, so its keys are never "unknown".
+    models: Opt<Obj<BTreeMap<String, Typed<Obj<RawModelPrice>>>>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawModelPrice {
+    input_per_1m: Opt<u64>,
+    output_per_1m: Opt<u64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawLimits {
+    max_concurrent: Opt<u64>,
+    max_tokens_per_minute: Opt<u64>,
+    max_request_bytes: Opt<u64>,
+    max_output_tokens: Opt<u64>,
+    max_messages: Opt<u64>,
+    max_prompt_bytes: Opt<u64>,
+    allow_remote_media: Opt<bool>,
+    allow_fields: Opt<Vec<Typed<String>>>,
+    backend_connect_timeout_s: Opt<f64>,
+    first_byte_timeout_s: Opt<f64>,
+    idle_timeout_s: Opt<f64>,
+    drain_timeout_s: Opt<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawStatus {
+    state_file: Opt<String>,
+    metrics_textfile: Opt<String>,
+    interval_s: Opt<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Default, Deserialize)]
+struct RawLedger {
+    path: Opt<String>,
+    max_bytes: Opt<u64>,
+    keep: Opt<u64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// A raw section: what it holds when absent, and the keys it did not know.
+trait RawSection: Default {
+    fn unknown(&self) -> &Unknown;
+}
+
+macro_rules! raw_sections {
+    ($($t:ty),*) => {$(
+        impl RawSection for $t {
+            fn unknown(&self) -> &Unknown {
+                &self.unknown
+            }
+        }
+    )*};
+}
+raw_sections!(RawCoordinator, RawIdentity, RawLimits, RawPricing, RawStatus, RawLedger);
+
+/// A value of the JSON type `T` reads, or the JSON text of what stood there
+/// instead (quoted back in the error).
+enum Typed<T> {
+    Ok(T),
+    Wrong(String),
+}
+
+/// `T` read from a JSON object (and nothing else).
+struct Obj<T>(T);
+
+/// Which JSON values make a `Self`; each `of_*` is None for a type it does not take.
+trait Shape<'de>: Sized {
+    fn of_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn of_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn of_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn of_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn of_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn of_seq<A: SeqAccess<'de>>(seq: A) -> Result<Typed<Self>, A::Error> {
+        echo_seq(seq).map(Typed::Wrong)
+    }
+    fn of_map<A: MapAccess<'de>>(map: A) -> Result<Typed<Self>, A::Error> {
+        echo_map(map).map(Typed::Wrong)
+    }
+}
+
+impl Shape<'_> for String {
+    fn of_str(s: &str) -> Option<Self> {
+        Some(s.to_owned())
+    }
+}
+
+impl Shape<'_> for Secret {
+    fn of_str(s: &str) -> Option<Self> {
+        Some(Secret::new(s))
+    }
+}
+
+impl Shape<'_> for bool {
+    fn of_bool(b: bool) -> Option<Self> {
+        Some(b)
+    }
+}
+
+/// Negative numbers and fractions are the wrong type, not a range problem.
+impl Shape<'_> for u64 {
+    fn of_u64(n: u64) -> Option<Self> {
+        Some(n)
+    }
+}
+
+/// Any number: seconds may be fractional (and their range is checked later).
+impl Shape<'_> for f64 {
+    fn of_u64(n: u64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn of_i64(n: i64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn of_f64(n: f64) -> Option<Self> {
+        Some(n)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Shape<'de> for Vec<T> {
+    fn of_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Typed<Self>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            out.push(item);
+        }
+        Ok(Typed::Ok(out))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Shape<'de> for Obj<T> {
+    fn of_map<A: MapAccess<'de>>(map: A) -> Result<Typed<Self>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(|t| Typed::Ok(Obj(t)))
+    }
+}
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TypedVisitor(PhantomData))
+    }
+}
+
+struct TypedVisitor<T>(PhantomData<T>);
+
+fn typed<T>(v: Option<T>, shown: impl FnOnce() -> String) -> Typed<T> {
+    v.map_or_else(|| Typed::Wrong(shown()), Typed::Ok)
+}
+
+impl<'de, T: Shape<'de>> Visitor<'de> for TypedVisitor<T> {
+    type Value = Typed<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Typed<T>, E> {
+        Ok(typed(T::of_bool(b), || b.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Typed<T>, E> {
+        Ok(typed(T::of_u64(n), || n.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Typed<T>, E> {
+        Ok(typed(T::of_i64(n), || n.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Typed<T>, E> {
+        Ok(typed(T::of_f64(n), || json_text(&n)))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Typed<T>, E> {
+        Ok(typed(T::of_str(s), || json_text(s)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Typed<T>, E> {
+        Ok(Typed::Wrong("null".into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Typed<T>, A::Error> {
+        T::of_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Typed<T>, A::Error> {
+        T::of_map(map)
+    }
+}
+
+/// A value as compact JSON text, for an error that quotes it.
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Any JSON value as compact text, printed the way the walker this replaced
+/// printed a `serde_json::Value` (object keys sorted, a repeated key's last
+/// value kept), so errors quoting a wrong value read as they did.
+struct Echo(String);
+
+impl<'de> Deserialize<'de> for Echo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EchoVisitor)
+    }
+}
+
+struct EchoVisitor;
+
+impl<'de> Visitor<'de> for EchoVisitor {
+    type Value = Echo;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Echo, E> {
+        Ok(Echo(b.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Echo, E> {
+        Ok(Echo(n.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Echo, E> {
+        Ok(Echo(n.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Echo, E> {
+        Ok(Echo(json_text(&n)))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Echo, E> {
+        Ok(Echo(json_text(s)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Echo, E> {
+        Ok(Echo("null".into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Echo, A::Error> {
+        echo_seq(seq).map(Echo)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Echo, A::Error> {
+        echo_map(map).map(Echo)
+    }
+}
+
+fn echo_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<String, A::Error> {
+    let mut items = Vec::new();
+    while let Some(Echo(item)) = seq.next_element()? {
+        items.push(item);
+    }
+    Ok(format!("[{}]", items.join(",")))
+}
+
+fn echo_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<String, A::Error> {
+    let mut entries = BTreeMap::new();
+    while let Some((key, Echo(value))) = map.next_entry::<String, Echo>()? {
+        entries.insert(key, value);
+    }
+    let entries: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json_text(k)))
+        .collect();
+    Ok(format!("{{{}}}", entries.join(",")))
+}
+
+/// Turns raw settings into checked ones, naming the key of each problem.
+struct Checker<'a> {
     origin: &'a str,
     warnings: Vec<String>,
 }
 
-impl Walker<'_> {
+impl Checker<'_> {
     fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             origin: self.origin.into(),
@@ -332,106 +666,98 @@ impl Walker<'_> {
         }
     }
 
-    fn section<'v>(
-        &mut self,
-        parent: &'v Map<String, Value>,
-        key: &str,
-        known: &[&str],
-    ) -> Result<Option<&'v Map<String, Value>>, ConfigError> {
-        match parent.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(m)) => {
-                self.check_keys(m, key, known);
-                Ok(Some(m))
-            }
-            Some(_) => Err(self.err(key, "must be an object")),
-        }
-    }
-
-    fn check_keys(&mut self, obj: &Map<String, Value>, path: &str, known: &[&str]) {
-        for k in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-            let at = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
+    fn unknown(&mut self, path: &str, keys: &Unknown) {
+        for k in keys.keys() {
             self.warnings
-                .push(format!("{}: unknown key {at} ignored", self.origin));
+                .push(format!("{}: unknown key {} ignored", self.origin, join(path, k)));
         }
     }
 
-    /// An optional typed value: absent or null is None; a value `convert`
-    /// rejects is an error saying it `must` be something else.
-    fn typed<T>(
-        &self,
-        obj: Option<&Map<String, Value>>,
-        path: &str,
-        key: &str,
-        must: &str,
-        convert: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Option<T>, ConfigError> {
-        match obj.and_then(|o| o.get(key)) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => convert(v)
-                .map(Some)
-                .ok_or_else(|| self.err(&join(path, key), format!("must be {must}, got {v}"))),
+    /// The section at `path`, its defaults if absent; its unknown keys become warnings.
+    fn section<T: RawSection>(&mut self, s: Section<T>, path: &str) -> Result<T, ConfigError> {
+        match s {
+            None => Ok(T::default()),
+            Some(Typed::Ok(Obj(t))) => {
+                self.unknown(path, t.unknown());
+                Ok(t)
+            }
+            Some(Typed::Wrong(_)) => Err(self.err(path, "must be an object")),
         }
     }
 
-    fn string(
-        &self,
-        obj: Option<&Map<String, Value>>,
-        path: &str,
-        key: &str,
-    ) -> Result<Option<String>, ConfigError> {
-        self.typed(obj, path, key, "a string", |v| {
-            v.as_str().map(str::to_owned)
-        })
+    /// A setting, or an error saying what it `must` be and what it was.
+    fn value<T>(&self, v: Opt<T>, key: &str, must: &str) -> Result<Option<T>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(Typed::Ok(t)) => Ok(Some(t)),
+            Some(Typed::Wrong(got)) => Err(self.err(key, format!("must be {must}, got {got}"))),
+        }
     }
 
-    fn boolean(
-        &self,
-        obj: Option<&Map<String, Value>>,
-        path: &str,
-        key: &str,
-    ) -> Result<Option<bool>, ConfigError> {
-        self.typed(obj, path, key, "true or false", Value::as_bool)
+    fn string(&self, v: Opt<String>, key: &str) -> Result<Option<String>, ConfigError> {
+        self.value(v, key, "a string")
     }
 
-    fn uint(
-        &self,
-        obj: Option<&Map<String, Value>>,
-        path: &str,
-        key: &str,
-    ) -> Result<Option<u64>, ConfigError> {
-        self.typed(obj, path, key, "a non-negative integer", Value::as_u64)
+    fn boolean(&self, v: Opt<bool>, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.value(v, key, "true or false")
+    }
+
+    fn uint(&self, v: Opt<u64>, key: &str) -> Result<Option<u64>, ConfigError> {
+        self.value(v, key, "a non-negative integer")
+    }
+
+    /// An optional count within 1..=max.
+    fn positive(&self, v: Opt<u64>, key: &str, max: u64) -> Result<Option<u64>, ConfigError> {
+        match self.uint(v, key)? {
+            Some(n) if n == 0 || n > max => {
+                Err(self.err(key, format!("must be between 1 and {max}, got {n}")))
+            }
+            n => Ok(n),
+        }
     }
 
     /// Seconds as a positive number (fractions allowed), bounded above.
     fn seconds(
         &self,
-        obj: Option<&Map<String, Value>>,
-        path: &str,
+        v: Opt<f64>,
         key: &str,
         default: f64,
         max: f64,
     ) -> Result<Duration, ConfigError> {
-        let v = match obj.and_then(|o| o.get(key)) {
-            None | Some(Value::Null) => default,
-            Some(v) => v.as_f64().ok_or_else(|| {
-                self.err(
-                    &join(path, key),
-                    format!("must be a number of seconds, got {v}"),
-                )
-            })?,
-        };
+        let v = self
+            .value(v, key, "a number of seconds")?
+            .unwrap_or(default);
         if !(v > 0.0 && v <= max) {
             return Err(self.err(
-                &join(path, key),
+                key,
                 format!("must be greater than 0 and at most {max}, got {v}"),
             ));
         }
         Ok(Duration::from_secs_f64(v))
+    }
+
+    /// A list of non-empty strings: `list` says what the whole must be, `item`
+    /// what each element must be.
+    fn names(
+        &self,
+        v: Opt<Vec<Typed<String>>>,
+        key: &str,
+        list: &str,
+        item: &str,
+    ) -> Result<Option<Vec<String>>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(Typed::Wrong(_)) => Err(self.err(key, list)),
+            Some(Typed::Ok(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(j, s)| match s {
+                    Typed::Ok(s) if !s.is_empty() => Ok(s),
+                    _ => Err(self.err(&format!("{key}[{j}]"), item)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+        }
     }
 }
 
@@ -443,197 +769,38 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+// The order below is the order problems are reported in, and the order of the
+// warnings: sections as the file format lists them, keys within each.
 fn build(
     origin: &str,
     source: Option<PathBuf>,
-    root: &Map<String, Value>,
+    raw: RawConfig,
     over: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let mut w = Walker {
+    let mut w = Checker {
         origin,
         warnings: Vec::new(),
     };
-    w.check_keys(
-        root,
-        "",
-        &[
-            "coordinator",
-            "identity",
-            "backends",
-            "pricing",
-            "limits",
-            "status",
-            "ledger",
-        ],
-    );
-    let coordinator = build_coordinator(&mut w, root, over)?;
+    w.unknown("", &raw.unknown);
+    let coordinator = build_coordinator(&mut w, raw.coordinator, over)?;
 
-    let ident = w.section(root, "identity", &["key_path"])?;
-    let key_path = match (&over.key_path, w.string(ident, "identity", "key_path")?) {
+    let ident = w.section(raw.identity, "identity")?;
+    // Checked even when the environment overrides it: the file stays valid either way.
+    let file_key_path = w.string(ident.key_path, "identity.key_path")?;
+    let key_path = match (&over.key_path, file_key_path) {
         (Some(p), _) => PathBuf::from(p),
         (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
         (None, Some(_)) => return Err(w.err("identity.key_path", "must not be empty")),
         (None, None) => default_key_path(source.as_deref()),
     };
 
-    let backends = build_backends(&mut w, root)?;
+    let backends = build_backends(&mut w, raw.backends)?;
+    let pricing = build_pricing(&mut w, raw.pricing)?;
+    let limits = build_limits(&mut w, raw.limits)?;
 
-    let pricing_obj = w.section(
-        root,
-        "pricing",
-        &["default_input_per_1m", "default_output_per_1m", "models"],
-    )?;
-    let default_input_per_1m = w
-        .uint(pricing_obj, "pricing", "default_input_per_1m")?
-        .unwrap_or(DEFAULT_INPUT_PER_1M);
-    let default_output_per_1m = w
-        .uint(pricing_obj, "pricing", "default_output_per_1m")?
-        .unwrap_or(DEFAULT_OUTPUT_PER_1M);
-    for (key, v) in [
-        ("default_input_per_1m", default_input_per_1m),
-        ("default_output_per_1m", default_output_per_1m),
-    ] {
-        if v == 0 {
-            return Err(w.err(
-                &join("pricing", key),
-                "must be greater than 0 (a zero price means \"not offered\"; set 0 per model under pricing.models instead)",
-            ));
-        }
-    }
-    let mut models = BTreeMap::new();
-    // Keys here are model ids, not settings: nothing to warn about.
-    let price_map = match pricing_obj.and_then(|p| p.get("models")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => return Err(w.err("pricing.models", "must be an object of model ids")),
-    };
-    if let Some(m) = price_map {
-        for (model, v) in m {
-            let path = format!("pricing.models.{model}");
-            let Value::Object(p) = v else {
-                return Err(w.err(
-                    &path,
-                    "must be an object with input_per_1m and/or output_per_1m",
-                ));
-            };
-            w.check_keys(p, &path, &["input_per_1m", "output_per_1m"]);
-            models.insert(
-                model.clone(),
-                ModelPrice {
-                    input_per_1m: w.uint(Some(p), &path, "input_per_1m")?,
-                    output_per_1m: w.uint(Some(p), &path, "output_per_1m")?,
-                },
-            );
-        }
-    }
-
-    let limits_obj = w.section(
-        root,
-        "limits",
-        &[
-            "max_concurrent",
-            "max_tokens_per_minute",
-            "max_request_bytes",
-            "max_output_tokens",
-            "max_messages",
-            "max_prompt_bytes",
-            "allow_remote_media",
-            "allow_fields",
-            "backend_connect_timeout_s",
-            "first_byte_timeout_s",
-            "idle_timeout_s",
-            "drain_timeout_s",
-        ],
-    )?;
-    let max_concurrent = w
-        .uint(limits_obj, "limits", "max_concurrent")?
-        .unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
-    if !(1..=u64::from(MAX_CONCURRENT_LIMIT)).contains(&max_concurrent) {
-        return Err(w.err(
-            "limits.max_concurrent",
-            format!("must be between 1 and {MAX_CONCURRENT_LIMIT}, got {max_concurrent}"),
-        ));
-    }
-    let max_request_bytes = w
-        .uint(limits_obj, "limits", "max_request_bytes")?
-        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
-    if max_request_bytes < 1024 {
-        return Err(w.err(
-            "limits.max_request_bytes",
-            format!("must be at least 1024, got {max_request_bytes}"),
-        ));
-    }
-    let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
-    let positive = |key: &str, max: u64| -> Result<Option<u64>, ConfigError> {
-        match w.uint(limits_obj, "limits", key)? {
-            Some(n) if n == 0 || n > max => Err(w.err(
-                &format!("limits.{key}"),
-                format!("must be between 1 and {max}, got {n}"),
-            )),
-            n => Ok(n),
-        }
-    };
-    let max_output_tokens = positive("max_output_tokens", u64::from(u32::MAX))?.map(|n| n as u32);
-    let max_messages = positive("max_messages", 1 << 20)?.unwrap_or(DEFAULT_MAX_MESSAGES as u64);
-    let max_prompt_bytes = positive("max_prompt_bytes", u64::MAX)?.map_or(max_request_bytes, |n| {
-        usize::try_from(n).unwrap_or(usize::MAX)
-    });
-    let allow_fields = match limits_obj.and_then(|o| o.get("allow_fields")) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(j, f)| match f {
-                Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                _ => Err(w.err(
-                    &format!("limits.allow_fields[{j}]"),
-                    "must be a non-empty field name",
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(w.err(
-                "limits.allow_fields",
-                "must be an array of request field names",
-            ))
-        }
-    };
-    let limits = Limits {
-        max_concurrent: max_concurrent as u32,
-        max_tokens_per_minute: w.uint(limits_obj, "limits", "max_tokens_per_minute")?,
-        max_request_bytes,
-        max_output_tokens,
-        max_messages: usize::try_from(max_messages).unwrap_or(usize::MAX),
-        max_prompt_bytes,
-        allow_remote_media: w
-            .boolean(limits_obj, "limits", "allow_remote_media")?
-            .unwrap_or(false),
-        allow_fields,
-        backend_connect_timeout: w.seconds(
-            limits_obj,
-            "limits",
-            "backend_connect_timeout_s",
-            5.0,
-            300.0,
-        )?,
-        first_byte_timeout: w.seconds(
-            limits_obj,
-            "limits",
-            "first_byte_timeout_s",
-            120.0,
-            3600.0,
-        )?,
-        idle_timeout: w.seconds(limits_obj, "limits", "idle_timeout_s", 60.0, 3600.0)?,
-        drain_timeout: w.seconds(limits_obj, "limits", "drain_timeout_s", 30.0, 3600.0)?,
-    };
-
-    let st = w.section(
-        root,
-        "status",
-        &["state_file", "metrics_textfile", "interval_s"],
-    )?;
+    let st = w.section(raw.status, "status")?;
     let state_file = match w
-        .string(st, "status", "state_file")?
+        .string(st.state_file, "status.state_file")?
         .filter(|s| !s.is_empty())
     {
         Some(p) => PathBuf::from(p),
@@ -643,12 +810,12 @@ fn build(
     let status = StatusConfig {
         state_file,
         metrics_textfile: w
-            .string(st, "status", "metrics_textfile")?
+            .string(st.metrics_textfile, "status.metrics_textfile")?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
-        interval: w.seconds(st, "status", "interval_s", 5.0, 300.0)?,
+        interval: w.seconds(st.interval_s, "status.interval_s", 5.0, 300.0)?,
     };
-    let ledger = build_ledger(&mut w, root, &status.state_file)?;
+    let ledger = build_ledger(&mut w, raw.ledger, &status.state_file)?;
 
     Ok(Config {
         status,
@@ -657,35 +824,155 @@ fn build(
         coordinator,
         key_path,
         backends,
-        pricing: Pricing {
-            default_input_per_1m,
-            default_output_per_1m,
-            models,
-        },
+        pricing,
         limits,
         warnings: w.warnings,
     })
 }
 
+fn build_pricing(w: &mut Checker, raw: Section<RawPricing>) -> Result<Pricing, ConfigError> {
+    let p = w.section(raw, "pricing")?;
+    let default_input_per_1m = w
+        .uint(p.default_input_per_1m, "pricing.default_input_per_1m")?
+        .unwrap_or(DEFAULT_INPUT_PER_1M);
+    let default_output_per_1m = w
+        .uint(p.default_output_per_1m, "pricing.default_output_per_1m")?
+        .unwrap_or(DEFAULT_OUTPUT_PER_1M);
+    for (key, v) in [
+        ("pricing.default_input_per_1m", default_input_per_1m),
+        ("pricing.default_output_per_1m", default_output_per_1m),
+    ] {
+        if v == 0 {
+            return Err(w.err(
+                key,
+                "must be greater than 0 (a zero price means \"not offered\"; set 0 per model under pricing.models instead)",
+            ));
+        }
+    }
+    let mut models = BTreeMap::new();
+    let price_map = match p.models {
+        None => BTreeMap::new(),
+        Some(Typed::Ok(Obj(m))) => m,
+        Some(Typed::Wrong(_)) => {
+            return Err(w.err("pricing.models", "must be an object of model ids"))
+        }
+    };
+    for (model, price) in price_map {
+        let path = format!("pricing.models.{model}");
+        let Typed::Ok(Obj(price)) = price else {
+            return Err(w.err(
+                &path,
+                "must be an object with input_per_1m and/or output_per_1m",
+            ));
+        };
+        w.unknown(&path, &price.unknown);
+        let input_per_1m = w.uint(price.input_per_1m, &join(&path, "input_per_1m"))?;
+        let output_per_1m = w.uint(price.output_per_1m, &join(&path, "output_per_1m"))?;
+        models.insert(
+            model,
+            ModelPrice {
+                input_per_1m,
+                output_per_1m,
+            },
+        );
+    }
+    Ok(Pricing {
+        default_input_per_1m,
+        default_output_per_1m,
+        models,
+    })
+}
+
+fn build_limits(w: &mut Checker, raw: Section<RawLimits>) -> Result<Limits, ConfigError> {
+    let l = w.section(raw, "limits")?;
+    let max_concurrent = w
+        .uint(l.max_concurrent, "limits.max_concurrent")?
+        .unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
+    if !(1..=u64::from(MAX_CONCURRENT_LIMIT)).contains(&max_concurrent) {
+        return Err(w.err(
+            "limits.max_concurrent",
+            format!("must be between 1 and {MAX_CONCURRENT_LIMIT}, got {max_concurrent}"),
+        ));
+    }
+    let max_request_bytes = w
+        .uint(l.max_request_bytes, "limits.max_request_bytes")?
+        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
+    if max_request_bytes < 1024 {
+        return Err(w.err(
+            "limits.max_request_bytes",
+            format!("must be at least 1024, got {max_request_bytes}"),
+        ));
+    }
+    let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+    let max_output_tokens = w
+        .positive(
+            l.max_output_tokens,
+            "limits.max_output_tokens",
+            u64::from(u32::MAX),
+        )?
+        .map(|n| n as u32);
+    let max_messages = w
+        .positive(l.max_messages, "limits.max_messages", 1 << 20)?
+        .unwrap_or(DEFAULT_MAX_MESSAGES as u64);
+    let max_prompt_bytes = w
+        .positive(l.max_prompt_bytes, "limits.max_prompt_bytes", u64::MAX)?
+        .map_or(max_request_bytes, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        });
+    let allow_fields = w
+        .names(
+            l.allow_fields,
+            "limits.allow_fields",
+            "must be an array of request field names",
+            "must be a non-empty field name",
+        )?
+        .unwrap_or_default();
+    Ok(Limits {
+        max_concurrent: max_concurrent as u32,
+        max_tokens_per_minute: w.uint(l.max_tokens_per_minute, "limits.max_tokens_per_minute")?,
+        max_request_bytes,
+        max_output_tokens,
+        max_messages: usize::try_from(max_messages).unwrap_or(usize::MAX),
+        max_prompt_bytes,
+        allow_remote_media: w
+            .boolean(l.allow_remote_media, "limits.allow_remote_media")?
+            .unwrap_or(false),
+        allow_fields,
+        backend_connect_timeout: w.seconds(
+            l.backend_connect_timeout_s,
+            "limits.backend_connect_timeout_s",
+            5.0,
+            300.0,
+        )?,
+        first_byte_timeout: w.seconds(
+            l.first_byte_timeout_s,
+            "limits.first_byte_timeout_s",
+            120.0,
+            3600.0,
+        )?,
+        idle_timeout: w.seconds(l.idle_timeout_s, "limits.idle_timeout_s", 60.0, 3600.0)?,
+        drain_timeout: w.seconds(l.drain_timeout_s, "limits.drain_timeout_s", 30.0, 3600.0)?,
+    })
+}
+
 fn build_ledger(
-    w: &mut Walker,
-    root: &Map<String, Value>,
+    w: &mut Checker,
+    raw: Section<RawLedger>,
     state_file: &Path,
 ) -> Result<LedgerConfig, ConfigError> {
-    const P: &str = "ledger";
-    let l = w.section(root, P, &["path", "max_bytes", "keep"])?;
-    let path = match w.string(l, P, "path")? {
+    let l = w.section(raw, "ledger")?;
+    let path = match w.string(l.path, "ledger.path")? {
         Some(p) if p.is_empty() => return Err(w.err("ledger.path", "must not be empty")),
         Some(p) => PathBuf::from(p),
         // Beside the state file: the agent writes there already.
         None => state_file.with_file_name("ledger.jsonl"),
     };
-    let max_bytes = match w.uint(l, P, "max_bytes")? {
+    let max_bytes = match w.uint(l.max_bytes, "ledger.max_bytes")? {
         Some(0) => return Err(w.err("ledger.max_bytes", "must be at least 1, got 0")),
         Some(n) => n,
         None => DEFAULT_LEDGER_MAX_BYTES,
     };
-    let keep = match w.uint(l, P, "keep")? {
+    let keep = match w.uint(l.keep, "ledger.keep")? {
         Some(n) if n > u64::from(MAX_LEDGER_KEEP) => {
             return Err(w.err(
                 "ledger.keep",
@@ -703,29 +990,18 @@ fn build_ledger(
 }
 
 fn build_coordinator(
-    w: &mut Walker,
-    root: &Map<String, Value>,
+    w: &mut Checker,
+    raw: Section<RawCoordinator>,
     over: &Overrides,
 ) -> Result<CoordinatorConfig, ConfigError> {
-    const P: &str = "coordinator";
-    let c = w.section(
-        root,
-        P,
-        &[
-            "url",
-            "enrollment_code",
-            "ca_file",
-            "allow_insecure",
-            "heartbeat_interval_s",
-            "ping_interval_s",
-            "drain_spread_s",
-            "connect_timeout_s",
-            "handshake_timeout_s",
-        ],
-    )?;
-    let allow_insecure = w.boolean(c, P, "allow_insecure")?.unwrap_or(false);
+    let c = w.section(raw, "coordinator")?;
+    let allow_insecure = w
+        .boolean(c.allow_insecure, "coordinator.allow_insecure")?
+        .unwrap_or(false);
     let (url_text, url_err): (String, Box<dyn Fn(String) -> ConfigError>) =
         match &over.coordinator_url {
+            // The file's url is not read at all then, so a wrong one there cannot
+            // stop an agent whose environment names the right one.
             Some(u) => (
                 u.clone(),
                 Box::new(|problem| ConfigError {
@@ -737,7 +1013,7 @@ fn build_coordinator(
             None => {
                 let origin = w.origin.to_owned();
                 (
-                    w.string(c, P, "url")?
+                    w.string(c.url, "coordinator.url")?
                         .unwrap_or_else(|| DEFAULT_COORDINATOR_URL.into()),
                     Box::new(move |problem| ConfigError {
                         origin: origin.clone(),
@@ -764,13 +1040,14 @@ fn build_coordinator(
             )))
         }
     }
+    let file_code = w.value(c.enrollment_code, "coordinator.enrollment_code", "a string")?;
     let enrollment_code = over
         .enrollment_code
         .clone()
-        .or(w.string(c, P, "enrollment_code")?.map(Secret::new))
+        .or(file_code)
         .filter(|s| !s.is_empty());
     let ca_file = w
-        .string(c, P, "ca_file")?
+        .string(c.ca_file, "coordinator.ca_file")?
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     let extra_roots = match &ca_file {
@@ -783,13 +1060,28 @@ fn build_coordinator(
         ca_file,
         extra_roots,
         allow_insecure,
-        heartbeat_interval: w.seconds(c, P, "heartbeat_interval_s", 15.0, 3600.0)?,
-        ping_interval: w.seconds(c, P, "ping_interval_s", 15.0, 3600.0)?,
+        heartbeat_interval: w.seconds(
+            c.heartbeat_interval_s,
+            "coordinator.heartbeat_interval_s",
+            15.0,
+            3600.0,
+        )?,
+        ping_interval: w.seconds(c.ping_interval_s, "coordinator.ping_interval_s", 15.0, 3600.0)?,
         // The default is reconnect::DRAIN_SPREAD (a test there says so); spelled out
         // because fuzz/ builds this file without the reconnect module.
-        drain_spread: w.seconds(c, P, "drain_spread_s", 5.0, 600.0)?,
-        connect_timeout: w.seconds(c, P, "connect_timeout_s", 10.0, 300.0)?,
-        handshake_timeout: w.seconds(c, P, "handshake_timeout_s", 15.0, 300.0)?,
+        drain_spread: w.seconds(c.drain_spread_s, "coordinator.drain_spread_s", 5.0, 600.0)?,
+        connect_timeout: w.seconds(
+            c.connect_timeout_s,
+            "coordinator.connect_timeout_s",
+            10.0,
+            300.0,
+        )?,
+        handshake_timeout: w.seconds(
+            c.handshake_timeout_s,
+            "coordinator.handshake_timeout_s",
+            15.0,
+            300.0,
+        )?,
     })
 }
 
@@ -809,46 +1101,36 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 fn build_backends(
-    w: &mut Walker,
-    root: &Map<String, Value>,
+    w: &mut Checker,
+    raw: Opt<Vec<Typed<Obj<RawBackend>>>>,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
-    let list = match root.get("backends") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(w.err("backends", "must be an array")),
+    let list = match raw {
+        None => return Ok(Vec::new()),
+        Some(Typed::Ok(list)) => list,
+        Some(Typed::Wrong(_)) => return Err(w.err("backends", "must be an array")),
     };
     let mut out: Vec<BackendConfig> = Vec::new();
-    for (i, item) in list.iter().enumerate() {
+    for (i, item) in list.into_iter().enumerate() {
         let path = format!("backends[{i}]");
-        let Value::Object(b) = item else {
+        let Typed::Ok(Obj(b)) = item else {
             return Err(w.err(&path, "must be an object"));
         };
-        w.check_keys(
-            b,
-            &path,
-            &[
-                "kind",
-                "url",
-                "models",
-                "api_key_env",
-                "native_anthropic",
-                "allow_insecure",
-            ],
-        );
-        let kind_text = w.string(Some(b), &path, "kind")?.ok_or_else(|| {
+        w.unknown(&path, &b.unknown);
+        let kind_key = join(&path, "kind");
+        let kind_text = w.string(b.kind, &kind_key)?.ok_or_else(|| {
             w.err(
-                &join(&path, "kind"),
+                &kind_key,
                 "missing (one of vllm, llamacpp, lmstudio, ollama)",
             )
         })?;
         let kind = BackendKind::parse(&kind_text).ok_or_else(|| {
             w.err(
-                &join(&path, "kind"),
+                &kind_key,
                 format!("unknown backend kind {kind_text:?} (expected one of vllm, llamacpp, lmstudio, ollama)"),
             )
         })?;
         let url_key = join(&path, "url");
-        let url = match w.string(Some(b), &path, "url")? {
+        let url = match w.string(b.url, &url_key)? {
             Some(u) => Endpoint::parse(&u).map_err(|p| w.err(&url_key, p))?,
             None => Endpoint::parse(&format!("http://127.0.0.1:{}", kind.default_port()))
                 .map_err(|p| w.err(&url_key, p))?,
@@ -865,26 +1147,17 @@ fn build_backends(
                 format!("duplicate backend: {url} is already backends[{j}]"),
             ));
         }
-        let models = match b.get("models") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .enumerate()
-                    .map(|(j, m)| match m {
-                        Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                        _ => {
-                            Err(w.err(&format!("{path}.models[{j}]"), "must be a non-empty string"))
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Some(_) => return Err(w.err(&join(&path, "models"), "must be an array of model ids")),
-        };
+        let models = w.names(
+            b.models,
+            &join(&path, "models"),
+            "must be an array of model ids",
+            "must be a non-empty string",
+        )?;
         let api_key_env = w
-            .string(Some(b), &path, "api_key_env")?
+            .string(b.api_key_env, &join(&path, "api_key_env"))?
             .filter(|s| !s.is_empty());
         let allow_insecure = w
-            .boolean(Some(b), &path, "allow_insecure")?
+            .boolean(b.allow_insecure, &join(&path, "allow_insecure"))?
             .unwrap_or(false);
         // Backends speak plain HTTP: a key sent off this host crosses the network
         // in clear text. Judged on the setting, not on whether the variable is
@@ -909,6 +1182,9 @@ fn build_backends(
             }
             v.map(Secret::new)
         });
+        let native_anthropic = w
+            .boolean(b.native_anthropic, &join(&path, "native_anthropic"))?
+            .unwrap_or(true);
         out.push(BackendConfig {
             kind,
             url,
@@ -916,9 +1192,7 @@ fn build_backends(
             api_key_env,
             api_key,
             allow_insecure,
-            native_anthropic: w
-                .boolean(Some(b), &path, "native_anthropic")?
-                .unwrap_or(true),
+            native_anthropic,
         });
     }
     Ok(out)
