@@ -308,12 +308,18 @@ fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
         key: String::new(),
         problem,
     };
-    match serde_json::from_str::<Typed<Obj<RawConfig>>>(text) {
+    let read = |text: &str| serde_json::from_str::<Typed<Obj<RawConfig>>>(text);
+    let parsed = match read(text) {
+        // Every leaf takes any value, so a data error is a key given twice in one
+        // object, which serde's derive refuses. JSON readers, this file's always
+        // included, take the last one: `Echo` rewrites the text so, and it is read
+        // again. A syntax error after the repeated key is found by `Echo`.
+        Err(e) if e.is_data() => serde_json::from_str::<Echo>(text).and_then(|Echo(t)| read(&t)),
+        parsed => parsed,
+    };
+    match parsed {
         Ok(Typed::Ok(Obj(raw))) => Ok(raw),
         Ok(Typed::Wrong(_)) => Err(whole("the top level must be a JSON object".into())),
-        // Every leaf takes any value, so a data error can only be a key given
-        // twice in one object; serde's message names it and its line.
-        Err(e) if e.is_data() => Err(whole(e.to_string())),
         Err(e) => Err(whole(format!("invalid JSON: {e}"))),
     }
 }
@@ -446,7 +452,14 @@ macro_rules! raw_sections {
         }
     )*};
 }
-raw_sections!(RawCoordinator, RawIdentity, RawLimits, RawPricing, RawStatus, RawLedger);
+raw_sections!(
+    RawCoordinator,
+    RawIdentity,
+    RawLimits,
+    RawPricing,
+    RawStatus,
+    RawLedger
+);
 
 /// A value of the JSON type `T` reads, or the JSON text of what stood there
 /// instead (quoted back in the error).
@@ -668,8 +681,11 @@ impl Checker<'_> {
 
     fn unknown(&mut self, path: &str, keys: &Unknown) {
         for k in keys.keys() {
-            self.warnings
-                .push(format!("{}: unknown key {} ignored", self.origin, join(path, k)));
+            self.warnings.push(format!(
+                "{}: unknown key {} ignored",
+                self.origin,
+                join(path, k)
+            ));
         }
     }
 
@@ -1066,7 +1082,12 @@ fn build_coordinator(
             15.0,
             3600.0,
         )?,
-        ping_interval: w.seconds(c.ping_interval_s, "coordinator.ping_interval_s", 15.0, 3600.0)?,
+        ping_interval: w.seconds(
+            c.ping_interval_s,
+            "coordinator.ping_interval_s",
+            15.0,
+            3600.0,
+        )?,
         // The default is reconnect::DRAIN_SPREAD (a test there says so); spelled out
         // because fuzz/ builds this file without the reconnect module.
         drain_spread: w.seconds(c.drain_spread_s, "coordinator.drain_spread_s", 5.0, 600.0)?,
@@ -1589,6 +1610,59 @@ mod tests {
             let e = Config::from_str("f", "{}", &over).unwrap_err().to_string();
             assert!(!e.contains("hun") && !e.contains("ter2"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn a_wrong_value_is_quoted_back_as_compact_json() {
+        let e = problem(
+            r#"{"limits":{"max_concurrent":{"b":1, "a":[2.50, -0, "\u00e9"], "b":[true,null]}}}"#,
+        );
+        assert_eq!(
+            e.problem,
+            r#"must be a non-negative integer, got {"a":[2.5,-0.0,"é"],"b":[true,null]}"#
+        );
+        let e = problem(r#"{"coordinator":{"ping_interval_s":[1, {}]}}"#);
+        assert_eq!(e.problem, "must be a number of seconds, got [1,{}]");
+    }
+
+    #[test]
+    fn a_repeated_key_takes_its_last_value() {
+        let c = parse(r#"{"limits":{"max_concurrent":"x","max_concurrent":3},"limits":{"max_concurrent":5,"max_concurrent":4}}"#)
+            .unwrap();
+        assert_eq!(c.limits.max_concurrent, 4);
+        let c = parse(r#"{"backends":[{"kind":"tgi","kind":"ollama","x":1,"x":2}]}"#).unwrap();
+        assert_eq!(c.backends[0].kind, BackendKind::Ollama);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(
+            problem(r#"{"ledger":{"keep":1,"keep":"all"}}"#).to_string(),
+            r#"config error in /etc/usepod-edge/config.json: ledger.keep: must be a non-negative integer, got "all""#
+        );
+        // Bad syntax after a repeated key is still what is reported.
+        assert_eq!(
+            problem(r#"{"ledger":{"keep":1,"keep":2}, "x": tru}"#).problem,
+            "invalid JSON: expected ident at line 1 column 40"
+        );
+    }
+
+    #[test]
+    fn warnings_come_in_file_format_order() {
+        let c = parse(
+            r#"{"z":1,"ledger":{"x":1},"pricing":{"models":{"m":{"y":1}}},"a":1,
+                "backends":[{"kind":"vllm","w":1}],"coordinator":{"v":1}}"#,
+        )
+        .unwrap();
+        let at = "/etc/usepod-edge/config.json: unknown key";
+        assert_eq!(
+            c.warnings,
+            [
+                format!("{at} a ignored"),
+                format!("{at} z ignored"),
+                format!("{at} coordinator.v ignored"),
+                format!("{at} backends[0].w ignored"),
+                format!("{at} pricing.models.m.y ignored"),
+                format!("{at} ledger.x ignored"),
+            ]
+        );
     }
 
     #[test]
