@@ -290,8 +290,10 @@ impl ErrorCode {
     }
 }
 
-/// Heartbeat statistics; field types in docs/protocol.md, "heartbeat".
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+/// Heartbeat statistics; field types in docs/protocol.md, "heartbeat". Also
+/// the `heartbeat` object of the state file, which `status` reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct HeartbeatStats {
     pub queue_depth: u32,
     pub tokens_per_sec_p50: f64,

@@ -4,8 +4,10 @@
 use crate::agent::Agent;
 use crate::clock::rfc3339;
 use crate::config::Config;
+use crate::ledger::LedgerState;
+use crate::protocol::HeartbeatStats;
 use crate::untrusted::shown;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,145 +20,203 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Everything `status` shows, as JSON.
-pub fn snapshot(agent: &Agent) -> Value {
+/// The state file: written by the running agent, read back by `status`. Every
+/// field has a default, so a `status` of another version reads what it knows
+/// of the file and skips what it does not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub pid: u32,
+    pub version: String,
+    pub written_at: String,
+    pub written_unix: u64,
+    pub interval_s: f64,
+    pub connection: Connection,
+    pub provider_id: Option<String>,
+    pub public_key: String,
+    pub backends: Vec<BackendState>,
+    pub models_offered: Vec<String>,
+    pub jobs: JobCounts,
+    pub last_error: Option<LastError>,
+    pub ledger: LedgerState,
+    pub heartbeat: HeartbeatStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Connection {
+    /// `connecting`, `connected`, `reconnecting` or `stopping`.
+    pub state: String,
+    pub since: String,
+    pub since_unix: u64,
+    pub detail: String,
+    pub coordinator: String,
+}
+
+/// A configured backend and its last probe (all None before the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackendState {
+    pub kind: String,
+    pub url: String,
+    pub healthy: Option<bool>,
+    pub problem: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub slots: Option<u32>,
+}
+
+/// Jobs since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobCounts {
+    pub in_flight: u32,
+    pub done: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LastError {
+    pub at: String,
+    /// An error code as the protocol spells it; text, so that a code this
+    /// version does not know still shows.
+    pub code: String,
+}
+
+/// Everything `status` shows.
+pub fn snapshot(agent: &Agent) -> State {
     let now = SystemTime::now();
     let link = agent.link();
     let identity = agent.lock_identity();
     let snap = agent.discovery.snapshot();
-    let backends: Vec<Value> = snap
+    let backends = snap
         .backends
         .iter()
-        .map(|(t, p)| {
-            json!({
-                "kind": t.kind.as_str(),
-                "url": t.url.to_string(),
-                "healthy": p.as_ref().map(|p| p.healthy),
-                "problem": p.as_ref().and_then(|p| p.problem.as_deref()).map(|e| shown(e, 300).to_string()),
-                "models": p.as_ref().map(|p| p.models.iter().map(|m| shown(&m.id, 128).to_string()).collect::<Vec<_>>()),
-                "slots": p.as_ref().and_then(|p| p.slots),
-            })
+        .map(|(t, p)| BackendState {
+            kind: t.kind.as_str().to_owned(),
+            url: t.url.to_string(),
+            healthy: p.as_ref().map(|p| p.healthy),
+            problem: p
+                .as_ref()
+                .and_then(|p| p.problem.as_deref())
+                .map(|e| shown(e, 300).to_string()),
+            models: p.as_ref().map(|p| {
+                p.models
+                    .iter()
+                    .map(|m| shown(&m.id, 128).to_string())
+                    .collect()
+            }),
+            slots: p.as_ref().and_then(|p| p.slots),
         })
         .collect();
     // Model ids come from the backends: shown, for `status` prints them as they are.
-    let offered: Vec<String> = snap
+    let models_offered = snap
         .routes
         .keys()
         .map(|id| shown(id, 128).to_string())
         .collect();
     let totals = agent.jobs.metrics.totals();
-    let last_error = agent
-        .jobs
-        .metrics
-        .last_error()
-        .map(|(at, code)| json!({"at": at, "code": code.as_str()}));
-    json!({
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "written_at": rfc3339(now),
-        "written_unix": unix(now),
-        "interval_s": agent.config.status.interval.as_secs_f64(),
-        "connection": {
-            "state": link.state,
-            "since": rfc3339(link.since),
-            "since_unix": unix(link.since),
+    let last_error = agent.jobs.metrics.last_error().map(|(at, code)| LastError {
+        at,
+        code: code.as_str().to_owned(),
+    });
+    State {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        written_at: rfc3339(now),
+        written_unix: unix(now),
+        interval_s: agent.config.status.interval.as_secs_f64(),
+        connection: Connection {
+            state: link.state.to_owned(),
+            since: rfc3339(link.since),
+            since_unix: unix(link.since),
             // Remote text inside is shown already; this bounds the whole.
-            "detail": shown(&link.detail, 1000).to_string(),
-            "coordinator": agent.config.coordinator.url.to_string(),
+            detail: shown(&link.detail, 1000).to_string(),
+            coordinator: agent.config.coordinator.url.to_string(),
         },
-        "provider_id": identity.provider_id().map(|p| shown(p, 140).to_string()),
-        "public_key": identity.public_b64(),
-        "backends": backends,
-        "models_offered": offered,
-        "jobs": {"in_flight": agent.jobs.in_flight(), "done": totals.done, "failed": totals.failed},
-        "last_error": last_error,
-        "ledger": agent.jobs.ledger.snapshot(),
-        "heartbeat": agent.heartbeat_stats(),
-    })
+        provider_id: identity.provider_id().map(|p| shown(p, 140).to_string()),
+        public_key: identity.public_b64(),
+        backends,
+        models_offered,
+        jobs: JobCounts {
+            in_flight: agent.jobs.in_flight(),
+            done: totals.done,
+            failed: totals.failed,
+        },
+        last_error,
+        ledger: agent.jobs.ledger.snapshot(),
+        heartbeat: agent.heartbeat_stats(),
+    }
 }
 
 /// Prometheus text exposition of the same figures.
-pub fn prometheus(s: &Value) -> String {
+pub fn prometheus(s: &State) -> String {
     let mut out = String::new();
-    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let mut gauge = |name: &str, help: &str, labels: &str, value: f64| {
+    let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(
             out,
             "# HELP usepod_edge_{name} {help}\n# TYPE usepod_edge_{name} gauge"
         );
-        let _ = writeln!(out, "usepod_edge_{name}{labels} {value}");
+        let _ = writeln!(out, "usepod_edge_{name} {value}");
     };
-    let connected = f64::from(u8::from(s["connection"]["state"] == "connected"));
+    let connected = f64::from(u8::from(s.connection.state == "connected"));
     gauge(
         "connected",
         "1 while authenticated to the coordinator",
-        "",
         connected,
     );
-    gauge(
-        "jobs_in_flight",
-        "jobs running now",
-        "",
-        num(&s["jobs"]["in_flight"]),
-    );
+    let j = &s.jobs;
+    gauge("jobs_in_flight", "jobs running now", f64::from(j.in_flight));
     gauge(
         "jobs_done",
         "jobs finished with job_done since start",
-        "",
-        num(&s["jobs"]["done"]),
+        j.done as f64,
     );
     gauge(
         "jobs_failed",
         "jobs answered with job_error since start",
-        "",
-        num(&s["jobs"]["failed"]),
+        j.failed as f64,
     );
-    let hb = &s["heartbeat"];
+    let hb = &s.heartbeat;
     gauge(
         "ttfb_p50_ms",
         "time to first byte, median over 5 min",
-        "",
-        num(&hb["p50_latency_ms"]),
+        f64::from(hb.p50_latency_ms),
     );
     gauge(
         "ttfb_p95_ms",
         "time to first byte, p95 over 5 min",
-        "",
-        num(&hb["p95_latency_ms"]),
+        f64::from(hb.p95_latency_ms),
     );
     gauge(
         "tokens_per_second_p50",
         "generation speed, median over 5 min",
-        "",
-        num(&hb["tokens_per_sec_p50"]),
+        hb.tokens_per_sec_p50,
     );
     gauge(
         "error_rate_60s",
         "share of jobs that failed in the last minute",
-        "",
-        num(&hb["error_rate_60s"]),
+        hb.error_rate_60s,
     );
-    let offered = s["models_offered"].as_array().map_or(0, Vec::len);
     gauge(
         "models_offered",
         "models advertised to the coordinator",
-        "",
-        offered as f64,
+        s.models_offered.len() as f64,
     );
     let _ = writeln!(
         out,
         "# HELP usepod_edge_backend_up 1 if the backend answered its last probe\n# TYPE usepod_edge_backend_up gauge"
     );
-    for b in s["backends"].as_array().into_iter().flatten() {
-        let up = f64::from(u8::from(b["healthy"] == json!(true)));
-        let url = b["url"].as_str().unwrap_or_default().replace('"', "");
-        let kind = b["kind"].as_str().unwrap_or_default();
+    for b in &s.backends {
+        let up = u8::from(b.healthy == Some(true));
+        let url = b.url.replace('"', "");
         let _ = writeln!(
             out,
-            "usepod_edge_backend_up{{kind=\"{kind}\",url=\"{url}\"}} {up}"
+            "usepod_edge_backend_up{{kind=\"{}\",url=\"{url}\"}} {up}",
+            b.kind
         );
     }
-    out.push_str(&crate::ledger::prometheus(&s["ledger"]));
+    out.push_str(&crate::ledger::prometheus(&s.ledger));
     out
 }
 
@@ -210,24 +270,24 @@ pub enum Verdict {
 }
 
 /// Pure: judges a state file by its age and whether its pid is alive.
-pub fn assess(state: &Value, now_unix: u64, pid_alive: bool) -> Verdict {
+pub fn assess(state: &State, now_unix: u64, pid_alive: bool) -> Verdict {
     if !pid_alive {
         return Verdict::NotRunning;
     }
-    let written = state["written_unix"].as_u64().unwrap_or(0);
-    let interval = state["interval_s"].as_f64().unwrap_or(5.0);
-    let age = now_unix.saturating_sub(written);
+    let age = now_unix.saturating_sub(state.written_unix);
     // Three missed rewrites, and at least 15 s for slow interval settings.
-    if age as f64 > (interval * 3.0).max(15.0) {
+    if age as f64 > (state.interval_s * 3.0).max(15.0) {
         Verdict::Stale { age }
     } else {
         Verdict::Running
     }
 }
 
-fn pid_alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
+fn pid_alive(pid: u32) -> bool {
+    // 0 is no process: a file without a pid.
+    pid != 0
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
 fn ago(now: u64, then: u64) -> String {
@@ -239,6 +299,22 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
+/// What `status --json` prints: the state file, and the verdict on it.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    running: bool,
+    stale: bool,
+}
+
+/// What `status --json` prints when there is no state file.
+#[derive(Serialize)]
+struct Missing {
+    running: bool,
+    error: String,
+}
+
 /// `usepod-edge status [--json]`: 0 running, 1 stale or not running, 3 no state file.
 pub fn show(config: &Config, as_json: bool) -> ExitCode {
     let path: &Path = &config.status.state_file;
@@ -246,10 +322,11 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
         Ok(t) => t,
         Err(e) => {
             if as_json {
-                println!(
-                    "{}",
-                    json!({"running": false, "error": format!("no state file at {}: {e}", path.display())})
-                );
+                let missing = Missing {
+                    running: false,
+                    error: format!("no state file at {}: {e}", path.display()),
+                };
+                println!("{}", serde_json::to_string(&missing).unwrap_or_default());
             } else {
                 println!(
                     "usepod-edge is not running (no state file at {}: {e})",
@@ -259,21 +336,33 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let Ok(state) = serde_json::from_str::<Value>(&text) else {
-        println!(
-            "state file {} is not valid JSON; is another program writing it?",
-            path.display()
-        );
-        return ExitCode::from(1);
+    let state = match serde_json::from_str::<State>(&text) {
+        Ok(state) => state,
+        Err(e) => {
+            let what = if e.is_data() {
+                format!("is not a usepod-edge state file ({e})")
+            } else {
+                "is not valid JSON".to_owned()
+            };
+            println!(
+                "state file {} {what}; is another program writing it?",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
     };
     let now = unix(SystemTime::now());
-    let alive = state["pid"].as_u64().is_some_and(pid_alive);
-    let verdict = assess(&state, now, alive);
+    let verdict = assess(&state, now, pid_alive(state.pid));
     if as_json {
-        let mut out = state.clone();
-        out["running"] = json!(verdict == Verdict::Running);
-        out["stale"] = json!(matches!(verdict, Verdict::Stale { .. }));
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        let shown = Shown {
+            state: &state,
+            running: verdict == Verdict::Running,
+            stale: matches!(verdict, Verdict::Stale { .. }),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
     } else {
         print_human(&state, &verdict, now);
     }
@@ -283,69 +372,69 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
     }
 }
 
-fn print_human(s: &Value, verdict: &Verdict, now: u64) {
-    let pid = &s["pid"];
+/// `text`, or `?` where a file from another version left it out.
+fn or_unknown(text: &str) -> &str {
+    if text.is_empty() {
+        "?"
+    } else {
+        text
+    }
+}
+
+fn print_human(s: &State, verdict: &Verdict, now: u64) {
+    let pid = s.pid;
     match verdict {
-        Verdict::Running => println!(
-            "usepod-edge {} running (pid {pid})",
-            s["version"].as_str().unwrap_or("?")
-        ),
+        Verdict::Running => println!("usepod-edge {} running (pid {pid})", or_unknown(&s.version)),
         Verdict::NotRunning => println!(
             "usepod-edge is not running (pid {pid} is gone; state last written {} ago)",
-            ago(now, s["written_unix"].as_u64().unwrap_or(0))
+            ago(now, s.written_unix)
         ),
         Verdict::Stale { age } => println!(
             "usepod-edge pid {pid} has not updated its state for {} (hung?)",
             ago(now, now.saturating_sub(*age))
         ),
     }
-    let c = &s["connection"];
+    let c = &s.connection;
     println!(
         "coordinator: {} for {} ({})",
-        c["state"].as_str().unwrap_or("?"),
-        ago(now, c["since_unix"].as_u64().unwrap_or(now)),
-        c["detail"].as_str().unwrap_or("")
+        or_unknown(&c.state),
+        ago(now, c.since_unix),
+        c.detail
     );
     println!(
         "provider_id: {}",
-        s["provider_id"].as_str().unwrap_or("none yet")
+        s.provider_id.as_deref().unwrap_or("none yet")
     );
-    for b in s["backends"].as_array().into_iter().flatten() {
-        let health = match b["healthy"].as_bool() {
+    for b in &s.backends {
+        let health = match b.healthy {
             Some(true) => "up".to_owned(),
-            Some(false) => format!("down: {}", b["problem"].as_str().unwrap_or("?")),
+            Some(false) => format!("down: {}", b.problem.as_deref().unwrap_or("?")),
             None => "not probed yet".to_owned(),
         };
         println!(
             "backend: {} {} {health}",
-            b["kind"].as_str().unwrap_or("?"),
-            b["url"].as_str().unwrap_or("?")
+            or_unknown(&b.kind),
+            or_unknown(&b.url)
         );
     }
-    let offered: Vec<&str> = s["models_offered"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
     println!(
         "models offered: {}",
-        if offered.is_empty() {
+        if s.models_offered.is_empty() {
             "none".into()
         } else {
-            offered.join(", ")
+            s.models_offered.join(", ")
         }
     );
-    let j = &s["jobs"];
+    let j = &s.jobs;
     println!(
         "jobs: {} running, {} done, {} failed",
-        j["in_flight"], j["done"], j["failed"]
+        j.in_flight, j.done, j.failed
     );
-    if let Some(e) = s["last_error"].as_object() {
+    if let Some(e) = &s.last_error {
         println!(
             "last error: {} at {}",
-            e["code"].as_str().unwrap_or("?"),
-            e["at"].as_str().unwrap_or("?")
+            or_unknown(&e.code),
+            or_unknown(&e.at)
         );
     }
 }
@@ -353,24 +442,34 @@ fn print_human(s: &Value, verdict: &Verdict, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn state(v: serde_json::Value) -> State {
+        serde_json::from_value(v).expect("a state file")
+    }
 
     #[test]
     fn verdict_from_age_and_pid() {
-        let s = json!({"written_unix": 1000, "interval_s": 5.0});
+        let s = state(json!({"written_unix": 1000, "interval_s": 5.0}));
         assert_eq!(assess(&s, 1010, true), Verdict::Running);
         assert_eq!(assess(&s, 1016, true), Verdict::Stale { age: 16 });
         assert_eq!(assess(&s, 1001, false), Verdict::NotRunning);
-        let slow = json!({"written_unix": 1000, "interval_s": 20.0});
+        let slow = state(json!({"written_unix": 1000, "interval_s": 20.0}));
         assert_eq!(assess(&slow, 1050, true), Verdict::Running);
-        assert_eq!(assess(&json!({}), 100, true), Verdict::Stale { age: 100 });
+        assert_eq!(
+            assess(&state(json!({})), 100, true),
+            Verdict::Stale { age: 100 }
+        );
     }
 
     #[test]
     fn prometheus_text_has_each_gauge() {
-        let s = json!({"connection":{"state":"connected"},"jobs":{"in_flight":2,"done":5,"failed":1},
+        let s = state(
+            json!({"connection":{"state":"connected"},"jobs":{"in_flight":2,"done":5,"failed":1},
             "heartbeat":{"p50_latency_ms":40,"p95_latency_ms":90,"tokens_per_sec_p50":12.5,"error_rate_60s":0.25},
             "models_offered":["a","b"],
-            "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080/","healthy":true},{"kind":"ollama","url":"u","healthy":false}]});
+            "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080/","healthy":true},{"kind":"ollama","url":"u","healthy":false}]}),
+        );
         let t = prometheus(&s);
         for line in [
             "usepod_edge_connected 1",
@@ -378,12 +477,44 @@ mod tests {
             "usepod_edge_jobs_failed 1",
             "usepod_edge_ttfb_p95_ms 90",
             "usepod_edge_tokens_per_second_p50 12.5",
+            "usepod_edge_error_rate_60s 0.25",
             "usepod_edge_models_offered 2",
             "usepod_edge_backend_up{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 1",
             "usepod_edge_backend_up{kind=\"ollama\",url=\"u\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn the_file_reads_back_as_written() {
+        let s = State {
+            pid: 42,
+            version: "0.1.0".into(),
+            written_unix: 1000,
+            interval_s: 0.2,
+            provider_id: Some("prov-1".into()),
+            backends: vec![BackendState {
+                kind: "vllm".into(),
+                url: "http://127.0.0.1:8000/".into(),
+                ..BackendState::default()
+            }],
+            last_error: Some(LastError {
+                at: "2025-01-01T00:00:00+00:00".into(),
+                code: "internal".into(),
+            }),
+            ..State::default()
+        };
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), s);
+        // The shape readers of the file rely on.
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["jobs"], json!({"in_flight": 0, "done": 0, "failed": 0}));
+        assert_eq!(v["backends"][0]["healthy"], json!(null));
+        assert_eq!(v["ledger"]["lines_lost"], 0);
+        assert_eq!(v["heartbeat"]["last_error_code"], json!(null));
+        // A field this version does not know is no reason to refuse the file.
+        assert!(serde_json::from_str::<State>(r#"{"pid":1,"admitting":false}"#).is_ok());
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl Finished<'_> {
 }
 
 /// Sums of ledger lines: for `usepod-edge ledger` and the running totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tally {
     pub jobs: u64,
     pub done: u64,
@@ -179,37 +180,49 @@ impl Tally {
     }
 }
 
-/// The Prometheus counters for the `ledger` object of the state file: what
-/// this process has recorded since it started.
-pub fn prometheus(ledger: &Value) -> String {
+/// The `ledger` object of the state file: what this process has recorded since
+/// it started, where, and how many lines it could not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LedgerState {
+    #[serde(flatten)]
+    pub totals: Tally,
+    /// `totals.expected_micro_usdc` in USDC, for people reading the file.
+    pub expected_usdc: String,
+    pub path: String,
+    pub lines_lost: u64,
+}
+
+/// The Prometheus counters for the `ledger` object of the state file.
+pub fn prometheus(ledger: &LedgerState) -> String {
     let mut out = String::new();
-    let n = |k: &str| ledger[k].as_u64().unwrap_or(0);
-    for (name, key, help) in [
-        ("jobs", "jobs", "jobs recorded in the earnings ledger"),
-        ("errors", "errors", "ledger jobs answered with job_error"),
+    let t = &ledger.totals;
+    for (name, value, help) in [
+        ("jobs", t.jobs, "jobs recorded in the earnings ledger"),
+        ("errors", t.errors, "ledger jobs answered with job_error"),
         (
             "cancelled",
-            "cancelled",
+            t.cancelled,
             "ledger jobs stopped without an answer",
         ),
         (
             "input_tokens",
-            "input_tokens",
+            t.input_tokens,
             "input tokens of ledger jobs",
         ),
         (
             "output_tokens",
-            "output_tokens",
+            t.output_tokens,
             "output tokens of ledger jobs",
         ),
         (
             "expected_micro_usdc",
-            "expected_micro_usdc",
+            t.expected_micro_usdc,
             "expected earnings, USDC micro-units",
         ),
         (
             "lines_lost",
-            "lines_lost",
+            ledger.lines_lost,
             "ledger lines that could not be written",
         ),
     ] {
@@ -217,8 +230,7 @@ pub fn prometheus(ledger: &Value) -> String {
             out,
             "# HELP usepod_edge_ledger_{name}_total {help} since start\n\
              # TYPE usepod_edge_ledger_{name}_total counter\n\
-             usepod_edge_ledger_{name}_total {}",
-            n(key)
+             usepod_edge_ledger_{name}_total {value}"
         );
     }
     out
@@ -366,10 +378,17 @@ mod tests {
 
     #[test]
     fn prometheus_counters() {
-        let t = prometheus(
-            &json!({"jobs":4,"errors":1,"input_tokens":24,"output_tokens":12,
-            "expected_micro_usdc":22,"lines_lost":0}),
-        );
+        let t = prometheus(&LedgerState {
+            totals: Tally {
+                jobs: 4,
+                errors: 1,
+                input_tokens: 24,
+                output_tokens: 12,
+                expected_micro_usdc: 22,
+                ..Tally::default()
+            },
+            ..LedgerState::default()
+        });
         for line in [
             "# TYPE usepod_edge_ledger_jobs_total counter",
             "usepod_edge_ledger_jobs_total 4",

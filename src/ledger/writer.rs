@@ -2,12 +2,11 @@
 //! bounded queue and go on; one thread writes, rotates, and survives a disk
 //! that refuses the file.
 
-use super::{Backend, Entry, Finished, Tally};
+use super::{usdc, Backend, Entry, Finished, LedgerState, Tally};
 use crate::config::{LedgerConfig, Pricing};
 use crate::jobs::Work;
 use crate::protocol::Outbound;
 use crossbeam_channel::{Sender, TrySendError};
-use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -141,11 +140,14 @@ impl Ledger {
     }
 
     /// The `ledger` object of the state file.
-    pub fn snapshot(&self) -> Value {
-        let mut v = self.totals().to_json();
-        v["path"] = json!(self.path.display().to_string());
-        v["lines_lost"] = json!(self.lost.load(Ordering::Relaxed));
-        v
+    pub fn snapshot(&self) -> LedgerState {
+        let totals = self.totals();
+        LedgerState {
+            totals,
+            expected_usdc: usdc(totals.expected_micro_usdc),
+            path: self.path.display().to_string(),
+            lines_lost: self.lost.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -492,10 +494,8 @@ mod tests {
         assert!(l.flush(Duration::from_secs(5)));
         assert_eq!(l.totals().expected_micro_usdc, 2 * 2500);
         let snap = l.snapshot();
-        assert_eq!(
-            (snap["jobs"].as_u64(), snap["lines_lost"].as_u64()),
-            (Some(2), Some(0))
-        );
+        assert_eq!((snap.totals.jobs, snap.lines_lost), (2, 0));
+        assert_eq!(snap.expected_usdc, "0.005000");
         assert_eq!(std::fs::read_to_string(&c.path).unwrap().lines().count(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }
