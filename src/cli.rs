@@ -11,6 +11,8 @@ pub enum Command {
     Status,
     Doctor,
     Pair,
+    Pause,
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct Cli {
     pub api: Option<String>,
     /// `pair --force`: replace an existing config
     pub force: bool,
+    /// `pause --drain`: wait until the running jobs have finished
+    pub drain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +52,16 @@ commands:
   doctor     check config, identity, clock, disk, coordinator and backends
   pair       pair this device with your Use Pod account and write the config
              (--api URL, default https://api.usepod.ai; --force replaces a config)
+  pause      the running agent stops taking jobs and withdraws its models;
+             running jobs finish (--drain waits for them); lasts until resume
+  resume     the running agent takes jobs again
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
                          ~/.config/usepod-edge/config.json if present,
                          else /etc/usepod-edge/config.json)
       --json             with status: print the state as JSON
+      --drain            with pause: wait until no job is running
   -l, --log-level LEVEL  error, warn, info (default), debug, trace
                          (env USEPOD_EDGE_LOG)
   -V, --version          print the version
@@ -70,6 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut json = false;
     let mut api = None;
     let mut force = false;
+    let mut drain = false;
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -90,6 +99,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--json" => json = true,
             "--api" => api = Some(value("--api")?),
             "--force" => force = true,
+            "--drain" => drain = true,
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             w => {
                 let c = match w {
@@ -100,6 +110,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "status" => Command::Status,
                     "doctor" => Command::Doctor,
                     "pair" => Command::Pair,
+                    "pause" => Command::Pause,
+                    "resume" => Command::Resume,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {
@@ -115,6 +127,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         json,
         api,
         force,
+        drain,
     }))
 }
 
@@ -136,7 +149,8 @@ mod tests {
                 log_level: None,
                 json: false,
                 api: None,
-                force: false
+                force: false,
+                drain: false
             })
         );
         assert_eq!(
@@ -147,11 +161,20 @@ mod tests {
                 log_level: Some("debug".into()),
                 json: false,
                 api: None,
-                force: false
+                force: false,
+                drain: false
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);
         assert_eq!(p(&["-h"]).unwrap(), Parsed::Help);
+        let Parsed::Go(c) = p(&["pause", "--drain"]).unwrap() else {
+            panic!("pause parses")
+        };
+        assert_eq!((c.command, c.drain), (Command::Pause, true));
+        let Parsed::Go(c) = p(&["resume"]).unwrap() else {
+            panic!("resume parses")
+        };
+        assert_eq!((c.command, c.drain), (Command::Resume, false));
     }
 
     #[test]

@@ -161,6 +161,28 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are stopped.
     pub drain_timeout: Duration,
+    /// Thermal guard: no new jobs above `max_temp_c` on a GPU/SoC zone, until it is
+    /// `resume_temp_c` or cooler.
+    pub max_temp_c: f64,
+    pub resume_temp_c: f64,
+    /// Serve while the board runs from its battery.
+    pub allow_battery: bool,
+}
+
+pub const DEFAULT_MAX_TEMP_C: f64 = 85.0;
+pub const DEFAULT_RESUME_TEMP_C: f64 = 75.0;
+
+/// Local first: the agent steps aside while the backend or the GPU is busy with
+/// work that is not its own (src/gate/local.rs).
+#[derive(Debug, Clone)]
+pub struct LocalFirst {
+    pub enabled: bool,
+    /// Foreign load this long stops admission ...
+    pub busy: Duration,
+    /// ... and this long without it brings it back.
+    pub idle: Duration,
+    /// GPU load, in percent, that counts as busy while none of our jobs runs.
+    pub gpu_busy_pct: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +198,9 @@ pub struct Config {
     /// Non-fatal findings (unknown keys, unset api_key_env) for the log and `validate`.
     pub warnings: Vec<String>,
     pub status: StatusConfig,
+    /// Serving windows in local time; empty serves at all hours.
+    pub schedule: Vec<crate::gate::schedule::Window>,
+    pub local_first: LocalFirst,
 }
 
 /// Local reporting: the state file `usepod-edge status` reads, and an optional
@@ -446,6 +471,8 @@ fn build(
             "pricing",
             "limits",
             "status",
+            "schedule",
+            "local_first",
         ],
     );
     let coordinator = build_coordinator(&mut w, root, over)?;
@@ -525,6 +552,9 @@ fn build(
             "first_byte_timeout_s",
             "idle_timeout_s",
             "drain_timeout_s",
+            "max_temp_c",
+            "resume_temp_c",
+            "allow_battery",
         ],
     )?;
     let max_concurrent = w
@@ -607,7 +637,15 @@ fn build(
         )?,
         idle_timeout: w.seconds(limits_obj, "limits", "idle_timeout_s", 60.0, 3600.0)?,
         drain_timeout: w.seconds(limits_obj, "limits", "drain_timeout_s", 30.0, 3600.0)?,
+        max_temp_c: DEFAULT_MAX_TEMP_C,
+        resume_temp_c: DEFAULT_RESUME_TEMP_C,
+        allow_battery: w
+            .boolean(limits_obj, "limits", "allow_battery")?
+            .unwrap_or(false),
     };
+    let limits = build_thermal(&w, limits_obj, limits)?;
+    let schedule = build_schedule(&mut w, root)?;
+    let local_first = build_local_first(&mut w, root)?;
 
     let st = w.section(
         root,
@@ -633,6 +671,8 @@ fn build(
 
     Ok(Config {
         status,
+        schedule,
+        local_first,
         source,
         coordinator,
         key_path,
@@ -644,6 +684,124 @@ fn build(
         },
         limits,
         warnings: w.warnings,
+    })
+}
+
+fn build_thermal(
+    w: &Walker,
+    obj: Option<&Map<String, Value>>,
+    mut limits: Limits,
+) -> Result<Limits, ConfigError> {
+    let celsius = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        let v = w
+            .typed(obj, "limits", key, "a temperature in °C", Value::as_f64)?
+            .unwrap_or(default);
+        if !(20.0..=150.0).contains(&v) {
+            return Err(w.err(
+                &join("limits", key),
+                format!("must be between 20 and 150 °C, got {v}"),
+            ));
+        }
+        Ok(v)
+    };
+    limits.max_temp_c = celsius("max_temp_c", DEFAULT_MAX_TEMP_C)?;
+    // Without an explicit resume point, 10 °C of cooling before serving again.
+    let resume_default = if limits.max_temp_c == DEFAULT_MAX_TEMP_C {
+        DEFAULT_RESUME_TEMP_C
+    } else {
+        (limits.max_temp_c - 10.0).max(20.0)
+    };
+    limits.resume_temp_c = celsius("resume_temp_c", resume_default)?;
+    if limits.resume_temp_c >= limits.max_temp_c {
+        return Err(w.err(
+            "limits.resume_temp_c",
+            format!(
+                "must be below limits.max_temp_c ({}), got {}",
+                limits.max_temp_c, limits.resume_temp_c
+            ),
+        ));
+    }
+    Ok(limits)
+}
+
+fn build_schedule(
+    w: &mut Walker,
+    root: &Map<String, Value>,
+) -> Result<Vec<crate::gate::schedule::Window>, ConfigError> {
+    use crate::gate::schedule::{parse_days, parse_time, Window};
+    let list = match root.get("schedule") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(w.err(
+                "schedule",
+                "must be an array of {\"days\", \"from\", \"to\"} windows",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("schedule[{i}]");
+        let Value::Object(o) = item else {
+            return Err(w.err(&path, "must be an object with days, from and to"));
+        };
+        w.check_keys(o, &path, &["days", "from", "to"]);
+        let days_key = join(&path, "days");
+        let days = match o.get("days") {
+            None | Some(Value::Null) => [true; 7],
+            Some(Value::String(s)) => parse_days(&[s]).map_err(|p| w.err(&days_key, p))?,
+            Some(Value::Array(a)) => {
+                let names = a
+                    .iter()
+                    .map(|d| {
+                        d.as_str()
+                            .ok_or_else(|| w.err(&days_key, "must list day names as strings"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                parse_days(&names).map_err(|p| w.err(&days_key, p))?
+            }
+            Some(v) => {
+                return Err(w.err(
+                    &days_key,
+                    format!("must be a string such as \"Mon-Fri\" or an array of them, got {v}"),
+                ))
+            }
+        };
+        let time = |key: &str, end: bool| -> Result<u16, ConfigError> {
+            let text = w
+                .string(Some(o), &path, key)?
+                .ok_or_else(|| w.err(&join(&path, key), "missing (a time HH:MM)"))?;
+            parse_time(&text, end).map_err(|p| w.err(&join(&path, key), p))
+        };
+        let (from, to) = (time("from", false)?, time("to", true)?);
+        if from == to {
+            return Err(w.err(
+                &join(&path, "to"),
+                "is the same time as from; use \"from\": \"00:00\", \"to\": \"24:00\" for the whole day",
+            ));
+        }
+        out.push(Window { days, from, to });
+    }
+    Ok(out)
+}
+
+fn build_local_first(w: &mut Walker, root: &Map<String, Value>) -> Result<LocalFirst, ConfigError> {
+    const P: &str = "local_first";
+    let o = w.section(root, P, &["enabled", "busy_s", "idle_s", "gpu_busy_pct"])?;
+    let gpu_busy_pct = w
+        .typed(o, P, "gpu_busy_pct", "a percentage", Value::as_f64)?
+        .unwrap_or(30.0);
+    if !(gpu_busy_pct > 0.0 && gpu_busy_pct <= 100.0) {
+        return Err(w.err(
+            "local_first.gpu_busy_pct",
+            format!("must be greater than 0 and at most 100, got {gpu_busy_pct}"),
+        ));
+    }
+    Ok(LocalFirst {
+        enabled: w.boolean(o, P, "enabled")?.unwrap_or(true),
+        busy: w.seconds(o, P, "busy_s", 10.0, 86_400.0)?,
+        idle: w.seconds(o, P, "idle_s", 120.0, 86_400.0)?,
+        gpu_busy_pct,
     })
 }
 

@@ -71,6 +71,7 @@ pub fn snapshot(agent: &Agent) -> Value {
         "jobs": {"in_flight": agent.jobs.in_flight(), "done": totals.done, "failed": totals.failed},
         "last_error": last_error,
         "heartbeat": agent.heartbeat_stats(),
+        "serving": agent.gate.status(),
     })
 }
 
@@ -134,6 +135,12 @@ pub fn prometheus(s: &Value) -> String {
         "share of jobs that failed in the last minute",
         "",
         num(&hb["error_rate_60s"]),
+    );
+    gauge(
+        "admitting",
+        "1 while the agent takes jobs (not paused, in schedule, no local use, heat or battery)",
+        "",
+        f64::from(u8::from(s["serving"]["admitting"] != json!(false))),
     );
     let offered = s["models_offered"].as_array().map_or(0, Vec::len);
     gauge(
@@ -228,13 +235,21 @@ fn pid_alive(pid: u64) -> bool {
         .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
-fn ago(now: u64, then: u64) -> String {
+pub(crate) fn ago(now: u64, then: u64) -> String {
     let s = now.saturating_sub(then);
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),
         _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
     }
+}
+
+/// The running agent's state file, when its process is alive and writing it.
+pub fn read_running(config: &Config) -> Option<Value> {
+    let text = std::fs::read_to_string(&config.status.state_file).ok()?;
+    let state: Value = serde_json::from_str(&text).ok()?;
+    let alive = state["pid"].as_u64().is_some_and(pid_alive);
+    (assess(&state, unix(SystemTime::now()), alive) == Verdict::Running).then_some(state)
 }
 
 /// `usepod-edge status [--json]`: 0 running, 1 stale or not running, 3 no state file.
@@ -339,6 +354,7 @@ fn print_human(s: &Value, verdict: &Verdict, now: u64) {
         "jobs: {} running, {} done, {} failed",
         j["in_flight"], j["done"], j["failed"]
     );
+    crate::gate::print_status(&s["serving"], now);
     if let Some(e) = s["last_error"].as_object() {
         println!(
             "last error: {} at {}",
