@@ -1169,6 +1169,24 @@ mod tests {
             (None, r#"{"limits":{"max_concurrent":257}}"#.into(), e("limits.max_concurrent: must be between 1 and 256, got 257")),
             (None, r#"{"limits":{"max_concurrent":"eight"}}"#.into(), e(r#"limits.max_concurrent: must be a non-negative integer, got "eight""#)),
             (None, r#"{"limits":{"max_concurrent":8.5}}"#.into(), e("limits.max_concurrent: must be a non-negative integer, got 8.5")),
+            // operator control: schedule, thermal and power limits, local first
+            (None, r#"{"schedule":{}}"#.into(), e(r#"schedule: must be an array of {"days", "from", "to"} windows"#)),
+            (None, r#"{"schedule":[{"days":"Mon-Fry","from":"22:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].days: unknown day "Fry" (Mon..Sun, a range such as Mon-Fri, or daily)"#)),
+            (None, r#"{"schedule":[{"days":5,"from":"22:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].days: must be a string such as "Mon-Fri" or an array of them, got 5"#)),
+            (None, r#"{"schedule":[{"days":["Mon",1],"from":"22:00","to":"07:00"}]}"#.into(), e("schedule[0].days: must list day names as strings")),
+            (None, r#"{"schedule":[{"days":"Mon","to":"07:00"}]}"#.into(), e("schedule[0].from: missing (a time HH:MM)")),
+            (None, r#"{"schedule":[{"from":"22:00","to":"7:00"}]}"#.into(), e(r#"schedule[0].to: must be a time HH:MM (00:00 to 24:00), got "7:00""#)),
+            (None, r#"{"schedule":[{"from":"24:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].from: must be a time HH:MM (00:00 to 23:59), got "24:00""#)),
+            (None, r#"{"schedule":[{"from":"08:00","to":"08:00"}]}"#.into(), e(r#"schedule[0].to: is the same time as from; use "from": "00:00", "to": "24:00" for the whole day"#)),
+            (None, r#"{"schedule":["Mon-Fri 22:00-07:00"]}"#.into(), e("schedule[0]: must be an object with days, from and to")),
+            (None, r#"{"limits":{"max_temp_c":200}}"#.into(), e("limits.max_temp_c: must be between 20 and 150 °C, got 200")),
+            (None, r#"{"limits":{"max_temp_c":"hot"}}"#.into(), e(r#"limits.max_temp_c: must be a temperature in °C, got "hot""#)),
+            (None, r#"{"limits":{"max_temp_c":80,"resume_temp_c":80}}"#.into(), e("limits.resume_temp_c: must be below limits.max_temp_c (80), got 80")),
+            (None, r#"{"limits":{"allow_battery":1}}"#.into(), e("limits.allow_battery: must be true or false, got 1")),
+            (None, r#"{"local_first":{"busy_s":0}}"#.into(), e("local_first.busy_s: must be greater than 0 and at most 86400, got 0")),
+            (None, r#"{"local_first":{"gpu_busy_pct":0}}"#.into(), e("local_first.gpu_busy_pct: must be greater than 0 and at most 100, got 0")),
+            (None, r#"{"local_first":{"enabled":"yes"}}"#.into(), e(r#"local_first.enabled: must be true or false, got "yes""#)),
+            (None, r#"{"local_first":[]}"#.into(), e("local_first: must be an object")),
             // the file as a whole
             (None, r#"{"coordinator": {"url": "#.into(), e("invalid JSON: EOF while parsing a value at line 1 column 24")),
             (None, "[]".into(), e("the top level must be a JSON object")),
@@ -1181,6 +1199,14 @@ mod tests {
                     .into(),
             ),
             // and what is valid
+            (
+                None,
+                r#"{"schedule":[{"days":"Mon-Fri","from":"22:00","to":"07:00"},
+                                {"days":["Sat","sunday"],"from":"00:00","to":"24:00"},{"from":"12:00","to":"13:00"}],
+                    "limits":{"max_temp_c":95,"allow_battery":true},
+                    "local_first":{"enabled":false,"busy_s":2.5,"idle_s":30,"gpu_busy_pct":50}}"#.into(),
+                ACCEPTED.into(),
+            ),
             (None, r#"{"limits":{"max_concurrent":1}}"#.into(), ACCEPTED.into()),
             (None, r#"{"limits":{"max_concurrent":256}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://127.0.0.1:9/provider/connect"}}"#.into(), ACCEPTED.into()),
@@ -1250,6 +1276,37 @@ mod tests {
         assert_eq!(
             (e.origin.as_str(), e.key.as_str()),
             ("environment", ENV_COORDINATOR_URL)
+        );
+    }
+
+    #[test]
+    fn operator_control_defaults_and_values() {
+        let c = parse("{}").unwrap();
+        assert!(c.schedule.is_empty());
+        assert_eq!((c.limits.max_temp_c, c.limits.resume_temp_c), (85.0, 75.0));
+        assert!(!c.limits.allow_battery);
+        let lf = &c.local_first;
+        assert!(lf.enabled);
+        assert_eq!(
+            (lf.busy, lf.idle, lf.gpu_busy_pct),
+            (Duration::from_secs(10), Duration::from_secs(120), 30.0)
+        );
+        let c = parse(
+            r#"{"schedule":[{"days":"Fri-Mon","from":"22:00","to":"07:00"}],
+                "limits":{"max_temp_c":95},"local_first":{"busy_s":0.5,"idle_s":1}}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.limits.resume_temp_c, 85.0, "10 °C below a custom maximum");
+        assert_eq!(c.local_first.busy, Duration::from_millis(500));
+        let w = &c.schedule[0];
+        assert_eq!((w.from, w.to), (22 * 60, 7 * 60));
+        assert_eq!(w.days, [true, false, false, false, true, true, true]);
+        let c = parse(r#"{"schedule":[{"from":"08:00","to":"09:00","day":"Mon"}]}"#).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("schedule[0].day")),
+            "{:?}",
+            c.warnings
         );
     }
 
