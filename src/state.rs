@@ -39,9 +39,11 @@ pub fn snapshot(agent: &Agent) -> Value {
         })
         .collect();
     // Model ids come from the backends: shown, for `status` prints them as they are.
+    // While the gate withdraws them, none is offered.
     let offered: Vec<String> = snap
         .routes
         .keys()
+        .filter(|_| agent.gate.admitting())
         .map(|id| shown(id, 128).to_string())
         .collect();
     let totals = agent.jobs.metrics.totals();

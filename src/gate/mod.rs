@@ -81,6 +81,16 @@ impl Reason {
             Reason::Battery => "battery",
         }
     }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Reason::Paused => "the operator's pause",
+            Reason::Schedule => "the serving schedule",
+            Reason::LocalUse => "local use",
+            Reason::Heat => "heat",
+            Reason::Battery => "battery power",
+        }
+    }
 }
 
 /// One standing reason not to admit.
@@ -611,7 +621,7 @@ fn apply(agent: &Agent, new: Shared) {
         .iter()
         .filter(|r| !after.iter().any(|b| b.reason == **r))
     {
-        log::info!("{} no longer stops jobs", r.as_str());
+        log::info!("{} no longer stops jobs", r.noun());
     }
     if after.is_empty() {
         log::info!("admitting jobs again; models announced");
