@@ -316,6 +316,11 @@ impl Gate {
 
 /// How long a backend without the signal endpoint is left alone before asking again.
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(300);
+/// nvidia-smi starts the driver's library on every run (up to a second without
+/// persistence mode): at most this often, whatever the status interval.
+const SMI_EVERY: Duration = Duration::from_secs(15);
+/// The zone is read again this often, so a `timedatectl set-timezone` needs no restart.
+const ZONE_EVERY: Duration = Duration::from_secs(60);
 
 /// The gate's reading side: sensors, the control file, the backends.
 struct Monitor {
@@ -323,6 +328,7 @@ struct Monitor {
     root: PathBuf,
     control: PathBuf,
     zone: tz::Found,
+    zone_read: Instant,
     heat: Option<(SystemTime, String)>,
     battery: Option<(SystemTime, String)>,
     local: local::Tracker,
@@ -331,6 +337,8 @@ struct Monitor {
     /// Backends whose signal endpoint answered "no such thing", and since when.
     unsupported: HashMap<String, Instant>,
     smi_missing_until: Option<Instant>,
+    /// The last nvidia-smi answer and when it was taken.
+    smi: Option<(Instant, Vec<Value>)>,
     warned: Option<String>,
 }
 
@@ -341,12 +349,14 @@ impl Monitor {
             root: root(),
             control: control::path(config),
             zone: tz::system(),
+            zone_read: Instant::now(),
             heat: None,
             battery: None,
             local: local::Tracker::default(),
             ollama: HashMap::new(),
             unsupported: HashMap::new(),
             smi_missing_until: None,
+            smi: None,
             warned: None,
         }
     }
@@ -378,14 +388,20 @@ impl Monitor {
                 notes.push(w.clone());
             }
         }
+        if !config.schedule.is_empty() && self.zone_read.elapsed() >= ZONE_EVERY {
+            self.zone = tz::system();
+            self.zone_read = Instant::now();
+        }
         let schedule = schedule_state(&config.schedule, &self.zone.zone, wall);
 
         let jetson = crate::hardware::is_jetson(&self.root);
-        let smi = if full && !jetson && self.root == Path::new("/") {
-            self.nvidia_smi(mono)
-        } else {
-            Vec::new()
-        };
+        // Off Tegra only: on a Jetson nvidia-smi is absent or answers [N/A].
+        let smi_fresh = full && !jetson && self.root == Path::new("/") && self.refresh_smi(mono);
+        let smi = self
+            .smi
+            .as_ref()
+            .map(|(_, g)| g.clone())
+            .unwrap_or_default();
         self.step_heat(config, wall, jetson, &smi);
         self.battery = match sensors::on_battery(&sensors::read_supplies(&self.root)) {
             Some(d) => Some(
@@ -396,7 +412,9 @@ impl Monitor {
             None => None,
         };
         if full && config.local_first.enabled {
-            let signal = self.local_signal(agent, jetson, &smi);
+            // A GPU load read earlier says nothing about whose jobs ran since.
+            let fresh: &[Value] = if smi_fresh { &smi } else { &[] };
+            let signal = self.local_signal(agent, jetson, fresh);
             self.local.step(
                 &signal,
                 mono,
@@ -423,14 +441,21 @@ impl Monitor {
         }
     }
 
-    fn nvidia_smi(&mut self, mono: Instant) -> Vec<Value> {
-        if self.smi_missing_until.is_some_and(|t| mono < t) {
-            return Vec::new();
+    /// Runs nvidia-smi when its last answer is old enough; true when it did now.
+    fn refresh_smi(&mut self, mono: Instant) -> bool {
+        if self.smi_missing_until.is_some_and(|t| mono < t)
+            || self
+                .smi
+                .as_ref()
+                .is_some_and(|(at, _)| mono.saturating_duration_since(*at) < SMI_EVERY)
+        {
+            return false;
         }
         let gpus = crate::hardware::nvidia_smi();
         // No driver (or no nvidia-smi): do not spawn it on every tick.
         self.smi_missing_until = gpus.is_empty().then(|| mono + UNSUPPORTED_RETRY);
-        gpus
+        self.smi = Some((mono, gpus));
+        true
     }
 
     fn step_heat(&mut self, config: &Config, wall: SystemTime, jetson: bool, smi: &[Value]) {
