@@ -239,9 +239,10 @@ fn nvpmodel_default(conf: &str) -> Option<u32> {
         .find_map(|pairs| pairs.iter().find(|(k, _)| *k == "DEFAULT")?.1.parse().ok())
 }
 
-/// nvidia-smi's view of each GPU (name, memory, utilization, temperature), off Tegra.
-pub fn nvidia_smi() -> Vec<Value> {
-    run_command("nvidia-smi", &NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT)
+/// nvidia-smi's view of each GPU (name, memory, utilization, temperature), off Tegra;
+/// `program` is `nvidia-smi` or a path to it.
+pub fn nvidia_smi(program: &str) -> Vec<Value> {
+    run_command(program, &NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT)
         .map(|text| parse_nvidia_smi(&text))
         .unwrap_or_default()
 }

@@ -13,7 +13,9 @@
 //!   whose `expires_at` moved (Ollama pushes it on every request), since the previous
 //!   sample is a request; it is ours when one of our jobs on that model ran at either
 //!   sample or was admitted between them, else it is somebody else's. A model that
-//!   merely stays loaded (with `keep_alive` -1, say) is not use.
+//!   merely stays loaded (with `keep_alive` -1, say) is not use. Since a request is
+//!   seen once rather than for as long as it runs, the monitor holds it as busy for
+//!   `busy` (see [`Hold`]): one request that is not ours is enough to step aside.
 //! - GPU load (Jetson's nvgpu `load`; `nvidia-smi` elsewhere) at or above
 //!   `gpu_busy_pct`, judged only while none of our jobs runs: with ours running the
 //!   load cannot be told apart, so the sample says nothing.
@@ -196,6 +198,31 @@ pub fn combine(signals: &[(String, Signal)]) -> Signal {
         Signal::Quiet
     } else {
         Signal::Unknown
+    }
+}
+
+/// Keeps a busy look standing for a while, for sources that report events rather
+/// than state: an Ollama request is seen once (when it moved the model's expiry), not
+/// for as long as it runs.
+#[derive(Debug, Default, Clone)]
+pub struct Hold {
+    busy: Option<(Instant, String)>,
+}
+
+impl Hold {
+    /// The signal to use now: `s`, or a Busy seen less than `hold` ago.
+    pub fn apply(&mut self, s: Signal, now: Instant, hold: Duration) -> Signal {
+        if let Signal::Busy(d) = &s {
+            self.busy = Some((now + hold, d.clone()));
+            return s;
+        }
+        match &self.busy {
+            Some((until, d)) if now < *until => Signal::Busy(d.clone()),
+            _ => {
+                self.busy = None;
+                s
+            }
+        }
     }
 }
 
@@ -420,6 +447,21 @@ mod tests {
         assert_eq!(combine(std::slice::from_ref(&u)), Signal::Unknown);
         assert_eq!(combine(&[]), Signal::Unknown);
         assert_eq!(combine(&[q, b, u]), Signal::Busy("c: x".into()));
+    }
+
+    #[test]
+    fn a_busy_look_holds() {
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        let hold = Duration::from_secs(1);
+        let mut h = Hold::default();
+        assert_eq!(h.apply(Signal::Quiet, s(0), hold), Signal::Quiet);
+        let b = Signal::Busy("x".into());
+        assert_eq!(h.apply(b.clone(), s(100), hold), b);
+        assert_eq!(h.apply(Signal::Quiet, s(600), hold), b);
+        assert_eq!(h.apply(Signal::Unknown, s(1099), hold), b);
+        assert_eq!(h.apply(Signal::Quiet, s(1100), hold), Signal::Quiet);
+        assert_eq!(h.apply(Signal::Unknown, s(1200), hold), Signal::Unknown);
     }
 
     #[test]

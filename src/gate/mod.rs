@@ -317,8 +317,8 @@ impl Gate {
 /// How long a backend without the signal endpoint is left alone before asking again.
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(300);
 /// nvidia-smi starts the driver's library on every run (up to a second without
-/// persistence mode): at most this often, whatever the status interval.
-const SMI_EVERY: Duration = Duration::from_secs(15);
+/// persistence mode): every third status interval, and at most every 15 s.
+const SMI_EVERY_MAX: Duration = Duration::from_secs(15);
 /// The zone is read again this often, so a `timedatectl set-timezone` needs no restart.
 const ZONE_EVERY: Duration = Duration::from_secs(60);
 
@@ -334,6 +334,10 @@ struct Monitor {
     local: local::Tracker,
     /// Ollama's previous `/api/ps` and our jobs then, per backend URL.
     ollama: HashMap<String, (Vec<local::Loaded>, local::Ours)>,
+    /// Ollama requests seen, held as busy for a while, per backend URL.
+    ollama_holds: HashMap<String, local::Hold>,
+    /// The GPU signal from the last nvidia-smi answer, standing until the next.
+    smi_signal: local::Signal,
     /// Backends whose signal endpoint answered "no such thing", and since when.
     unsupported: HashMap<String, Instant>,
     smi_missing_until: Option<Instant>,
@@ -354,6 +358,8 @@ impl Monitor {
             battery: None,
             local: local::Tracker::default(),
             ollama: HashMap::new(),
+            ollama_holds: HashMap::new(),
+            smi_signal: local::Signal::Unknown,
             unsupported: HashMap::new(),
             smi_missing_until: None,
             smi: None,
@@ -396,7 +402,8 @@ impl Monitor {
 
         let jetson = crate::hardware::is_jetson(&self.root);
         // Off Tegra only: on a Jetson nvidia-smi is absent or answers [N/A].
-        let smi_fresh = full && !jetson && self.root == Path::new("/") && self.refresh_smi(mono);
+        let every = (config.status.interval * 3).min(SMI_EVERY_MAX);
+        let smi_fresh = full && !jetson && self.refresh_smi(mono, every);
         let smi = self
             .smi
             .as_ref()
@@ -412,9 +419,8 @@ impl Monitor {
             None => None,
         };
         if full && config.local_first.enabled {
-            // A GPU load read earlier says nothing about whose jobs ran since.
-            let fresh: &[Value] = if smi_fresh { &smi } else { &[] };
-            let signal = self.local_signal(agent, jetson, fresh);
+            let fresh = smi_fresh.then_some(smi.as_slice());
+            let signal = self.local_signal(agent, jetson, fresh, mono);
             self.local.step(
                 &signal,
                 mono,
@@ -441,17 +447,30 @@ impl Monitor {
         }
     }
 
-    /// Runs nvidia-smi when its last answer is old enough; true when it did now.
-    fn refresh_smi(&mut self, mono: Instant) -> bool {
+    /// The nvidia-smi that describes the machine at the root: the one on `$PATH` for
+    /// this machine, a fixture tree's own `usr/bin/nvidia-smi` (a script) for a tree.
+    fn smi_program(&self) -> Option<String> {
+        if self.root == Path::new("/") {
+            return Some("nvidia-smi".into());
+        }
+        let own = self.root.join("usr/bin/nvidia-smi");
+        own.is_file().then(|| own.display().to_string())
+    }
+
+    /// Runs nvidia-smi when its last answer is older than `every`; true when it did now.
+    fn refresh_smi(&mut self, mono: Instant, every: Duration) -> bool {
+        let Some(program) = self.smi_program() else {
+            return false;
+        };
         if self.smi_missing_until.is_some_and(|t| mono < t)
             || self
                 .smi
                 .as_ref()
-                .is_some_and(|(at, _)| mono.saturating_duration_since(*at) < SMI_EVERY)
+                .is_some_and(|(at, _)| mono.saturating_duration_since(*at) < every)
         {
             return false;
         }
-        let gpus = crate::hardware::nvidia_smi();
+        let gpus = crate::hardware::nvidia_smi(&program);
         // No driver (or no nvidia-smi): do not spawn it on every tick.
         self.smi_missing_until = gpus.is_empty().then(|| mono + UNSUPPORTED_RETRY);
         self.smi = Some((mono, gpus));
@@ -498,7 +517,15 @@ impl Monitor {
     }
 
     /// One local-first sample over every source that has a signal.
-    fn local_signal(&mut self, agent: &Agent, jetson: bool, smi: &[Value]) -> local::Signal {
+    /// `smi`: a new nvidia-smi answer, when one was taken this tick.
+    fn local_signal(
+        &mut self,
+        agent: &Agent,
+        jetson: bool,
+        smi: Option<&[Value]>,
+        mono: Instant,
+    ) -> local::Signal {
+        let lf = &agent.config.local_first;
         let mut ours: HashMap<String, local::Ours> = HashMap::new();
         for ((backend, model), (running, admitted)) in agent.jobs.usage() {
             let o = ours.entry(backend).or_default();
@@ -539,8 +566,14 @@ impl Monitor {
                             let before = self.ollama.get(&url);
                             let s =
                                 local::ollama(before.map(|(l, o)| (l.as_slice(), o)), &now, &mine);
-                            self.ollama.insert(url, (now, mine));
-                            s
+                            self.ollama.insert(url.clone(), (now, mine));
+                            // Held one status interval past busy_s, so that it spans a
+                            // whole busy_s of looks.
+                            let hold = lf.busy + agent.config.status.interval;
+                            self.ollama_holds
+                                .entry(url)
+                                .or_default()
+                                .apply(s, mono, hold)
                         }
                         None => local::Signal::Unknown,
                     },
@@ -552,18 +585,22 @@ impl Monitor {
             };
             signals.push((who, signal));
         }
-        let load_pct = if jetson {
-            crate::hardware::gpu_load_permille(&self.root).map(|p| f64::from(p) / 10.0)
+        let running = agent.jobs.in_flight();
+        let gpu = if jetson {
+            let load = crate::hardware::gpu_load_permille(&self.root).map(|p| f64::from(p) / 10.0);
+            local::gpu(load, running, lf.gpu_busy_pct)
         } else {
-            smi.iter()
-                .filter_map(|g| g["utilization_pct"].as_f64())
-                .reduce(f64::max)
+            // nvidia-smi is asked less often than the others: its last answer stands.
+            if let Some(smi) = smi {
+                let load = smi
+                    .iter()
+                    .filter_map(|g| g["utilization_pct"].as_f64())
+                    .reduce(f64::max);
+                self.smi_signal = local::gpu(load, running, lf.gpu_busy_pct);
+            }
+            self.smi_signal.clone()
         };
-        let busy_pct = agent.config.local_first.gpu_busy_pct;
-        signals.push((
-            "GPU".to_string(),
-            local::gpu(load_pct, agent.jobs.in_flight(), busy_pct),
-        ));
+        signals.push(("GPU".to_string(), gpu));
         local::combine(&signals)
     }
 
