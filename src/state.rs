@@ -395,6 +395,7 @@ mod tests {
             "usepod_edge_ttfb_p95_ms 90",
             "usepod_edge_tokens_per_second_p50 12.5",
             "usepod_edge_models_offered 2",
+            "usepod_edge_admitting 1",
             "usepod_edge_backend_up{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 1",
             "usepod_edge_backend_up{kind=\"ollama\",url=\"u\"} 0",
         ] {
