@@ -22,6 +22,8 @@ pub struct Agent {
     pub tls: Arc<rustls::ClientConfig>,
     pub discovery: Arc<Discovery>,
     pub jobs: Jobs,
+    /// The operator's reasons not to take jobs (src/gate/).
+    pub gate: crate::gate::Gate,
     hardware: HardwareSnapshot,
     /// Set once a shutdown began: no reconnects, no new jobs.
     stopping: AtomicBool,
@@ -49,7 +51,8 @@ impl Agent {
             tls,
             discovery,
             jobs,
-            hardware: HardwareSnapshot::start("/".into()),
+            gate: crate::gate::Gate::default(),
+            hardware: HardwareSnapshot::start(crate::gate::root()),
             stopping: AtomicBool::new(false),
             session: Mutex::new(None),
             link: Mutex::new(Link {
@@ -119,8 +122,14 @@ impl Agent {
     fn capabilities_with(&self, hardware_wait: Duration) -> String {
         let snapshot = self.discovery.snapshot();
         let max = self.config.limits.max_concurrent;
-        let models = snapshot
-            .routes
+        // While the gate says no, capacity is withdrawn: the same message, no models.
+        let none = std::collections::BTreeMap::new();
+        let offered = if self.gate.admitting() {
+            &snapshot.routes
+        } else {
+            &none
+        };
+        let models = offered
             .iter()
             .map(|(id, route)| {
                 let (input_per_1m, output_per_1m) = self.config.pricing.resolve(id);

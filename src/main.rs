@@ -12,6 +12,7 @@ mod config;
 mod discovery;
 mod doctor;
 mod endpoint;
+mod gate;
 mod hardware;
 mod hardware_snapshot;
 mod identity;
@@ -136,6 +137,8 @@ fn main() -> ExitCode {
             let path = config_path(&cli).0;
             pair::run(&path, cli.api.as_deref(), cli.force, &config)
         }
+        Command::Pause => gate::control::pause_cmd(&config, cli.drain),
+        Command::Resume => gate::control::resume_cmd(&config),
         Command::Run => run(config),
     }
 }
@@ -195,6 +198,9 @@ fn validate(config: &Config) -> ExitCode {
         );
     }
     println!("max_concurrent: {}", config.limits.max_concurrent);
+    for line in gate::explain_config(config) {
+        println!("{line}");
+    }
     for w in &config.warnings {
         println!("warning: {w}");
     }
@@ -249,10 +255,7 @@ fn discover(config: &Config) -> ExitCode {
         }
     }
     // What capabilities will say about this machine.
-    println!(
-        "hardware: {}",
-        hardware::describe(std::path::Path::new("/"))
-    );
+    println!("hardware: {}", hardware::describe(&gate::root()));
     if snap.routes.is_empty() {
         ExitCode::FAILURE
     } else {
@@ -305,6 +308,8 @@ fn run(config: Config) -> ExitCode {
     };
     let agent = Arc::new(agent::Agent::new(config, identity, tls));
     discovery::spawn(Arc::clone(&agent.discovery));
+    // Before the first session, so its first capabilities already obey a pause.
+    gate::start(Arc::clone(&agent));
     state::spawn_writer(Arc::clone(&agent));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {

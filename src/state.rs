@@ -4,6 +4,7 @@
 use crate::agent::Agent;
 use crate::clock::rfc3339;
 use crate::config::Config;
+use crate::gate::Serving;
 use crate::ledger::LedgerState;
 use crate::protocol::HeartbeatStats;
 use crate::untrusted::shown;
@@ -40,6 +41,9 @@ pub struct State {
     pub last_error: Option<LastError>,
     pub ledger: LedgerState,
     pub heartbeat: HeartbeatStats,
+    /// Whether the gate admits jobs, and why not; None in a file from an agent
+    /// without the gate.
+    pub serving: Option<Serving>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,9 +114,12 @@ pub fn snapshot(agent: &Agent) -> State {
         })
         .collect();
     // Model ids come from the backends: shown, for `status` prints them as they are.
+    // While the gate withdraws them, none is offered.
     let models_offered = snap
         .routes
         .keys()
+        .filter(|_| agent.gate.admitting())
+        .filter(|_| agent.gate.admitting())
         .map(|id| shown(id, 128).to_string())
         .collect();
     let totals = agent.jobs.metrics.totals();
@@ -146,6 +153,7 @@ pub fn snapshot(agent: &Agent) -> State {
         last_error,
         ledger: agent.jobs.ledger.snapshot(),
         heartbeat: agent.heartbeat_stats(),
+        serving: Some(agent.gate.status()),
     }
 }
 
@@ -197,6 +205,13 @@ pub fn prometheus(s: &State) -> String {
         "error_rate_60s",
         "share of jobs that failed in the last minute",
         hb.error_rate_60s,
+    );
+    // A file without the gate's section comes from an agent that always admits.
+    let admitting = s.serving.as_ref().is_none_or(|g| g.admitting);
+    gauge(
+        "admitting",
+        "1 while the agent takes jobs (not paused, in schedule, no local use, heat or battery)",
+        f64::from(u8::from(admitting)),
     );
     gauge(
         "models_offered",
@@ -290,7 +305,7 @@ fn pid_alive(pid: u32) -> bool {
             .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
-fn ago(now: u64, then: u64) -> String {
+pub(crate) fn ago(now: u64, then: u64) -> String {
     let s = now.saturating_sub(then);
     match s {
         0..=119 => format!("{s}s"),
@@ -313,6 +328,14 @@ struct Shown<'a> {
 struct Missing {
     running: bool,
     error: String,
+}
+
+/// The running agent's state file, when its process is alive and writing it.
+pub fn read_running(config: &Config) -> Option<State> {
+    let text = std::fs::read_to_string(&config.status.state_file).ok()?;
+    let state: State = serde_json::from_str(&text).ok()?;
+    let alive = pid_alive(state.pid);
+    (assess(&state, unix(SystemTime::now()), alive) == Verdict::Running).then_some(state)
 }
 
 /// `usepod-edge status [--json]`: 0 running, 1 stale or not running, 3 no state file.
@@ -430,6 +453,9 @@ fn print_human(s: &State, verdict: &Verdict, now: u64) {
         "jobs: {} running, {} done, {} failed",
         j.in_flight, j.done, j.failed
     );
+    if let Some(serving) = &s.serving {
+        crate::gate::print_status(serving, now);
+    }
     if let Some(e) = &s.last_error {
         println!(
             "last error: {} at {}",
@@ -479,6 +505,8 @@ mod tests {
             "usepod_edge_tokens_per_second_p50 12.5",
             "usepod_edge_error_rate_60s 0.25",
             "usepod_edge_models_offered 2",
+            "usepod_edge_admitting 1",
+            "usepod_edge_admitting 1",
             "usepod_edge_backend_up{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 1",
             "usepod_edge_backend_up{kind=\"ollama\",url=\"u\"} 0",
         ] {

@@ -12,6 +12,12 @@ pub mod clock;
 pub mod config;
 #[path = "../../src/endpoint.rs"]
 pub mod endpoint;
+#[path = "../../src/gate/schedule.rs"]
+pub mod gate_schedule;
+/// config.rs parses serving windows with `crate::gate::schedule`.
+pub mod gate {
+    pub use crate::gate_schedule as schedule;
+}
 #[path = "../../src/identity.rs"]
 pub mod identity;
 #[path = "../../src/protocol.rs"]

@@ -1,5 +1,6 @@
 //! The session's timer thread: heartbeats, WebSocket pings, and capability
-//! updates when discovery changes the routable model set. It holds no socket.
+//! updates when discovery changes the routable model set or the admission gate
+//! opens or closes. It holds no socket.
 
 use super::Outgoing;
 use crate::agent::Agent;
@@ -12,6 +13,7 @@ pub fn run(agent: &Agent, tx: Sender<Outgoing>, halted: Receiver<()>, mut last_c
     let heartbeat = tick(cfg.heartbeat_interval);
     let ping = tick(cfg.ping_interval);
     let changes = agent.discovery.changes();
+    let gate = agent.gate.changes();
     loop {
         select! {
             recv(halted) -> _ => return,
@@ -26,15 +28,35 @@ pub fn run(agent: &Agent, tx: Sender<Outgoing>, halted: Receiver<()>, mut last_c
                 let _ = tx.try_send(Outgoing::Ping);
             }
             recv(changes) -> _ => {
-                let caps = agent.capabilities();
-                if caps != last_caps {
-                    log::info!("routable models changed; re-sending capabilities");
-                    if tx.send(Outgoing::Text(caps.clone())).is_err() {
-                        return;
-                    }
-                    last_caps = caps;
+                if !resend(agent, &tx, &mut last_caps, "routable models changed") {
+                    return;
+                }
+            }
+            recv(gate) -> _ => {
+                let why = if agent.gate.admitting() {
+                    "admitting jobs again"
+                } else {
+                    "not admitting jobs (models withdrawn)"
+                };
+                if !resend(agent, &tx, &mut last_caps, why) {
+                    return;
                 }
             }
         }
     }
+}
+
+/// Sends capabilities when they differ from the last ones sent; false once the
+/// session is gone.
+fn resend(agent: &Agent, tx: &Sender<Outgoing>, last_caps: &mut String, why: &str) -> bool {
+    let caps = agent.capabilities();
+    if caps == *last_caps {
+        return true;
+    }
+    log::info!("{why}; re-sending capabilities");
+    if tx.send(Outgoing::Text(caps.clone())).is_err() {
+        return false;
+    }
+    *last_caps = caps;
+    true
 }
