@@ -336,9 +336,10 @@ fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
     let read = |text: &str| serde_json::from_str::<Typed<Obj<RawConfig>>>(text);
     let parsed = match read(text) {
         // Every leaf takes any value, so a data error is a key given twice in one
-        // object, which serde's derive refuses. JSON readers, this file's always
-        // included, take the last one: `Echo` rewrites the text so, and it is read
-        // again. A syntax error after the repeated key is found by `Echo`.
+        // object, which serde's derive refuses. This file has always been read
+        // keeping the last one (as most JSON readers do): `Echo` rewrites the text
+        // that way and it is read again. A syntax error after the repeated key is
+        // then found, and reported, by `Echo`.
         Err(e) if e.is_data() => serde_json::from_str::<Echo>(text).and_then(|Echo(t)| read(&t)),
         parsed => parsed,
     };
@@ -351,8 +352,8 @@ fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
 
 // The file as serde reads it. Every setting is `Opt<T>`: absent or null is None,
 // and a value of the wrong JSON type is kept as `Typed::Wrong` instead of failing
-// the parse, so that `build`, which knows the key's path, can name it. No Debug:
-// these hold the enrollment code before it is a `Secret` field of the config.
+// the parse, so that `build`, which knows the key's path, can name it (serde's own
+// message names only a line and column).
 
 /// A setting: absent or null is None.
 type Opt<T> = Option<Typed<T>>;
