@@ -593,24 +593,11 @@ fn parse_nvidia_smi(text: &str) -> Vec<Value> {
 }
 
 /// An integer, or a plain decimal such as `12.5`; anything else (`[N/A]`) is None.
-/// Decimals are read by hand: core's float parser would cost the binary 15 KB.
 fn smi_number(value: &str) -> Option<Value> {
     if let Ok(n) = value.parse::<i64>() {
         return Some(json!(n));
     }
-    let (int, frac) = value.split_once('.')?;
-    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
-    let (negative, int) = match int.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, int),
-    };
-    if !digits(int) || !digits(frac) {
-        return None;
-    }
-    let whole: u64 = int.parse().ok()?;
-    let part: u64 = frac.parse().ok()?;
-    let magnitude = whole as f64 + part as f64 / 10f64.powi(frac.len() as i32);
-    Some(json!(if negative { -magnitude } else { magnitude }))
+    crate::decimal::plain_decimal(value).map(|v| json!(v))
 }
 
 /// Runs `program` and returns its stdout (capped) if it exits 0 within

@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod clock;
 mod config;
+mod decimal;
 mod discovery;
 mod doctor;
 mod endpoint;

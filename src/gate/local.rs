@@ -85,7 +85,7 @@ pub fn prometheus_sum(text: &str, names: &[&str]) -> Option<f64> {
         if let Some(v) = after_labels
             .split_whitespace()
             .next()
-            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(crate::decimal::plain_decimal)
         {
             if v.is_finite() {
                 total = Some(total.unwrap_or(0.0) + v);

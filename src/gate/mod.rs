@@ -47,7 +47,7 @@ impl Clock {
     pub fn from_env() -> Clock {
         let fake = std::env::var(ENV_TEST_NOW)
             .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(|v| crate::decimal::plain_decimal(v.trim()))
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| (UNIX_EPOCH + Duration::from_secs_f64(s), Instant::now()));
         Clock { fake }
