@@ -333,32 +333,39 @@ fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
         key: String::new(),
         problem,
     };
-    let read = |text: &str| serde_json::from_str::<Typed<Obj<RawConfig>>>(text);
+    let read = |text: &str| serde_json::from_str::<Obj<RawConfig>>(text);
     let parsed = match read(text) {
-        // Every leaf takes any value, so a data error is a key given twice in one
-        // object, which serde's derive refuses. This file has always been read
-        // keeping the last one (as most JSON readers do): `Echo` rewrites the text
-        // that way and it is read again. A syntax error after the repeated key is
-        // then found, and reported, by `Echo`.
-        Err(e) if e.is_data() => serde_json::from_str::<Echo>(text).and_then(|Echo(t)| read(&t)),
+        // Every setting takes any value, so a data error is a key given twice in
+        // one object, which serde's derive refuses. This file has always been read
+        // keeping the last one (as most JSON readers do): `Leaf::shown` rewrites
+        // the text that way and it is read again. A syntax error after the
+        // repeated key is then found, and reported, by that reading.
+        Err(e) if e.is_data() => {
+            serde_json::from_str::<Leaf>(text).and_then(|leaf| read(&leaf.shown()))
+        }
         parsed => parsed,
     };
     match parsed {
-        Ok(Typed::Ok(Obj(raw))) => Ok(raw),
-        Ok(Typed::Wrong(_)) => Err(whole("the top level must be a JSON object".into())),
+        Ok(Obj::Ok(raw)) => Ok(raw),
+        Ok(Obj::Wrong) => Err(whole("the top level must be a JSON object".into())),
         Err(e) => Err(whole(format!("invalid JSON: {e}"))),
     }
 }
 
-// The file as serde reads it. Every setting is `Opt<T>`: absent or null is None,
-// and a value of the wrong JSON type is kept as `Typed::Wrong` instead of failing
-// the parse, so that `build`, which knows the key's path, can name it (serde's own
-// message names only a line and column).
+// The file as serde reads it. A setting is `Opt<T>`: absent or null is None, and
+// a value of the wrong JSON type is kept as `Typed::Wrong` instead of failing the
+// parse, so that `build`, which knows the key's path, can name it (serde's own
+// message names only a line and column). Sections and lists of them are `Obj` and
+// `List`, which say only whether the value was an object or an array.
+//
+// Every setting is read by one visitor (`Leaf`'s) and converted after: the binary
+// has a size budget, and a visitor per setting type would cost one copy of
+// serde_json's parser entry point each.
 
 /// A setting: absent or null is None.
 type Opt<T> = Option<Typed<T>>;
-/// A section of settings: an object, or absent or null.
-type Section<T> = Opt<Obj<T>>;
+/// A section of settings: absent or null is None.
+type Section<T> = Option<Obj<T>>;
 /// The keys of an object that its type does not know: warnings, not errors, so a
 /// config written for a newer agent still starts an older one.
 type Unknown = BTreeMap<String, IgnoredAny>;
@@ -367,12 +374,12 @@ type Unknown = BTreeMap<String, IgnoredAny>;
 struct RawConfig {
     coordinator: Section<RawCoordinator>,
     identity: Section<RawIdentity>,
-    backends: Opt<Vec<Typed<Obj<RawBackend>>>>,
+    backends: Option<List<Obj<RawBackend>>>,
     pricing: Section<RawPricing>,
     limits: Section<RawLimits>,
     status: Section<RawStatus>,
     ledger: Section<RawLedger>,
-    schedule: Opt<Vec<Typed<Obj<RawWindow>>>>,
+    schedule: Option<List<Obj<RawWindow>>>,
     local_first: Section<RawLocalFirst>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -417,7 +424,7 @@ struct RawPricing {
     default_input_per_1m: Opt<u64>,
     default_output_per_1m: Opt<u64>,
     /// Keyed by model id: a plain map, so its keys are never "unknown".
-    models: Opt<Obj<BTreeMap<String, Typed<Obj<RawModelPrice>>>>>,
+    models: Section<BTreeMap<String, Obj<RawModelPrice>>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -485,18 +492,6 @@ enum Days {
     Many(Vec<Typed<String>>),
 }
 
-impl<'de> Shape<'de> for Days {
-    fn of_str(s: &str) -> Option<Self> {
-        Some(Days::One(s.to_owned()))
-    }
-    fn of_seq<A: SeqAccess<'de>>(seq: A) -> Result<Typed<Self>, A::Error> {
-        Ok(match Vec::of_seq(seq)? {
-            Typed::Ok(names) => Typed::Ok(Days::Many(names)),
-            Typed::Wrong(got) => Typed::Wrong(got),
-        })
-    }
-}
-
 #[derive(Default, Deserialize)]
 struct RawLocalFirst {
     enabled: Opt<bool>,
@@ -531,207 +526,291 @@ raw_sections!(
     RawLocalFirst
 );
 
-/// A value of the JSON type `T` reads, or the JSON text of what stood there
-/// instead (quoted back in the error).
+/// A setting of type `T`, or the JSON text of what stood there instead (quoted
+/// back in the error).
 enum Typed<T> {
     Ok(T),
     Wrong(String),
 }
 
-/// `T` read from a JSON object (and nothing else).
-struct Obj<T>(T);
-
-/// Which JSON values make a `Self`; each `of_*` is None for a type it does not take.
-trait Shape<'de>: Sized {
-    fn of_bool(_: bool) -> Option<Self> {
-        None
-    }
-    fn of_u64(_: u64) -> Option<Self> {
-        None
-    }
-    fn of_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn of_f64(_: f64) -> Option<Self> {
-        None
-    }
-    fn of_str(_: &str) -> Option<Self> {
-        None
-    }
-    fn of_seq<A: SeqAccess<'de>>(seq: A) -> Result<Typed<Self>, A::Error> {
-        echo_seq(seq).map(Typed::Wrong)
-    }
-    fn of_map<A: MapAccess<'de>>(map: A) -> Result<Typed<Self>, A::Error> {
-        echo_map(map).map(Typed::Wrong)
-    }
+/// `T` read from a JSON object, or `Wrong`: something else stood there.
+enum Obj<T> {
+    Ok(T),
+    Wrong,
 }
 
-impl Shape<'_> for String {
-    fn of_str(s: &str) -> Option<Self> {
-        Some(s.to_owned())
-    }
+/// A JSON array, or `Wrong`: something else stood there.
+enum List<T> {
+    Ok(Vec<T>),
+    Wrong,
 }
 
-impl Shape<'_> for Secret {
-    fn of_str(s: &str) -> Option<Self> {
-        Some(Secret::new(s))
-    }
+/// A setting's value before its type is checked: a JSON scalar, a list of them,
+/// or an object kept as text (no setting is an object; it is only quoted back).
+enum Leaf {
+    Null,
+    Bool(bool),
+    Uint(u64),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Leaf>),
+    Object(String),
 }
 
-impl Shape<'_> for bool {
-    fn of_bool(b: bool) -> Option<Self> {
-        Some(b)
-    }
-}
-
-/// Negative numbers and fractions are the wrong type, not a range problem.
-impl Shape<'_> for u64 {
-    fn of_u64(n: u64) -> Option<Self> {
-        Some(n)
-    }
-}
-
-/// Any number: seconds may be fractional (and their range is checked later).
-impl Shape<'_> for f64 {
-    fn of_u64(n: u64) -> Option<Self> {
-        Some(n as f64)
-    }
-    fn of_i64(n: i64) -> Option<Self> {
-        Some(n as f64)
-    }
-    fn of_f64(n: f64) -> Option<Self> {
-        Some(n)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Shape<'de> for Vec<T> {
-    fn of_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Typed<Self>, A::Error> {
-        let mut out = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            out.push(item);
+impl Leaf {
+    /// As compact JSON, printed the way the walker this replaced printed a
+    /// `serde_json::Value` (object keys sorted, a repeated key's last value
+    /// kept), so errors quoting a wrong value read as they did.
+    fn shown(&self) -> String {
+        match self {
+            Leaf::Null => "null".into(),
+            Leaf::Bool(b) => b.to_string(),
+            Leaf::Uint(n) => n.to_string(),
+            Leaf::Int(n) => n.to_string(),
+            Leaf::Float(n) => json_text(n),
+            Leaf::Str(s) => json_text(s),
+            Leaf::List(items) => {
+                let items: Vec<String> = items.iter().map(Leaf::shown).collect();
+                format!("[{}]", items.join(","))
+            }
+            Leaf::Object(text) => text.clone(),
         }
-        Ok(Typed::Ok(out))
     }
 }
 
-impl<'de, T: Deserialize<'de>> Shape<'de> for Obj<T> {
-    fn of_map<A: MapAccess<'de>>(map: A) -> Result<Typed<Self>, A::Error> {
-        T::deserialize(MapAccessDeserializer::new(map)).map(|t| Typed::Ok(Obj(t)))
-    }
-}
-
-impl<'de, T: Shape<'de>> Deserialize<'de> for Typed<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TypedVisitor(PhantomData))
-    }
-}
-
-struct TypedVisitor<T>(PhantomData<T>);
-
-fn typed<T>(v: Option<T>, shown: impl FnOnce() -> String) -> Typed<T> {
-    v.map_or_else(|| Typed::Wrong(shown()), Typed::Ok)
-}
-
-impl<'de, T: Shape<'de>> Visitor<'de> for TypedVisitor<T> {
-    type Value = Typed<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Typed<T>, E> {
-        Ok(typed(T::of_bool(b), || b.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Typed<T>, E> {
-        Ok(typed(T::of_u64(n), || n.to_string()))
-    }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Typed<T>, E> {
-        Ok(typed(T::of_i64(n), || n.to_string()))
-    }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Typed<T>, E> {
-        Ok(typed(T::of_f64(n), || json_text(&n)))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Typed<T>, E> {
-        Ok(typed(T::of_str(s), || json_text(s)))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Typed<T>, E> {
-        Ok(Typed::Wrong("null".into()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Typed<T>, A::Error> {
-        T::of_seq(seq)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Typed<T>, A::Error> {
-        T::of_map(map)
-    }
-}
-
-/// A value as compact JSON text, for an error that quotes it.
+/// A value as compact JSON text.
 fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// Any JSON value as compact text, printed the way the walker this replaced
-/// printed a `serde_json::Value` (object keys sorted, a repeated key's last
-/// value kept), so errors quoting a wrong value read as they did.
-struct Echo(String);
-
-impl<'de> Deserialize<'de> for Echo {
+impl<'de> Deserialize<'de> for Leaf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(EchoVisitor)
+        d.deserialize_any(LeafVisitor)
     }
 }
 
-struct EchoVisitor;
+struct LeafVisitor;
 
-impl<'de> Visitor<'de> for EchoVisitor {
-    type Value = Echo;
+impl<'de> Visitor<'de> for LeafVisitor {
+    type Value = Leaf;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Echo, E> {
-        Ok(Echo(b.to_string()))
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Leaf, E> {
+        Ok(Leaf::Bool(b))
     }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Echo, E> {
-        Ok(Echo(n.to_string()))
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Leaf, E> {
+        Ok(Leaf::Uint(n))
     }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Echo, E> {
-        Ok(Echo(n.to_string()))
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Leaf, E> {
+        Ok(Leaf::Int(n))
     }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Echo, E> {
-        Ok(Echo(json_text(&n)))
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Leaf, E> {
+        Ok(Leaf::Float(n))
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Echo, E> {
-        Ok(Echo(json_text(s)))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Leaf, E> {
+        Ok(Leaf::Str(s.to_owned()))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Echo, E> {
-        Ok(Echo("null".into()))
+    fn visit_unit<E: de::Error>(self) -> Result<Leaf, E> {
+        Ok(Leaf::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Echo, A::Error> {
-        echo_seq(seq).map(Echo)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Leaf, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Leaf::List(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Echo, A::Error> {
-        echo_map(map).map(Echo)
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Leaf, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Leaf>()? {
+            entries.insert(key, value);
+        }
+        let entries: Vec<String> = entries
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_text(k), v.shown()))
+            .collect();
+        Ok(Leaf::Object(format!("{{{}}}", entries.join(","))))
     }
 }
 
-fn echo_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<String, A::Error> {
-    let mut items = Vec::new();
-    while let Some(Echo(item)) = seq.next_element()? {
-        items.push(item);
-    }
-    Ok(format!("[{}]", items.join(",")))
+/// The settings' types: which leaves make one (the leaf back if it does not).
+trait FromLeaf: Sized {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf>;
 }
 
-fn echo_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<String, A::Error> {
-    let mut entries = BTreeMap::new();
-    while let Some((key, Echo(value))) = map.next_entry::<String, Echo>()? {
-        entries.insert(key, value);
+impl FromLeaf for String {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::Str(s) => Ok(s),
+            other => Err(other),
+        }
     }
-    let entries: Vec<String> = entries
-        .iter()
-        .map(|(k, v)| format!("{}:{v}", json_text(k)))
-        .collect();
-    Ok(format!("{{{}}}", entries.join(",")))
+}
+
+impl FromLeaf for Secret {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        String::from_leaf(leaf).map(Secret)
+    }
+}
+
+impl FromLeaf for bool {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::Bool(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+/// Negative numbers and fractions are the wrong type, not a range problem.
+impl FromLeaf for u64 {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::Uint(n) => Ok(n),
+            other => Err(other),
+        }
+    }
+}
+
+/// Any number: seconds may be fractional (and their range is checked later).
+impl FromLeaf for f64 {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::Uint(n) => Ok(n as f64),
+            Leaf::Int(n) => Ok(n as f64),
+            Leaf::Float(n) => Ok(n),
+            other => Err(other),
+        }
+    }
+}
+
+/// A list whose items are checked one by one (`models[2]` can be named).
+impl<T: FromLeaf> FromLeaf for Vec<Typed<T>> {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::List(items) => Ok(items.into_iter().map(Typed::from).collect()),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromLeaf for Days {
+    fn from_leaf(leaf: Leaf) -> Result<Self, Leaf> {
+        match leaf {
+            Leaf::Str(s) => Ok(Days::One(s)),
+            list @ Leaf::List(_) => Vec::from_leaf(list).map(Days::Many),
+            other => Err(other),
+        }
+    }
+}
+
+impl<T: FromLeaf> From<Leaf> for Typed<T> {
+    fn from(leaf: Leaf) -> Self {
+        match T::from_leaf(leaf) {
+            Ok(t) => Typed::Ok(t),
+            Err(leaf) => Typed::Wrong(leaf.shown()),
+        }
+    }
+}
+
+impl<'de, T: FromLeaf> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Leaf::deserialize(d).map(Typed::from)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjVisitor(PhantomData))
+    }
+}
+
+struct ObjVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+    type Value = Obj<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
+        Ok(Obj::Wrong)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Obj<T>, A::Error> {
+        drain_seq(seq).map(|()| Obj::Wrong)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Obj::Ok)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListVisitor(PhantomData))
+    }
+}
+
+struct ListVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+    type Value = List<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<List<T>, E> {
+        Ok(List::Wrong)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(List::Ok(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
+        LeafVisitor.visit_map(map).map(|_| List::Wrong)
+    }
+}
+
+/// Reads the rest of a wrong array as the parser would any value, so that bad
+/// JSON inside it is still reported as such.
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Leaf>()?.is_some() {}
+    Ok(())
 }
 
 /// Turns raw settings into checked ones, naming the key of each problem.
@@ -763,11 +842,11 @@ impl Checker<'_> {
     fn section<T: RawSection>(&mut self, s: Section<T>, path: &str) -> Result<T, ConfigError> {
         match s {
             None => Ok(T::default()),
-            Some(Typed::Ok(Obj(t))) => {
+            Some(Obj::Ok(t)) => {
                 self.unknown(path, t.unknown());
                 Ok(t)
             }
-            Some(Typed::Wrong(_)) => Err(self.err(path, "must be an object")),
+            Some(Obj::Wrong) => Err(self.err(path, "must be an object")),
         }
     }
 
@@ -942,14 +1021,12 @@ fn build_pricing(w: &mut Checker, raw: Section<RawPricing>) -> Result<Pricing, C
     let mut models = BTreeMap::new();
     let price_map = match p.models {
         None => BTreeMap::new(),
-        Some(Typed::Ok(Obj(m))) => m,
-        Some(Typed::Wrong(_)) => {
-            return Err(w.err("pricing.models", "must be an object of model ids"))
-        }
+        Some(Obj::Ok(m)) => m,
+        Some(Obj::Wrong) => return Err(w.err("pricing.models", "must be an object of model ids")),
     };
     for (model, price) in price_map {
         let path = format!("pricing.models.{model}");
-        let Typed::Ok(Obj(price)) = price else {
+        let Obj::Ok(price) = price else {
             return Err(w.err(
                 &path,
                 "must be an object with input_per_1m and/or output_per_1m",
@@ -1114,13 +1191,13 @@ fn build_ledger(
 
 fn build_schedule(
     w: &mut Checker,
-    raw: Opt<Vec<Typed<Obj<RawWindow>>>>,
+    raw: Option<List<Obj<RawWindow>>>,
 ) -> Result<Vec<crate::gate::schedule::Window>, ConfigError> {
     use crate::gate::schedule::{parse_days, parse_time, Window};
     let list = match raw {
         None => return Ok(Vec::new()),
-        Some(Typed::Ok(list)) => list,
-        Some(Typed::Wrong(_)) => {
+        Some(List::Ok(list)) => list,
+        Some(List::Wrong) => {
             return Err(w.err(
                 "schedule",
                 "must be an array of {\"days\", \"from\", \"to\"} windows",
@@ -1130,7 +1207,7 @@ fn build_schedule(
     let mut out = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         let path = format!("schedule[{i}]");
-        let Typed::Ok(Obj(o)) = item else {
+        let Obj::Ok(o) = item else {
             return Err(w.err(&path, "must be an object with days, from and to"));
         };
         w.unknown(&path, &o.unknown);
@@ -1316,17 +1393,17 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 fn build_backends(
     w: &mut Checker,
-    raw: Opt<Vec<Typed<Obj<RawBackend>>>>,
+    raw: Option<List<Obj<RawBackend>>>,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
     let list = match raw {
         None => return Ok(Vec::new()),
-        Some(Typed::Ok(list)) => list,
-        Some(Typed::Wrong(_)) => return Err(w.err("backends", "must be an array")),
+        Some(List::Ok(list)) => list,
+        Some(List::Wrong) => return Err(w.err("backends", "must be an array")),
     };
     let mut out: Vec<BackendConfig> = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         let path = format!("backends[{i}]");
-        let Typed::Ok(Obj(b)) = item else {
+        let Obj::Ok(b) = item else {
             return Err(w.err(&path, "must be an object"));
         };
         w.unknown(&path, &b.unknown);
