@@ -3,9 +3,9 @@
 
 use crate::endpoint::{redact_url, Endpoint, Scheme};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
-use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -310,7 +310,7 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::from_str(&origin, &text, over),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                build(&origin, None, RawConfig::default(), over)
+                build(&origin, None, RawConfig::default(), &Unknown::new(), over)
             }
             Err(e) => Err(ConfigError {
                 origin,
@@ -322,45 +322,36 @@ impl Config {
 
     /// Parses config text (used by `load` and by tests and fuzzing).
     pub fn from_str(origin: &str, text: &str, over: &Overrides) -> Result<Config, ConfigError> {
-        let raw = parse_raw(origin, text)?;
-        build(origin, Some(PathBuf::from(origin)), raw, over)
+        let (raw, unknown) = parse_raw(origin, text)?;
+        build(origin, Some(PathBuf::from(origin)), raw, &unknown, over)
     }
 }
 
-fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
+fn parse_raw(origin: &str, text: &str) -> Result<(RawConfig, Unknown), ConfigError> {
     let whole = |problem: String| ConfigError {
         origin: origin.into(),
         key: String::new(),
         problem,
     };
-    let read = |text: &str| serde_json::from_str::<Obj<RawConfig>>(text);
-    let parsed = match read(text) {
-        // Every setting takes any value, so a data error is a key given twice in
-        // one object, which serde's derive refuses. This file has always been read
-        // keeping the last one (as most JSON readers do): `Leaf::shown` rewrites
-        // the text that way and it is read again. A syntax error after the
-        // repeated key is then found, and reported, by that reading.
-        Err(e) if e.is_data() => {
-            serde_json::from_str::<Leaf>(text).and_then(|leaf| read(&leaf.shown()))
-        }
-        parsed => parsed,
-    };
-    match parsed {
-        Ok(Obj::Ok(raw)) => Ok(raw),
+    // Every setting takes any value, so the only errors here are bad JSON.
+    match serde_json::from_str::<Obj<RawConfig>>(text) {
+        Ok(Obj::Ok(raw, unknown)) => Ok((raw, unknown)),
         Ok(Obj::Wrong) => Err(whole("the top level must be a JSON object".into())),
         Err(e) => Err(whole(format!("invalid JSON: {e}"))),
     }
 }
 
-// The file as serde reads it. A setting is `Opt<T>`: absent or null is None, and
-// a value of the wrong JSON type is kept as `Typed::Wrong` instead of failing the
-// parse, so that `build`, which knows the key's path, can name it (serde's own
-// message names only a line and column). Sections and lists of them are `Obj` and
-// `List`, which say only whether the value was an object or an array.
+// The file as serde reads it, straight from the text. A setting is `Opt<T>`:
+// absent or null is None, and a value of the wrong JSON type is kept as
+// `Typed::Wrong` instead of failing the parse, so that `build`, which knows the
+// key's path, can name it (serde's own message names only a line and column).
+// Sections and lists of them are `Obj` and `List`, which say only whether the
+// value was an object or an array.
 //
-// Every setting is read by one visitor (`Leaf`'s) and converted after: the binary
-// has a size budget, and a visitor per setting type would cost one copy of
-// serde_json's parser entry point each.
+// The binary has a size budget, and generic code is copied per type: every
+// setting is read by one visitor (`Leaf`'s) and converted after, and a section's
+// struct is filled by `raw_section!` rather than `#[derive(Deserialize)]`, which
+// for these structs cost 24 KB more and refuses a repeated key.
 
 /// A setting: absent or null is None.
 type Opt<T> = Option<Typed<T>>;
@@ -368,122 +359,162 @@ type Opt<T> = Option<Typed<T>>;
 type Section<T> = Option<Obj<T>>;
 /// The keys of an object that its type does not know: warnings, not errors, so a
 /// config written for a newer agent still starts an older one.
-type Unknown = BTreeMap<String, IgnoredAny>;
+type Unknown = BTreeSet<String>;
 
-#[derive(Default, Deserialize)]
-struct RawConfig {
-    coordinator: Section<RawCoordinator>,
-    identity: Section<RawIdentity>,
-    backends: Option<List<Obj<RawBackend>>>,
-    pricing: Section<RawPricing>,
-    limits: Section<RawLimits>,
-    status: Section<RawStatus>,
-    ledger: Section<RawLedger>,
-    schedule: Option<List<Obj<RawWindow>>>,
-    local_first: Section<RawLocalFirst>,
-    #[serde(flatten)]
-    unknown: Unknown,
+/// The fields of an object read as a section.
+trait Fields: Default {
+    /// Reads `key`'s value into its field; false when there is no such field.
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
 }
 
-#[derive(Default, Deserialize)]
-struct RawCoordinator {
-    url: Opt<String>,
-    enrollment_code: Opt<Secret>,
-    ca_file: Opt<String>,
-    allow_insecure: Opt<bool>,
-    heartbeat_interval_s: Opt<f64>,
-    ping_interval_s: Opt<f64>,
-    drain_spread_s: Opt<f64>,
-    connect_timeout_s: Opt<f64>,
-    handshake_timeout_s: Opt<f64>,
-    #[serde(flatten)]
-    unknown: Unknown,
+/// Declares a section's struct and its `Fields`: each field is read from the
+/// key of its name, the last of a repeated key winning, as in JSON readers (and
+/// in the reading of this file before it was typed).
+macro_rules! raw_section {
+    ($(#[$m:meta])* struct $name:ident { $($field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Default)]
+        struct $name {
+            $($field: $ty,)*
+        }
+
+        impl Fields for $name {
+            fn read<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $(stringify!($field) => set(&mut self.$field, map),)*
+                    _ => Ok(false),
+                }
+            }
+        }
+    };
 }
 
-#[derive(Default, Deserialize)]
-struct RawIdentity {
-    key_path: Opt<String>,
-    #[serde(flatten)]
-    unknown: Unknown,
+/// A field's value, replacing an earlier one. Out of line, so that there is one
+/// copy per field type rather than one per field.
+#[inline(never)]
+fn set<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    field: &mut T,
+    map: &mut A,
+) -> Result<bool, A::Error> {
+    *field = map.next_value()?;
+    Ok(true)
 }
 
-#[derive(Default, Deserialize)]
-struct RawBackend {
-    kind: Opt<String>,
-    url: Opt<String>,
-    models: Opt<Vec<Typed<String>>>,
-    api_key_env: Opt<String>,
-    native_anthropic: Opt<bool>,
-    allow_insecure: Opt<bool>,
-    #[serde(flatten)]
-    unknown: Unknown,
+/// Prices keyed by model id: every key is one.
+impl<V: DeserializeOwned> Fields for BTreeMap<String, V> {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        self.insert(key.to_owned(), map.next_value()?);
+        Ok(true)
+    }
 }
 
-#[derive(Default, Deserialize)]
-struct RawPricing {
-    default_input_per_1m: Opt<u64>,
-    default_output_per_1m: Opt<u64>,
-    /// Keyed by model id: a plain map, so its keys are never "unknown".
-    models: Section<BTreeMap<String, Obj<RawModelPrice>>>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawConfig {
+        coordinator: Section<RawCoordinator>,
+        identity: Section<RawIdentity>,
+        backends: Option<List<Obj<RawBackend>>>,
+        pricing: Section<RawPricing>,
+        limits: Section<RawLimits>,
+        status: Section<RawStatus>,
+        ledger: Section<RawLedger>,
+        schedule: Option<List<Obj<RawWindow>>>,
+        local_first: Section<RawLocalFirst>,
+    }
 }
 
-#[derive(Default, Deserialize)]
-struct RawModelPrice {
-    input_per_1m: Opt<u64>,
-    output_per_1m: Opt<u64>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawCoordinator {
+        url: Opt<String>,
+        enrollment_code: Opt<Secret>,
+        ca_file: Opt<String>,
+        allow_insecure: Opt<bool>,
+        heartbeat_interval_s: Opt<f64>,
+        ping_interval_s: Opt<f64>,
+        drain_spread_s: Opt<f64>,
+        connect_timeout_s: Opt<f64>,
+        handshake_timeout_s: Opt<f64>,
+    }
 }
 
-#[derive(Default, Deserialize)]
-struct RawLimits {
-    max_concurrent: Opt<u64>,
-    max_tokens_per_minute: Opt<u64>,
-    max_request_bytes: Opt<u64>,
-    max_output_tokens: Opt<u64>,
-    max_messages: Opt<u64>,
-    max_prompt_bytes: Opt<u64>,
-    allow_remote_media: Opt<bool>,
-    allow_fields: Opt<Vec<Typed<String>>>,
-    backend_connect_timeout_s: Opt<f64>,
-    first_byte_timeout_s: Opt<f64>,
-    idle_timeout_s: Opt<f64>,
-    drain_timeout_s: Opt<f64>,
-    max_temp_c: Opt<f64>,
-    resume_temp_c: Opt<f64>,
-    allow_battery: Opt<bool>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawIdentity {
+        key_path: Opt<String>,
+    }
 }
 
-#[derive(Default, Deserialize)]
-struct RawStatus {
-    state_file: Opt<String>,
-    metrics_textfile: Opt<String>,
-    interval_s: Opt<f64>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawBackend {
+        kind: Opt<String>,
+        url: Opt<String>,
+        models: Opt<Vec<Typed<String>>>,
+        api_key_env: Opt<String>,
+        native_anthropic: Opt<bool>,
+        allow_insecure: Opt<bool>,
+    }
 }
 
-#[derive(Default, Deserialize)]
-struct RawLedger {
-    path: Opt<String>,
-    max_bytes: Opt<u64>,
-    keep: Opt<u64>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawPricing {
+        default_input_per_1m: Opt<u64>,
+        default_output_per_1m: Opt<u64>,
+        models: Section<BTreeMap<String, Obj<RawModelPrice>>>,
+    }
 }
 
-/// A serving window of `schedule`.
-#[derive(Default, Deserialize)]
-struct RawWindow {
-    days: Opt<Days>,
-    from: Opt<String>,
-    to: Opt<String>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawModelPrice {
+        input_per_1m: Opt<u64>,
+        output_per_1m: Opt<u64>,
+    }
+}
+
+raw_section! {
+    struct RawLimits {
+        max_concurrent: Opt<u64>,
+        max_tokens_per_minute: Opt<u64>,
+        max_request_bytes: Opt<u64>,
+        max_output_tokens: Opt<u64>,
+        max_messages: Opt<u64>,
+        max_prompt_bytes: Opt<u64>,
+        allow_remote_media: Opt<bool>,
+        allow_fields: Opt<Vec<Typed<String>>>,
+        backend_connect_timeout_s: Opt<f64>,
+        first_byte_timeout_s: Opt<f64>,
+        idle_timeout_s: Opt<f64>,
+        drain_timeout_s: Opt<f64>,
+        max_temp_c: Opt<f64>,
+        resume_temp_c: Opt<f64>,
+        allow_battery: Opt<bool>,
+    }
+}
+
+raw_section! {
+    struct RawStatus {
+        state_file: Opt<String>,
+        metrics_textfile: Opt<String>,
+        interval_s: Opt<f64>,
+    }
+}
+
+raw_section! {
+    struct RawLedger {
+        path: Opt<String>,
+        max_bytes: Opt<u64>,
+        keep: Opt<u64>,
+    }
+}
+
+raw_section! {
+    /// A serving window of `schedule`.
+    struct RawWindow {
+        days: Opt<Days>,
+        from: Opt<String>,
+        to: Opt<String>,
+    }
 }
 
 /// `days`: one name or range (`"Mon-Fri"`), or a list of them.
@@ -492,39 +523,14 @@ enum Days {
     Many(Vec<Typed<String>>),
 }
 
-#[derive(Default, Deserialize)]
-struct RawLocalFirst {
-    enabled: Opt<bool>,
-    busy_s: Opt<f64>,
-    idle_s: Opt<f64>,
-    gpu_busy_pct: Opt<f64>,
-    #[serde(flatten)]
-    unknown: Unknown,
+raw_section! {
+    struct RawLocalFirst {
+        enabled: Opt<bool>,
+        busy_s: Opt<f64>,
+        idle_s: Opt<f64>,
+        gpu_busy_pct: Opt<f64>,
+    }
 }
-
-/// A raw section: what it holds when absent, and the keys it did not know.
-trait RawSection: Default {
-    fn unknown(&self) -> &Unknown;
-}
-
-macro_rules! raw_sections {
-    ($($t:ty),*) => {$(
-        impl RawSection for $t {
-            fn unknown(&self) -> &Unknown {
-                &self.unknown
-            }
-        }
-    )*};
-}
-raw_sections!(
-    RawCoordinator,
-    RawIdentity,
-    RawLimits,
-    RawPricing,
-    RawStatus,
-    RawLedger,
-    RawLocalFirst
-);
 
 /// A setting of type `T`, or the JSON text of what stood there instead (quoted
 /// back in the error).
@@ -533,9 +539,10 @@ enum Typed<T> {
     Wrong(String),
 }
 
-/// `T` read from a JSON object, or `Wrong`: something else stood there.
+/// `T` read from a JSON object, with the keys `T` does not have; or `Wrong`:
+/// something else stood there.
 enum Obj<T> {
-    Ok(T),
+    Ok(T, Unknown),
     Wrong,
 }
 
@@ -722,7 +729,7 @@ impl<'de, T: FromLeaf> Deserialize<'de> for Typed<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+impl<'de, T: Fields> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ObjVisitor(PhantomData))
     }
@@ -730,7 +737,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 
 struct ObjVisitor<T>(PhantomData<T>);
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+impl<'de, T: Fields> Visitor<'de> for ObjVisitor<T> {
     type Value = Obj<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -757,8 +764,18 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Obj<T>, A::Error> {
         drain_seq(seq).map(|()| Obj::Wrong)
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-        T::deserialize(MapAccessDeserializer::new(map)).map(Obj::Ok)
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<T>, A::Error> {
+        let mut t = T::default();
+        let mut unknown = Unknown::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !t.read(&key, &mut map)? {
+                // Read as any value is, so that bad JSON under an unknown key
+                // is still reported as such.
+                map.next_value::<Leaf>()?;
+                unknown.insert(key);
+            }
+        }
+        Ok(Obj::Ok(t, unknown))
     }
 }
 
@@ -829,7 +846,7 @@ impl Checker<'_> {
     }
 
     fn unknown(&mut self, path: &str, keys: &Unknown) {
-        for k in keys.keys() {
+        for k in keys {
             self.warnings.push(format!(
                 "{}: unknown key {} ignored",
                 self.origin,
@@ -839,11 +856,11 @@ impl Checker<'_> {
     }
 
     /// The section at `path`, its defaults if absent; its unknown keys become warnings.
-    fn section<T: RawSection>(&mut self, s: Section<T>, path: &str) -> Result<T, ConfigError> {
-        match s {
+    fn section<T: Default>(&mut self, s: &mut Section<T>, path: &str) -> Result<T, ConfigError> {
+        match s.take() {
             None => Ok(T::default()),
-            Some(Obj::Ok(t)) => {
-                self.unknown(path, t.unknown());
+            Some(Obj::Ok(t, unknown)) => {
+                self.unknown(path, &unknown);
                 Ok(t)
             }
             Some(Obj::Wrong) => Err(self.err(path, "must be an object")),
@@ -851,28 +868,28 @@ impl Checker<'_> {
     }
 
     /// A setting, or an error saying what it `must` be and what it was.
-    fn value<T>(&self, v: Opt<T>, key: &str, must: &str) -> Result<Option<T>, ConfigError> {
-        match v {
+    fn value<T>(&self, v: &mut Opt<T>, key: &str, must: &str) -> Result<Option<T>, ConfigError> {
+        match v.take() {
             None => Ok(None),
             Some(Typed::Ok(t)) => Ok(Some(t)),
             Some(Typed::Wrong(got)) => Err(self.err(key, format!("must be {must}, got {got}"))),
         }
     }
 
-    fn string(&self, v: Opt<String>, key: &str) -> Result<Option<String>, ConfigError> {
+    fn string(&self, v: &mut Opt<String>, key: &str) -> Result<Option<String>, ConfigError> {
         self.value(v, key, "a string")
     }
 
-    fn boolean(&self, v: Opt<bool>, key: &str) -> Result<Option<bool>, ConfigError> {
+    fn boolean(&self, v: &mut Opt<bool>, key: &str) -> Result<Option<bool>, ConfigError> {
         self.value(v, key, "true or false")
     }
 
-    fn uint(&self, v: Opt<u64>, key: &str) -> Result<Option<u64>, ConfigError> {
+    fn uint(&self, v: &mut Opt<u64>, key: &str) -> Result<Option<u64>, ConfigError> {
         self.value(v, key, "a non-negative integer")
     }
 
     /// An optional count within 1..=max.
-    fn positive(&self, v: Opt<u64>, key: &str, max: u64) -> Result<Option<u64>, ConfigError> {
+    fn positive(&self, v: &mut Opt<u64>, key: &str, max: u64) -> Result<Option<u64>, ConfigError> {
         match self.uint(v, key)? {
             Some(n) if n == 0 || n > max => {
                 Err(self.err(key, format!("must be between 1 and {max}, got {n}")))
@@ -884,7 +901,7 @@ impl Checker<'_> {
     /// Seconds as a positive number (fractions allowed), bounded above.
     fn seconds(
         &self,
-        v: Opt<f64>,
+        v: &mut Opt<f64>,
         key: &str,
         default: f64,
         max: f64,
@@ -905,12 +922,12 @@ impl Checker<'_> {
     /// what each element must be.
     fn names(
         &self,
-        v: Opt<Vec<Typed<String>>>,
+        v: &mut Opt<Vec<Typed<String>>>,
         key: &str,
         list: &str,
         item: &str,
     ) -> Result<Option<Vec<String>>, ConfigError> {
-        match v {
+        match v.take() {
             None => Ok(None),
             Some(Typed::Wrong(_)) => Err(self.err(key, list)),
             Some(Typed::Ok(items)) => items
@@ -939,19 +956,20 @@ fn join(path: &str, key: &str) -> String {
 fn build(
     origin: &str,
     source: Option<PathBuf>,
-    raw: RawConfig,
+    mut raw: RawConfig,
+    unknown: &Unknown,
     over: &Overrides,
 ) -> Result<Config, ConfigError> {
     let mut w = Checker {
         origin,
         warnings: Vec::new(),
     };
-    w.unknown("", &raw.unknown);
-    let coordinator = build_coordinator(&mut w, raw.coordinator, over)?;
+    w.unknown("", unknown);
+    let coordinator = build_coordinator(&mut w, &mut raw.coordinator, over)?;
 
-    let ident = w.section(raw.identity, "identity")?;
+    let mut ident = w.section(&mut raw.identity, "identity")?;
     // Checked even when the environment overrides it: the file stays valid either way.
-    let file_key_path = w.string(ident.key_path, "identity.key_path")?;
+    let file_key_path = w.string(&mut ident.key_path, "identity.key_path")?;
     let key_path = match (&over.key_path, file_key_path) {
         (Some(p), _) => PathBuf::from(p),
         (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
@@ -959,15 +977,15 @@ fn build(
         (None, None) => default_key_path(source.as_deref()),
     };
 
-    let backends = build_backends(&mut w, raw.backends)?;
-    let pricing = build_pricing(&mut w, raw.pricing)?;
-    let limits = build_limits(&mut w, raw.limits)?;
-    let schedule = build_schedule(&mut w, raw.schedule)?;
-    let local_first = build_local_first(&mut w, raw.local_first)?;
+    let backends = build_backends(&mut w, &mut raw.backends)?;
+    let pricing = build_pricing(&mut w, &mut raw.pricing)?;
+    let limits = build_limits(&mut w, &mut raw.limits)?;
+    let schedule = build_schedule(&mut w, &mut raw.schedule)?;
+    let local_first = build_local_first(&mut w, &mut raw.local_first)?;
 
-    let st = w.section(raw.status, "status")?;
+    let mut st = w.section(&mut raw.status, "status")?;
     let state_file = match w
-        .string(st.state_file, "status.state_file")?
+        .string(&mut st.state_file, "status.state_file")?
         .filter(|s| !s.is_empty())
     {
         Some(p) => PathBuf::from(p),
@@ -977,12 +995,12 @@ fn build(
     let status = StatusConfig {
         state_file,
         metrics_textfile: w
-            .string(st.metrics_textfile, "status.metrics_textfile")?
+            .string(&mut st.metrics_textfile, "status.metrics_textfile")?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
-        interval: w.seconds(st.interval_s, "status.interval_s", 5.0, 300.0)?,
+        interval: w.seconds(&mut st.interval_s, "status.interval_s", 5.0, 300.0)?,
     };
-    let ledger = build_ledger(&mut w, raw.ledger, &status.state_file)?;
+    let ledger = build_ledger(&mut w, &mut raw.ledger, &status.state_file)?;
 
     Ok(Config {
         status,
@@ -999,13 +1017,16 @@ fn build(
     })
 }
 
-fn build_pricing(w: &mut Checker, raw: Section<RawPricing>) -> Result<Pricing, ConfigError> {
-    let p = w.section(raw, "pricing")?;
+fn build_pricing(w: &mut Checker, raw: &mut Section<RawPricing>) -> Result<Pricing, ConfigError> {
+    let mut p = w.section(raw, "pricing")?;
     let default_input_per_1m = w
-        .uint(p.default_input_per_1m, "pricing.default_input_per_1m")?
+        .uint(&mut p.default_input_per_1m, "pricing.default_input_per_1m")?
         .unwrap_or(DEFAULT_INPUT_PER_1M);
     let default_output_per_1m = w
-        .uint(p.default_output_per_1m, "pricing.default_output_per_1m")?
+        .uint(
+            &mut p.default_output_per_1m,
+            "pricing.default_output_per_1m",
+        )?
         .unwrap_or(DEFAULT_OUTPUT_PER_1M);
     for (key, v) in [
         ("pricing.default_input_per_1m", default_input_per_1m),
@@ -1019,22 +1040,22 @@ fn build_pricing(w: &mut Checker, raw: Section<RawPricing>) -> Result<Pricing, C
         }
     }
     let mut models = BTreeMap::new();
-    let price_map = match p.models {
+    let price_map = match p.models.take() {
         None => BTreeMap::new(),
-        Some(Obj::Ok(m)) => m,
+        Some(Obj::Ok(m, _)) => m,
         Some(Obj::Wrong) => return Err(w.err("pricing.models", "must be an object of model ids")),
     };
     for (model, price) in price_map {
         let path = format!("pricing.models.{model}");
-        let Obj::Ok(price) = price else {
+        let Obj::Ok(mut price, unknown) = price else {
             return Err(w.err(
                 &path,
                 "must be an object with input_per_1m and/or output_per_1m",
             ));
         };
-        w.unknown(&path, &price.unknown);
-        let input_per_1m = w.uint(price.input_per_1m, &join(&path, "input_per_1m"))?;
-        let output_per_1m = w.uint(price.output_per_1m, &join(&path, "output_per_1m"))?;
+        w.unknown(&path, &unknown);
+        let input_per_1m = w.uint(&mut price.input_per_1m, &join(&path, "input_per_1m"))?;
+        let output_per_1m = w.uint(&mut price.output_per_1m, &join(&path, "output_per_1m"))?;
         models.insert(
             model,
             ModelPrice {
@@ -1050,10 +1071,10 @@ fn build_pricing(w: &mut Checker, raw: Section<RawPricing>) -> Result<Pricing, C
     })
 }
 
-fn build_limits(w: &mut Checker, raw: Section<RawLimits>) -> Result<Limits, ConfigError> {
-    let l = w.section(raw, "limits")?;
+fn build_limits(w: &mut Checker, raw: &mut Section<RawLimits>) -> Result<Limits, ConfigError> {
+    let mut l = w.section(raw, "limits")?;
     let max_concurrent = w
-        .uint(l.max_concurrent, "limits.max_concurrent")?
+        .uint(&mut l.max_concurrent, "limits.max_concurrent")?
         .unwrap_or(u64::from(DEFAULT_MAX_CONCURRENT));
     if !(1..=u64::from(MAX_CONCURRENT_LIMIT)).contains(&max_concurrent) {
         return Err(w.err(
@@ -1062,7 +1083,7 @@ fn build_limits(w: &mut Checker, raw: Section<RawLimits>) -> Result<Limits, Conf
         ));
     }
     let max_request_bytes = w
-        .uint(l.max_request_bytes, "limits.max_request_bytes")?
+        .uint(&mut l.max_request_bytes, "limits.max_request_bytes")?
         .unwrap_or(DEFAULT_MAX_REQUEST_BYTES as u64);
     if max_request_bytes < 1024 {
         return Err(w.err(
@@ -1073,63 +1094,69 @@ fn build_limits(w: &mut Checker, raw: Section<RawLimits>) -> Result<Limits, Conf
     let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
     let max_output_tokens = w
         .positive(
-            l.max_output_tokens,
+            &mut l.max_output_tokens,
             "limits.max_output_tokens",
             u64::from(u32::MAX),
         )?
         .map(|n| n as u32);
     let max_messages = w
-        .positive(l.max_messages, "limits.max_messages", 1 << 20)?
+        .positive(&mut l.max_messages, "limits.max_messages", 1 << 20)?
         .unwrap_or(DEFAULT_MAX_MESSAGES as u64);
     let max_prompt_bytes = w
-        .positive(l.max_prompt_bytes, "limits.max_prompt_bytes", u64::MAX)?
+        .positive(&mut l.max_prompt_bytes, "limits.max_prompt_bytes", u64::MAX)?
         .map_or(max_request_bytes, |n| {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
     let allow_fields = w
         .names(
-            l.allow_fields,
+            &mut l.allow_fields,
             "limits.allow_fields",
             "must be an array of request field names",
             "must be a non-empty field name",
         )?
         .unwrap_or_default();
-    let max_tokens_per_minute = w.uint(l.max_tokens_per_minute, "limits.max_tokens_per_minute")?;
+    let max_tokens_per_minute =
+        w.uint(&mut l.max_tokens_per_minute, "limits.max_tokens_per_minute")?;
     let allow_remote_media = w
-        .boolean(l.allow_remote_media, "limits.allow_remote_media")?
+        .boolean(&mut l.allow_remote_media, "limits.allow_remote_media")?
         .unwrap_or(false);
     let backend_connect_timeout = w.seconds(
-        l.backend_connect_timeout_s,
+        &mut l.backend_connect_timeout_s,
         "limits.backend_connect_timeout_s",
         5.0,
         300.0,
     )?;
     let first_byte_timeout = w.seconds(
-        l.first_byte_timeout_s,
+        &mut l.first_byte_timeout_s,
         "limits.first_byte_timeout_s",
         120.0,
         3600.0,
     )?;
-    let idle_timeout = w.seconds(l.idle_timeout_s, "limits.idle_timeout_s", 60.0, 3600.0)?;
-    let drain_timeout = w.seconds(l.drain_timeout_s, "limits.drain_timeout_s", 30.0, 3600.0)?;
+    let idle_timeout = w.seconds(&mut l.idle_timeout_s, "limits.idle_timeout_s", 60.0, 3600.0)?;
+    let drain_timeout = w.seconds(
+        &mut l.drain_timeout_s,
+        "limits.drain_timeout_s",
+        30.0,
+        3600.0,
+    )?;
     let allow_battery = w
-        .boolean(l.allow_battery, "limits.allow_battery")?
+        .boolean(&mut l.allow_battery, "limits.allow_battery")?
         .unwrap_or(false);
-    let celsius = |v: Opt<f64>, key: &str, default: f64| -> Result<f64, ConfigError> {
+    let celsius = |v: &mut Opt<f64>, key: &str, default: f64| -> Result<f64, ConfigError> {
         let v = w.value(v, key, "a temperature in °C")?.unwrap_or(default);
         if !(20.0..=150.0).contains(&v) {
             return Err(w.err(key, format!("must be between 20 and 150 °C, got {v}")));
         }
         Ok(v)
     };
-    let max_temp_c = celsius(l.max_temp_c, "limits.max_temp_c", DEFAULT_MAX_TEMP_C)?;
+    let max_temp_c = celsius(&mut l.max_temp_c, "limits.max_temp_c", DEFAULT_MAX_TEMP_C)?;
     // Without an explicit resume point, 10 °C of cooling before serving again.
     let resume_default = if max_temp_c == DEFAULT_MAX_TEMP_C {
         DEFAULT_RESUME_TEMP_C
     } else {
         (max_temp_c - 10.0).max(20.0)
     };
-    let resume_temp_c = celsius(l.resume_temp_c, "limits.resume_temp_c", resume_default)?;
+    let resume_temp_c = celsius(&mut l.resume_temp_c, "limits.resume_temp_c", resume_default)?;
     if resume_temp_c >= max_temp_c {
         return Err(w.err(
             "limits.resume_temp_c",
@@ -1157,22 +1184,22 @@ fn build_limits(w: &mut Checker, raw: Section<RawLimits>) -> Result<Limits, Conf
 
 fn build_ledger(
     w: &mut Checker,
-    raw: Section<RawLedger>,
+    raw: &mut Section<RawLedger>,
     state_file: &Path,
 ) -> Result<LedgerConfig, ConfigError> {
-    let l = w.section(raw, "ledger")?;
-    let path = match w.string(l.path, "ledger.path")? {
+    let mut l = w.section(raw, "ledger")?;
+    let path = match w.string(&mut l.path, "ledger.path")? {
         Some(p) if p.is_empty() => return Err(w.err("ledger.path", "must not be empty")),
         Some(p) => PathBuf::from(p),
         // Beside the state file: the agent writes there already.
         None => state_file.with_file_name("ledger.jsonl"),
     };
-    let max_bytes = match w.uint(l.max_bytes, "ledger.max_bytes")? {
+    let max_bytes = match w.uint(&mut l.max_bytes, "ledger.max_bytes")? {
         Some(0) => return Err(w.err("ledger.max_bytes", "must be at least 1, got 0")),
         Some(n) => n,
         None => DEFAULT_LEDGER_MAX_BYTES,
     };
-    let keep = match w.uint(l.keep, "ledger.keep")? {
+    let keep = match w.uint(&mut l.keep, "ledger.keep")? {
         Some(n) if n > u64::from(MAX_LEDGER_KEEP) => {
             return Err(w.err(
                 "ledger.keep",
@@ -1191,10 +1218,10 @@ fn build_ledger(
 
 fn build_schedule(
     w: &mut Checker,
-    raw: Option<List<Obj<RawWindow>>>,
+    raw: &mut Option<List<Obj<RawWindow>>>,
 ) -> Result<Vec<crate::gate::schedule::Window>, ConfigError> {
     use crate::gate::schedule::{parse_days, parse_time, Window};
-    let list = match raw {
+    let list = match raw.take() {
         None => return Ok(Vec::new()),
         Some(List::Ok(list)) => list,
         Some(List::Wrong) => {
@@ -1207,12 +1234,12 @@ fn build_schedule(
     let mut out = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         let path = format!("schedule[{i}]");
-        let Obj::Ok(o) = item else {
+        let Obj::Ok(mut o, unknown) = item else {
             return Err(w.err(&path, "must be an object with days, from and to"));
         };
-        w.unknown(&path, &o.unknown);
+        w.unknown(&path, &unknown);
         let days_key = join(&path, "days");
-        let days = match o.days {
+        let days = match o.days.take() {
             None => [true; 7],
             Some(Typed::Ok(Days::One(s))) => {
                 parse_days(&[s.as_str()]).map_err(|p| w.err(&days_key, p))?
@@ -1234,14 +1261,17 @@ fn build_schedule(
                 ))
             }
         };
-        let time = |v: Opt<String>, key: &str, end: bool| -> Result<u16, ConfigError> {
+        let time = |v: &mut Opt<String>, key: &str, end: bool| -> Result<u16, ConfigError> {
             let key = join(&path, key);
             let text = w
                 .string(v, &key)?
                 .ok_or_else(|| w.err(&key, "missing (a time HH:MM)"))?;
             parse_time(&text, end).map_err(|p| w.err(&key, p))
         };
-        let (from, to) = (time(o.from, "from", false)?, time(o.to, "to", true)?);
+        let (from, to) = (
+            time(&mut o.from, "from", false)?,
+            time(&mut o.to, "to", true)?,
+        );
         if from == to {
             return Err(w.err(
                 &join(&path, "to"),
@@ -1255,11 +1285,15 @@ fn build_schedule(
 
 fn build_local_first(
     w: &mut Checker,
-    raw: Section<RawLocalFirst>,
+    raw: &mut Section<RawLocalFirst>,
 ) -> Result<LocalFirst, ConfigError> {
-    let o = w.section(raw, "local_first")?;
+    let mut o = w.section(raw, "local_first")?;
     let gpu_busy_pct = w
-        .value(o.gpu_busy_pct, "local_first.gpu_busy_pct", "a percentage")?
+        .value(
+            &mut o.gpu_busy_pct,
+            "local_first.gpu_busy_pct",
+            "a percentage",
+        )?
         .unwrap_or(30.0);
     if !(gpu_busy_pct > 0.0 && gpu_busy_pct <= 100.0) {
         return Err(w.err(
@@ -1268,21 +1302,23 @@ fn build_local_first(
         ));
     }
     Ok(LocalFirst {
-        enabled: w.boolean(o.enabled, "local_first.enabled")?.unwrap_or(true),
-        busy: w.seconds(o.busy_s, "local_first.busy_s", 10.0, 86_400.0)?,
-        idle: w.seconds(o.idle_s, "local_first.idle_s", 120.0, 86_400.0)?,
+        enabled: w
+            .boolean(&mut o.enabled, "local_first.enabled")?
+            .unwrap_or(true),
+        busy: w.seconds(&mut o.busy_s, "local_first.busy_s", 10.0, 86_400.0)?,
+        idle: w.seconds(&mut o.idle_s, "local_first.idle_s", 120.0, 86_400.0)?,
         gpu_busy_pct,
     })
 }
 
 fn build_coordinator(
     w: &mut Checker,
-    raw: Section<RawCoordinator>,
+    raw: &mut Section<RawCoordinator>,
     over: &Overrides,
 ) -> Result<CoordinatorConfig, ConfigError> {
-    let c = w.section(raw, "coordinator")?;
+    let mut c = w.section(raw, "coordinator")?;
     let allow_insecure = w
-        .boolean(c.allow_insecure, "coordinator.allow_insecure")?
+        .boolean(&mut c.allow_insecure, "coordinator.allow_insecure")?
         .unwrap_or(false);
     let (url_text, url_err): (String, Box<dyn Fn(String) -> ConfigError>) =
         match &over.coordinator_url {
@@ -1299,7 +1335,7 @@ fn build_coordinator(
             None => {
                 let origin = w.origin.to_owned();
                 (
-                    w.string(c.url, "coordinator.url")?
+                    w.string(&mut c.url, "coordinator.url")?
                         .unwrap_or_else(|| DEFAULT_COORDINATOR_URL.into()),
                     Box::new(move |problem| ConfigError {
                         origin: origin.clone(),
@@ -1326,14 +1362,18 @@ fn build_coordinator(
             )))
         }
     }
-    let file_code = w.value(c.enrollment_code, "coordinator.enrollment_code", "a string")?;
+    let file_code = w.value(
+        &mut c.enrollment_code,
+        "coordinator.enrollment_code",
+        "a string",
+    )?;
     let enrollment_code = over
         .enrollment_code
         .clone()
         .or(file_code)
         .filter(|s| !s.is_empty());
     let ca_file = w
-        .string(c.ca_file, "coordinator.ca_file")?
+        .string(&mut c.ca_file, "coordinator.ca_file")?
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     let extra_roots = match &ca_file {
@@ -1347,28 +1387,33 @@ fn build_coordinator(
         extra_roots,
         allow_insecure,
         heartbeat_interval: w.seconds(
-            c.heartbeat_interval_s,
+            &mut c.heartbeat_interval_s,
             "coordinator.heartbeat_interval_s",
             15.0,
             3600.0,
         )?,
         ping_interval: w.seconds(
-            c.ping_interval_s,
+            &mut c.ping_interval_s,
             "coordinator.ping_interval_s",
             15.0,
             3600.0,
         )?,
         // The default is reconnect::DRAIN_SPREAD (a test there says so); spelled out
         // because fuzz/ builds this file without the reconnect module.
-        drain_spread: w.seconds(c.drain_spread_s, "coordinator.drain_spread_s", 5.0, 600.0)?,
+        drain_spread: w.seconds(
+            &mut c.drain_spread_s,
+            "coordinator.drain_spread_s",
+            5.0,
+            600.0,
+        )?,
         connect_timeout: w.seconds(
-            c.connect_timeout_s,
+            &mut c.connect_timeout_s,
             "coordinator.connect_timeout_s",
             10.0,
             300.0,
         )?,
         handshake_timeout: w.seconds(
-            c.handshake_timeout_s,
+            &mut c.handshake_timeout_s,
             "coordinator.handshake_timeout_s",
             15.0,
             300.0,
@@ -1393,9 +1438,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 fn build_backends(
     w: &mut Checker,
-    raw: Option<List<Obj<RawBackend>>>,
+    raw: &mut Option<List<Obj<RawBackend>>>,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
-    let list = match raw {
+    let list = match raw.take() {
         None => return Ok(Vec::new()),
         Some(List::Ok(list)) => list,
         Some(List::Wrong) => return Err(w.err("backends", "must be an array")),
@@ -1403,12 +1448,12 @@ fn build_backends(
     let mut out: Vec<BackendConfig> = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         let path = format!("backends[{i}]");
-        let Obj::Ok(b) = item else {
+        let Obj::Ok(mut b, unknown) = item else {
             return Err(w.err(&path, "must be an object"));
         };
-        w.unknown(&path, &b.unknown);
+        w.unknown(&path, &unknown);
         let kind_key = join(&path, "kind");
-        let kind_text = w.string(b.kind, &kind_key)?.ok_or_else(|| {
+        let kind_text = w.string(&mut b.kind, &kind_key)?.ok_or_else(|| {
             w.err(
                 &kind_key,
                 "missing (one of vllm, llamacpp, lmstudio, ollama)",
@@ -1421,7 +1466,7 @@ fn build_backends(
             )
         })?;
         let url_key = join(&path, "url");
-        let url = match w.string(b.url, &url_key)? {
+        let url = match w.string(&mut b.url, &url_key)? {
             Some(u) => Endpoint::parse(&u).map_err(|p| w.err(&url_key, p))?,
             None => Endpoint::parse(&format!("http://127.0.0.1:{}", kind.default_port()))
                 .map_err(|p| w.err(&url_key, p))?,
@@ -1439,16 +1484,16 @@ fn build_backends(
             ));
         }
         let models = w.names(
-            b.models,
+            &mut b.models,
             &join(&path, "models"),
             "must be an array of model ids",
             "must be a non-empty string",
         )?;
         let api_key_env = w
-            .string(b.api_key_env, &join(&path, "api_key_env"))?
+            .string(&mut b.api_key_env, &join(&path, "api_key_env"))?
             .filter(|s| !s.is_empty());
         let allow_insecure = w
-            .boolean(b.allow_insecure, &join(&path, "allow_insecure"))?
+            .boolean(&mut b.allow_insecure, &join(&path, "allow_insecure"))?
             .unwrap_or(false);
         // Backends speak plain HTTP: a key sent off this host crosses the network
         // in clear text. Judged on the setting, not on whether the variable is
@@ -1474,7 +1519,7 @@ fn build_backends(
             v.map(Secret::new)
         });
         let native_anthropic = w
-            .boolean(b.native_anthropic, &join(&path, "native_anthropic"))?
+            .boolean(&mut b.native_anthropic, &join(&path, "native_anthropic"))?
             .unwrap_or(true);
         out.push(BackendConfig {
             kind,
