@@ -44,6 +44,12 @@ pub struct State {
     /// Whether the gate admits jobs, and why not; None in a file from an agent
     /// without the gate.
     pub serving: Option<Serving>,
+    /// `status --json`'s verdict on the file, never in the file itself. (Not a
+    /// wrapper with `#[serde(flatten)]`: that costs serde's buffering machinery.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +160,8 @@ pub fn snapshot(agent: &Agent) -> State {
         ledger: agent.jobs.ledger.snapshot(),
         heartbeat: agent.heartbeat_stats(),
         serving: Some(agent.gate.status()),
+        running: None,
+        stale: None,
     }
 }
 
@@ -314,15 +322,6 @@ pub(crate) fn ago(now: u64, then: u64) -> String {
     }
 }
 
-/// What `status --json` prints: the state file, and the verdict on it.
-#[derive(Serialize)]
-struct Shown<'a> {
-    #[serde(flatten)]
-    state: &'a State,
-    running: bool,
-    stale: bool,
-}
-
 /// What `status --json` prints when there is no state file.
 #[derive(Serialize)]
 struct Missing {
@@ -377,10 +376,10 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
     let now = unix(SystemTime::now());
     let verdict = assess(&state, now, pid_alive(state.pid));
     if as_json {
-        let shown = Shown {
-            state: &state,
-            running: verdict == Verdict::Running,
-            stale: matches!(verdict, Verdict::Stale { .. }),
+        let shown = State {
+            running: Some(verdict == Verdict::Running),
+            stale: Some(matches!(verdict, Verdict::Stale { .. })),
+            ..state
         };
         println!(
             "{}",

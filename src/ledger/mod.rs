@@ -139,8 +139,7 @@ impl Finished<'_> {
 }
 
 /// Sums of ledger lines: for `usepod-edge ledger` and the running totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub jobs: u64,
     pub done: u64,
@@ -180,23 +179,47 @@ impl Tally {
     }
 }
 
-/// The `ledger` object of the state file: what this process has recorded since
-/// it started, where, and how many lines it could not write.
+/// The `ledger` object of the state file: the [`Tally`] of what this process has
+/// recorded since it started, where, and how many lines it could not write.
+/// (The tally's fields are spelled out rather than `#[serde(flatten)]`ed: that
+/// costs serde's buffering machinery in the binary.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LedgerState {
-    #[serde(flatten)]
-    pub totals: Tally,
-    /// `totals.expected_micro_usdc` in USDC, for people reading the file.
+    pub jobs: u64,
+    pub done: u64,
+    pub errors: u64,
+    pub cancelled: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub expected_micro_usdc: u64,
+    /// `expected_micro_usdc` in USDC, for people reading the file.
     pub expected_usdc: String,
     pub path: String,
     pub lines_lost: u64,
 }
 
+impl LedgerState {
+    pub fn new(t: Tally, path: String, lines_lost: u64) -> LedgerState {
+        LedgerState {
+            jobs: t.jobs,
+            done: t.done,
+            errors: t.errors,
+            cancelled: t.cancelled,
+            input_tokens: t.input_tokens,
+            output_tokens: t.output_tokens,
+            expected_micro_usdc: t.expected_micro_usdc,
+            expected_usdc: usdc(t.expected_micro_usdc),
+            path,
+            lines_lost,
+        }
+    }
+}
+
 /// The Prometheus counters for the `ledger` object of the state file.
 pub fn prometheus(ledger: &LedgerState) -> String {
     let mut out = String::new();
-    let t = &ledger.totals;
+    let t = ledger;
     for (name, value, help) in [
         ("jobs", t.jobs, "jobs recorded in the earnings ledger"),
         ("errors", t.errors, "ledger jobs answered with job_error"),
@@ -379,14 +402,11 @@ mod tests {
     #[test]
     fn prometheus_counters() {
         let t = prometheus(&LedgerState {
-            totals: Tally {
-                jobs: 4,
-                errors: 1,
-                input_tokens: 24,
-                output_tokens: 12,
-                expected_micro_usdc: 22,
-                ..Tally::default()
-            },
+            jobs: 4,
+            errors: 1,
+            input_tokens: 24,
+            output_tokens: 12,
+            expected_micro_usdc: 22,
             ..LedgerState::default()
         });
         for line in [

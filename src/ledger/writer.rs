@@ -2,7 +2,7 @@
 //! bounded queue and go on; one thread writes, rotates, and survives a disk
 //! that refuses the file.
 
-use super::{usdc, Backend, Entry, Finished, LedgerState, Tally};
+use super::{Backend, Entry, Finished, LedgerState, Tally};
 use crate::config::{LedgerConfig, Pricing};
 use crate::jobs::Work;
 use crate::protocol::Outbound;
@@ -141,13 +141,11 @@ impl Ledger {
 
     /// The `ledger` object of the state file.
     pub fn snapshot(&self) -> LedgerState {
-        let totals = self.totals();
-        LedgerState {
-            totals,
-            expected_usdc: usdc(totals.expected_micro_usdc),
-            path: self.path.display().to_string(),
-            lines_lost: self.lost.load(Ordering::Relaxed),
-        }
+        LedgerState::new(
+            self.totals(),
+            self.path.display().to_string(),
+            self.lost.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -494,7 +492,7 @@ mod tests {
         assert!(l.flush(Duration::from_secs(5)));
         assert_eq!(l.totals().expected_micro_usdc, 2 * 2500);
         let snap = l.snapshot();
-        assert_eq!((snap.totals.jobs, snap.lines_lost), (2, 0));
+        assert_eq!((snap.jobs, snap.lines_lost), (2, 0));
         assert_eq!(snap.expected_usdc, "0.005000");
         assert_eq!(std::fs::read_to_string(&c.path).unwrap().lines().count(), 2);
         std::fs::remove_dir_all(&d).unwrap();
