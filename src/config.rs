@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the file (or variable), the key and the problem.
 
 use crate::endpoint::{redact_url, Endpoint, Scheme};
+use crate::json_fields::{json_fields, Fields};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -349,9 +350,8 @@ fn parse_raw(origin: &str, text: &str) -> Result<(RawConfig, Unknown), ConfigErr
 // value was an object or an array.
 //
 // The binary has a size budget, and generic code is copied per type: every
-// setting is read by one visitor (`Leaf`'s) and converted after, and a section's
-// struct is filled by `raw_section!` rather than `#[derive(Deserialize)]`, which
-// for these structs cost 24 KB more and refuses a repeated key.
+// setting is read by one visitor (`Leaf`'s) and converted after, and sections
+// are declared with `json_fields!` (see there why not the derive).
 
 /// A setting: absent or null is None.
 type Opt<T> = Option<Typed<T>>;
@@ -361,49 +361,6 @@ type Section<T> = Option<Obj<T>>;
 /// config written for a newer agent still starts an older one.
 type Unknown = BTreeSet<String>;
 
-/// The fields of an object read as a section.
-trait Fields: Default {
-    /// Reads `key`'s value into its field; false when there is no such field.
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
-}
-
-/// Declares a section's struct and its `Fields`: each field is read from the
-/// key of its name, the last of a repeated key winning, as in JSON readers (and
-/// in the reading of this file before it was typed).
-macro_rules! raw_section {
-    ($(#[$m:meta])* struct $name:ident { $($field:ident: $ty:ty,)* }) => {
-        $(#[$m])*
-        #[derive(Default)]
-        struct $name {
-            $($field: $ty,)*
-        }
-
-        impl Fields for $name {
-            fn read<'de, A: MapAccess<'de>>(
-                &mut self,
-                key: &str,
-                map: &mut A,
-            ) -> Result<bool, A::Error> {
-                match key {
-                    $(stringify!($field) => set(&mut self.$field, map),)*
-                    _ => Ok(false),
-                }
-            }
-        }
-    };
-}
-
-/// A field's value, replacing an earlier one. Out of line, so that there is one
-/// copy per field type rather than one per field.
-#[inline(never)]
-fn set<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
-    field: &mut T,
-    map: &mut A,
-) -> Result<bool, A::Error> {
-    *field = map.next_value()?;
-    Ok(true)
-}
-
 /// Prices keyed by model id: every key is one.
 impl<V: DeserializeOwned> Fields for BTreeMap<String, V> {
     fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
@@ -412,7 +369,8 @@ impl<V: DeserializeOwned> Fields for BTreeMap<String, V> {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawConfig {
         coordinator: Section<RawCoordinator>,
         identity: Section<RawIdentity>,
@@ -426,7 +384,8 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawCoordinator {
         url: Opt<String>,
         enrollment_code: Opt<Secret>,
@@ -440,13 +399,15 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawIdentity {
         key_path: Opt<String>,
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawBackend {
         kind: Opt<String>,
         url: Opt<String>,
@@ -457,7 +418,8 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawPricing {
         default_input_per_1m: Opt<u64>,
         default_output_per_1m: Opt<u64>,
@@ -465,14 +427,16 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawModelPrice {
         input_per_1m: Opt<u64>,
         output_per_1m: Opt<u64>,
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawLimits {
         max_concurrent: Opt<u64>,
         max_tokens_per_minute: Opt<u64>,
@@ -492,7 +456,8 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawStatus {
         state_file: Opt<String>,
         metrics_textfile: Opt<String>,
@@ -500,7 +465,8 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawLedger {
         path: Opt<String>,
         max_bytes: Opt<u64>,
@@ -508,8 +474,9 @@ raw_section! {
     }
 }
 
-raw_section! {
+json_fields! {
     /// A serving window of `schedule`.
+    #[derive(Default)]
     struct RawWindow {
         days: Opt<Days>,
         from: Opt<String>,
@@ -523,7 +490,8 @@ enum Days {
     Many(Vec<Typed<String>>),
 }
 
-raw_section! {
+json_fields! {
+    #[derive(Default)]
     struct RawLocalFirst {
         enabled: Opt<bool>,
         busy_s: Opt<f64>,

@@ -11,7 +11,8 @@
 //! the driver's library. sysfs covers Jetson; `nvidia-smi` covers discrete
 //! GPUs.
 
-use serde::{Deserialize, Serialize};
+use crate::json_fields::json_fields;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::fs::File;
 use std::io::Read;
@@ -167,12 +168,14 @@ pub fn is_jetson(root: &Path) -> bool {
             .is_some_and(|c| tegra_soc(&c).is_some())
 }
 
-/// A Jetson power mode (nvpmodel): its id and, when the config names it, its name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PowerMode {
-    pub id: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+json_fields! {
+    /// A Jetson power mode (nvpmodel): its id and, when the config names it, its name.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+    pub struct PowerMode {
+        pub id: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+    }
 }
 
 impl PowerMode {

@@ -19,6 +19,7 @@ mod hardware_snapshot;
 mod identity;
 mod jitter;
 mod jobs;
+mod json_fields;
 mod ledger;
 mod metrics;
 mod pair;

@@ -4,6 +4,7 @@
 //! (docs/protocol.md). Inbound parsing is tolerant of extra fields and never
 //! panics; outbound shapes are pinned by golden JSON tests at the bottom.
 
+use crate::json_fields::json_fields;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -290,18 +291,19 @@ impl ErrorCode {
     }
 }
 
-/// Heartbeat statistics; field types in docs/protocol.md, "heartbeat". Also
-/// the `heartbeat` object of the state file, which `status` reads back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct HeartbeatStats {
-    pub queue_depth: u32,
-    pub tokens_per_sec_p50: f64,
-    pub p50_latency_ms: u32,
-    pub p95_latency_ms: u32,
-    pub error_rate_60s: f64,
-    pub last_error_at: Option<String>,
-    pub last_error_code: Option<String>,
+json_fields! {
+    /// Heartbeat statistics; field types in docs/protocol.md, "heartbeat". Also
+    /// the `heartbeat` object of the state file, which `status` reads back.
+    #[derive(Debug, Clone, PartialEq, Serialize, Default)]
+    pub struct HeartbeatStats {
+        pub queue_depth: u32,
+        pub tokens_per_sec_p50: f64,
+        pub p50_latency_ms: u32,
+        pub p95_latency_ms: u32,
+        pub error_rate_60s: f64,
+        pub last_error_at: Option<String>,
+        pub last_error_code: Option<String>,
+    }
 }
 
 /// An agent → server message.

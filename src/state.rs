@@ -5,10 +5,11 @@ use crate::agent::Agent;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::gate::Serving;
+use crate::json_fields::json_fields;
 use crate::ledger::LedgerState;
 use crate::protocol::HeartbeatStats;
 use crate::untrusted::shown;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,76 +22,81 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The state file: written by the running agent, read back by `status`. Every
-/// field has a default, so a `status` of another version reads what it knows
-/// of the file and skips what it does not.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct State {
-    pub pid: u32,
-    pub version: String,
-    pub written_at: String,
-    pub written_unix: u64,
-    pub interval_s: f64,
-    pub connection: Connection,
-    pub provider_id: Option<String>,
-    pub public_key: String,
-    pub backends: Vec<BackendState>,
-    pub models_offered: Vec<String>,
-    pub jobs: JobCounts,
-    pub last_error: Option<LastError>,
-    pub ledger: LedgerState,
-    pub heartbeat: HeartbeatStats,
-    /// Whether the gate admits jobs, and why not; None in a file from an agent
-    /// without the gate.
-    pub serving: Option<Serving>,
-    /// `status --json`'s verdict on the file, never in the file itself. (Not a
-    /// wrapper with `#[serde(flatten)]`: that costs serde's buffering machinery.)
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub running: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale: Option<bool>,
+json_fields! {
+    /// The state file: written by the running agent, read back by `status`. Every
+    /// field has a default, so a `status` of another version reads what it knows
+    /// of the file and skips what it does not.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct State {
+        pub pid: u32,
+        pub version: String,
+        pub written_at: String,
+        pub written_unix: u64,
+        pub interval_s: f64,
+        pub connection: Connection,
+        pub provider_id: Option<String>,
+        pub public_key: String,
+        pub backends: Vec<BackendState>,
+        pub models_offered: Vec<String>,
+        pub jobs: JobCounts,
+        pub last_error: Option<LastError>,
+        pub ledger: LedgerState,
+        pub heartbeat: HeartbeatStats,
+        /// Whether the gate admits jobs, and why not; None in a file from an agent
+        /// without the gate.
+        pub serving: Option<Serving>,
+        /// `status --json`'s verdict on the file, never in the file itself. (Not a
+        /// wrapper with `#[serde(flatten)]`: that costs serde's buffering machinery.)
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub running: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub stale: Option<bool>,
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Connection {
-    /// `connecting`, `connected`, `reconnecting` or `stopping`.
-    pub state: String,
-    pub since: String,
-    pub since_unix: u64,
-    pub detail: String,
-    pub coordinator: String,
+json_fields! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct Connection {
+        /// `connecting`, `connected`, `reconnecting` or `stopping`.
+        pub state: String,
+        pub since: String,
+        pub since_unix: u64,
+        pub detail: String,
+        pub coordinator: String,
+    }
 }
 
-/// A configured backend and its last probe (all None before the first).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BackendState {
-    pub kind: String,
-    pub url: String,
-    pub healthy: Option<bool>,
-    pub problem: Option<String>,
-    pub models: Option<Vec<String>>,
-    pub slots: Option<u32>,
+json_fields! {
+    /// A configured backend and its last probe (all None before the first).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct BackendState {
+        pub kind: String,
+        pub url: String,
+        pub healthy: Option<bool>,
+        pub problem: Option<String>,
+        pub models: Option<Vec<String>>,
+        pub slots: Option<u32>,
+    }
 }
 
-/// Jobs since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct JobCounts {
-    pub in_flight: u32,
-    pub done: u64,
-    pub failed: u64,
+json_fields! {
+    /// Jobs since start.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+    pub struct JobCounts {
+        pub in_flight: u32,
+        pub done: u64,
+        pub failed: u64,
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LastError {
-    pub at: String,
-    /// An error code as the protocol spells it; text, so that a code this
-    /// version does not know still shows.
-    pub code: String,
+json_fields! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct LastError {
+        pub at: String,
+        /// An error code as the protocol spells it; text, so that a code this
+        /// version does not know still shows.
+        pub code: String,
+    }
 }
 
 /// Everything `status` shows.

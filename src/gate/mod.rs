@@ -17,8 +17,9 @@ use crate::agent::Agent;
 use crate::clock::rfc3339;
 use crate::config::{BackendKind, Config};
 use crate::hardware::PowerMode;
+use crate::json_fields::json_fields;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -249,17 +250,18 @@ struct Shared {
     notes: Vec<String>,
 }
 
-/// The `serving` section of the state file, which `status`, `pause` and `resume` read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Serving {
-    pub admitting: bool,
-    pub blocks: Vec<BlockState>,
-    /// Where the schedule stands, in words; None without a schedule.
-    pub schedule: Option<String>,
-    pub power_mode: Option<PowerMode>,
-    /// Problems with the gate's own inputs.
-    pub notes: Vec<String>,
+json_fields! {
+    /// The `serving` section of the state file, which `status`, `pause` and `resume` read.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Serving {
+        pub admitting: bool,
+        pub blocks: Vec<BlockState>,
+        /// Where the schedule stands, in words; None without a schedule.
+        pub schedule: Option<String>,
+        pub power_mode: Option<PowerMode>,
+        /// Problems with the gate's own inputs.
+        pub notes: Vec<String>,
+    }
 }
 
 /// Nothing stands in the way: what a section without blocks means.
@@ -275,25 +277,27 @@ impl Default for Serving {
     }
 }
 
-/// A [`Block`] as the state file shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BlockState {
-    /// A [`Reason`] as `Reason::as_str` spells it.
-    pub reason: String,
-    pub since: At,
-    pub until: Option<At>,
-    pub detail: String,
-    /// What `status` shows: the reason in a few words and the detail.
-    pub text: String,
+json_fields! {
+    /// A [`Block`] as the state file shows it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct BlockState {
+        /// A [`Reason`] as `Reason::as_str` spells it.
+        pub reason: String,
+        pub since: At,
+        pub until: Option<At>,
+        pub detail: String,
+        /// What `status` shows: the reason in a few words and the detail.
+        pub text: String,
+    }
 }
 
-/// An instant, for people and for programs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct At {
-    pub at: String,
-    pub unix: i64,
+json_fields! {
+    /// An instant, for people and for programs.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct At {
+        pub at: String,
+        pub unix: i64,
+    }
 }
 
 /// What the rest of the agent sees of the gate.

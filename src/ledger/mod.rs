@@ -12,6 +12,7 @@ pub use report::{show, GroupBy};
 pub use writer::Ledger;
 
 use crate::discovery::Target;
+use crate::json_fields::json_fields;
 use crate::protocol::Outbound;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -179,24 +180,25 @@ impl Tally {
     }
 }
 
-/// The `ledger` object of the state file: the [`Tally`] of what this process has
-/// recorded since it started, where, and how many lines it could not write.
-/// (The tally's fields are spelled out rather than `#[serde(flatten)]`ed: that
-/// costs serde's buffering machinery in the binary.)
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LedgerState {
-    pub jobs: u64,
-    pub done: u64,
-    pub errors: u64,
-    pub cancelled: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub expected_micro_usdc: u64,
-    /// `expected_micro_usdc` in USDC, for people reading the file.
-    pub expected_usdc: String,
-    pub path: String,
-    pub lines_lost: u64,
+json_fields! {
+    /// The `ledger` object of the state file: the [`Tally`] of what this process has
+    /// recorded since it started, where, and how many lines it could not write.
+    /// (The tally's fields are spelled out rather than `#[serde(flatten)]`ed: that
+    /// costs serde's buffering machinery in the binary.)
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct LedgerState {
+        pub jobs: u64,
+        pub done: u64,
+        pub errors: u64,
+        pub cancelled: u64,
+        pub input_tokens: u64,
+        pub output_tokens: u64,
+        pub expected_micro_usdc: u64,
+        /// `expected_micro_usdc` in USDC, for people reading the file.
+        pub expected_usdc: String,
+        pub path: String,
+        pub lines_lost: u64,
+    }
 }
 
 impl LedgerState {
