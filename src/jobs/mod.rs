@@ -1,7 +1,7 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
 mod backend_error;
-mod policy;
+pub mod policy;
 mod queue;
 mod registry;
 mod run;
