@@ -5,6 +5,7 @@ use crate::discovery::Discovery;
 use crate::hardware_snapshot::HardwareSnapshot;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
+use crate::lock::lock;
 use crate::protocol::{HeartbeatStats, ModelOffer, OfferLimits, Outbound};
 use crate::session::Outgoing;
 use crossbeam_channel::Sender;
@@ -61,12 +62,12 @@ impl Agent {
     }
 
     pub fn lock_identity(&self) -> MutexGuard<'_, Identity> {
-        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.identity)
     }
 
     /// Records the connection state; `since` moves only when the state changes.
     pub fn set_link(&self, state: &'static str, detail: impl Into<String>) {
-        let mut l = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = lock(&self.link);
         if l.state != state {
             l.state = state;
             l.since = SystemTime::now();
@@ -75,7 +76,7 @@ impl Agent {
     }
 
     pub fn link(&self) -> Link {
-        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.link).clone()
     }
 
     pub fn stopping(&self) -> bool {
@@ -90,7 +91,7 @@ impl Agent {
     }
 
     fn session_slot(&self) -> MutexGuard<'_, Option<Sender<Outgoing>>> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.session)
     }
 
     /// Called by the session once it is authenticated (Some) and when it ends (None).

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod jitter;
 pub mod jobs;
 pub mod ledger;
+pub mod lock;
 pub mod metrics;
 pub mod pair;
 pub mod protocol;

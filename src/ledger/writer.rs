@@ -5,6 +5,7 @@
 use super::{Backend, Entry, Finished, Tally};
 use crate::config::{LedgerConfig, Pricing};
 use crate::jobs::Work;
+use crate::lock::lock;
 use crate::protocol::Outbound;
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::{json, Value};
@@ -105,10 +106,7 @@ impl Ledger {
     /// Counts the job and queues its line; never waits.
     pub fn record(&self, f: &Finished) {
         let entry = f.entry();
-        self.totals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(&entry);
+        lock(&self.totals).add(&entry);
         let sent = match &self.tx {
             Some(tx) => match tx.try_send(Msg::Line(entry)) {
                 Ok(()) => true,
@@ -137,7 +135,7 @@ impl Ledger {
     }
 
     pub fn totals(&self) -> Tally {
-        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.totals)
     }
 
     /// The `ledger` object of the state file.
