@@ -15,7 +15,7 @@ pub use dial::{
 pub use duplex::Duplex;
 
 use crate::agent::Agent;
-use crate::cancel::Cancel;
+use crate::outgoing::{Outgoing, OUTBOUND_CAPACITY};
 use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crate::untrusted::{self, shown};
@@ -26,28 +26,6 @@ use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
-
-/// Frames waiting for the writer; bounded so a slow coordinator pushes back on
-/// job threads instead of growing memory.
-pub const OUTBOUND_CAPACITY: usize = 64;
-
-/// What the writer thread sends.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(String),
-    /// A job's frame: dropped unsent once the job is cancelled, so nothing
-    /// follows a job_cancel.
-    Job(Cancel, String),
-    Ping,
-    /// The agent closes the connection (shutdown); nothing is sent after it.
-    Close(u16, String),
-}
-
-impl From<Outbound> for Outgoing {
-    fn from(m: Outbound) -> Self {
-        Outgoing::Text(m.to_text())
-    }
-}
 
 /// Why a session could not be established or went down.
 #[derive(Debug)]
