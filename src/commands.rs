@@ -98,7 +98,10 @@ pub fn validate(config: &Config) -> ExitCode {
         l.keep
     );
     if config.backends.is_empty() {
-        println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
+        println!(
+            "backends: none configured; probing 127.0.0.1 ports {}",
+            crate::backend::default_ports_text()
+        );
     }
     for b in &config.backends {
         let allow = b

@@ -1,6 +1,7 @@
 //! Configuration: the JSON file, then environment overrides, validated into a
 //! [`Config`]. Every error names the file (or variable), the key and the problem.
 
+use crate::backend::BackendKind;
 use crate::endpoint::{redact_url, Endpoint, Scheme};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use serde_json::{Map, Value};
@@ -19,46 +20,6 @@ pub const DEFAULT_MAX_CONCURRENT: u32 = 8;
 pub const MAX_CONCURRENT_LIMIT: u32 = 256;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_MESSAGES: usize = 1024;
-
-/// A backend server kind, in advertising priority order (best first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BackendKind {
-    Vllm,
-    LlamaCpp,
-    LmStudio,
-    Ollama,
-}
-
-impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Vllm,
-        BackendKind::LlamaCpp,
-        BackendKind::LmStudio,
-        BackendKind::Ollama,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Vllm => "vllm",
-            BackendKind::LlamaCpp => "llamacpp",
-            BackendKind::LmStudio => "lmstudio",
-            BackendKind::Ollama => "ollama",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BackendKind> {
-        BackendKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            BackendKind::Vllm => 8000,
-            BackendKind::LlamaCpp => 8080,
-            BackendKind::LmStudio => 1234,
-            BackendKind::Ollama => 11434,
-        }
-    }
-}
 
 /// A credential from the config or the environment. `{:?}` prints `<redacted>`
 /// and there is no `Display`, so a config, or anything holding one, can be

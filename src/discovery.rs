@@ -3,7 +3,8 @@
 //! signals when the routable model set changes.
 
 use crate::backend::probe::{self, ModelInfo, Probe};
-use crate::config::{BackendConfig, BackendKind, Config, Pricing};
+use crate::backend::BackendKind;
+use crate::config::{BackendConfig, Config, Pricing};
 use crate::endpoint::Endpoint;
 use crate::lock::{lock, unpoisoned};
 use crossbeam_channel::{bounded, Receiver, Sender};

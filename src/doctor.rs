@@ -164,8 +164,10 @@ fn check_backends(config: &Config) -> Vec<Check> {
         return vec![Check {
             name: "backends".into(),
             ok: false,
-            detail: "none configured and none found on 127.0.0.1 ports 8000, 8080, 1234, 11434"
-                .into(),
+            detail: format!(
+                "none configured and none found on 127.0.0.1 ports {}",
+                crate::backend::default_ports_text()
+            ),
         }];
     }
     let mut out = Vec::new();

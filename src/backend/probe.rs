@@ -1,8 +1,8 @@
 //! What each backend kind answers to health, model-list and context-window
 //! probes (docs/protocol.md, "Backends"), and telling kinds apart by those answers.
 
+use super::BackendKind;
 use crate::client::{json_call, HttpError};
-use crate::config::BackendKind;
 use crate::endpoint::Endpoint;
 use serde_json::{json, Value};
 use std::time::Duration;
