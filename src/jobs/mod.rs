@@ -95,7 +95,13 @@ impl Jobs {
                             && terminal
                                 .clone()
                                 .is_some_and(|frame| run::send_frame(&w, frame));
-                        book.record_job(&w, terminal.as_ref(), delivered);
+                        book.record_job(
+                            &w.job,
+                            &w.route.target,
+                            w.received,
+                            terminal.as_ref(),
+                            delivered,
+                        );
                     }
                 });
             if let Err(e) = spawned {
