@@ -5,7 +5,7 @@
 use crate::cli::{self, Command};
 use crate::config::{self, Config, Overrides};
 use crate::identity::Identity;
-use crate::{agent, discovery, hardware, session, shutdown, state, supervisor, untrusted};
+use crate::{agent, discovery, hardware, net, session, shutdown, state, supervisor, untrusted};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -223,11 +223,11 @@ pub fn run(config: Config) -> ExitCode {
     };
     // A proxy variable that can never work (socks5://, https://) is a config
     // error now, not a reconnect loop later.
-    if let Err(e) = session::proxy::from_env(&config.coordinator.url) {
+    if let Err(e) = net::proxy::from_env(&config.coordinator.url) {
         log::error!("config error in environment: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let tls = match session::tls_config(&roots) {
+    let tls = match net::tls::client_config(&roots) {
         Ok(t) => t,
         Err(e) => {
             log::error!("{e}");

@@ -212,7 +212,7 @@ impl Discovery {
                     });
                     log_probe(t, &p, previous.as_ref() != Some(&p));
                     let snapshot = {
-                        let mut r = lock(&results);
+                        let mut r = lock(results);
                         r[i].1 = Some(p);
                         r.clone()
                     };

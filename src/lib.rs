@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod lock;
 pub mod metrics;
+pub mod net;
 pub mod outgoing;
 pub mod pair;
 pub mod protocol;

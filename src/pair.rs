@@ -395,12 +395,12 @@ impl ApiClient {
             std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
         )
         .map_err(|e| setup(e.to_string()))?;
-        let tls = crate::session::tls_config(&roots).map_err(setup)?;
+        let tls = crate::net::tls::client_config(&roots).map_err(|e| setup(e.to_string()))?;
         // TLS for https; plain only where the session itself would go without
         // it (loopback, or `allow_insecure`), as checked above.
         Ok(ApiClient {
             shown,
-            host: CoordinatorHost::new(base, coordinator, tls),
+            host: CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls),
         })
     }
 
@@ -415,6 +415,7 @@ impl ApiClient {
             method: "POST",
             path,
             headers: &[("Content-Type", "application/json")],
+            api_key: None,
             body: Some(&body),
         };
         // The call's budget starts before the connection, proxy and TLS included.

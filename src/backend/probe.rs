@@ -40,17 +40,7 @@ impl Probe {
 }
 
 fn get(url: &Endpoint, path: &str, key: Option<&str>) -> Result<(u16, Option<Value>), HttpError> {
-    let auth = key.map(|k| format!("Bearer {k}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    json_call(
-        url,
-        "GET",
-        path,
-        None,
-        &headers,
-        PROBE_TIMEOUT,
-        MAX_PROBE_BODY,
-    )
+    json_call(url, "GET", path, None, key, PROBE_TIMEOUT, MAX_PROBE_BODY)
 }
 
 fn as_u32(v: Option<&Value>) -> Option<u32> {
@@ -167,7 +157,7 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
                     "POST",
                     "/api/show",
                     Some(&body),
-                    &[],
+                    key,
                     PROBE_TIMEOUT,
                     MAX_PROBE_BODY,
                 ) {

@@ -241,18 +241,14 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
                 limits.max_request_bytes
             )));
         }
-        let auth = target.api_key.as_ref().map(|k| format!("Bearer {k}"));
-        let mut headers = vec![
-            ("Content-Type", "application/json"),
-            ("Accept", "text/event-stream"),
-        ];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a.as_str()));
-        }
         let req = Request {
             method: "POST",
             path,
-            headers: &headers,
+            headers: &[
+                ("Content-Type", "application/json"),
+                ("Accept", "text/event-stream"),
+            ],
+            api_key: target.api_key.as_deref(),
             body: Some(&bytes[..]),
         };
         let call_limits = client::Limits {

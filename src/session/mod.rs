@@ -4,15 +4,13 @@
 
 mod dial;
 mod duplex;
+mod error;
 mod handshake;
-pub mod proxy;
 mod ticker;
 
-pub use dial::{
-    dial, max_inbound_message, open_tcp, tls_config, tls_handshake, trust_anchors,
-    ENV_SSL_CERT_FILE,
-};
+pub use dial::{dial, max_inbound_message, timeouts, trust_anchors, ENV_SSL_CERT_FILE};
 pub use duplex::Duplex;
+pub use error::{HandshakeError, NonceError, SessionError};
 
 use crate::agent::Agent;
 use crate::outgoing::{Outgoing, OUTBOUND_CAPACITY};
@@ -20,66 +18,11 @@ use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crate::untrusted::{self, shown};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
-
-/// Why a session could not be established or went down.
-#[derive(Debug)]
-pub enum SessionError {
-    /// DNS or TCP connect failed.
-    Connect(String),
-    /// TLS setup or verification failed.
-    Tls(String),
-    /// A phase did not finish in time; names the phase.
-    Timeout(&'static str),
-    /// The HTTP upgrade to WebSocket was refused.
-    Upgrade(String),
-    /// The coordinator broke the handshake protocol.
-    Handshake(String),
-    /// The coordinator answered auth_failed.
-    AuthFailed(Option<String>),
-    /// The WebSocket failed while in a named phase.
-    WebSocket(&'static str, String),
-}
-
-impl SessionError {
-    fn from_ws(phase: &'static str, e: tungstenite::Error) -> SessionError {
-        match e {
-            tungstenite::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                SessionError::Timeout(phase)
-            }
-            other => SessionError::WebSocket(phase, other.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SessionError::Connect(e) => write!(f, "cannot connect: {e}"),
-            SessionError::Tls(e) => write!(f, "TLS failed: {e}"),
-            SessionError::Timeout(phase) => write!(f, "timed out during {phase}"),
-            SessionError::Upgrade(e) => write!(f, "WebSocket upgrade failed: {e}"),
-            SessionError::Handshake(e) => write!(f, "handshake failed: {e}"),
-            SessionError::AuthFailed(Some(r)) => {
-                write!(f, "authentication refused: \"{}\"", shown(r, 200))
-            }
-            SessionError::AuthFailed(None) => {
-                f.write_str("authentication refused: (no reason given)")
-            }
-            SessionError::WebSocket(phase, e) => write!(f, "WebSocket error during {phase}: {e}"),
-        }
-    }
-}
 
 /// How a session ended, for the reconnect decision.
 #[derive(Debug)]

@@ -85,6 +85,8 @@ impl fmt::Display for ProxyConfigError {
     }
 }
 
+impl std::error::Error for ProxyConfigError {}
+
 /// Proxy variables for a target scheme, most specific first; lowercase before
 /// uppercase as curl does. Uppercase `HTTP_PROXY` is not read (curl ignores it
 /// too: CGI servers put a request's `Proxy:` header there, "httpoxy").
@@ -326,6 +328,15 @@ impl fmt::Display for TunnelError {
                 write!(f, "the proxy refused CONNECT: {status} {reason}")
             }
             TunnelError::Malformed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TunnelError::Io(e) => Some(e),
+            _ => None,
         }
     }
 }
