@@ -1,4 +1,6 @@
-//! Everything the threads of a running agent share.
+//! Everything the threads of a running agent share, and the agent's side of
+//! the session's interfaces (session::Jobs, Offer, Status): the session sees
+//! those, never this struct.
 
 use crate::config::Config;
 use crate::discovery::Discovery;
@@ -7,7 +9,8 @@ use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::lock::lock;
 use crate::outgoing::Outgoing;
-use crate::protocol::{HeartbeatStats, ModelOffer, OfferLimits, Outbound};
+use crate::protocol::{HeartbeatStats, JobRequest, ModelOffer, OfferLimits, Outbound};
+use crate::session::{self, Change, Parts};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,11 +97,6 @@ impl Agent {
         lock(&self.session)
     }
 
-    /// Called by the session once it is authenticated (Some) and when it ends (None).
-    pub fn set_session(&self, tx: Option<Sender<Outgoing>>) {
-        *self.session_slot() = tx;
-    }
-
     pub fn has_session(&self) -> bool {
         self.session_slot().is_some()
     }
@@ -109,11 +107,6 @@ impl Agent {
             Some(tx) => tx.send(Outgoing::Close(code, reason.to_owned())).is_ok(),
             None => false,
         }
-    }
-
-    /// The `capabilities` frame for the current route table.
-    pub fn capabilities(&self) -> String {
-        self.capabilities_with(Duration::ZERO)
     }
 
     /// `hardware_wait`: how long the hardware description may still be waited for.
@@ -157,14 +150,72 @@ impl Agent {
         .to_text()
     }
 
-    /// Capabilities, giving the first discovery round a short chance to finish.
-    pub fn capabilities_when_ready(&self) -> String {
+    pub fn heartbeat_stats(&self) -> HeartbeatStats {
+        self.jobs.metrics.heartbeat(self.jobs.in_flight())
+    }
+
+    /// What one session runs with; `max_inbound` follows the request size limit.
+    pub fn session_parts(&self) -> Parts<'_> {
+        Parts {
+            coordinator: &self.config.coordinator,
+            tls: &self.tls,
+            max_inbound: session::max_inbound_message(self.config.limits.max_request_bytes),
+            identity: &self.identity,
+            jobs: self,
+            offer: self,
+            status: self,
+        }
+    }
+}
+
+impl session::Jobs for Agent {
+    fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound> {
+        self.jobs.submit(&self.discovery, job, out)
+    }
+
+    fn cancel(&self, job_id: &str) {
+        self.jobs.cancel(job_id)
+    }
+
+    fn cancel_all(&self, why: &str) {
+        self.jobs.cancel_all(why)
+    }
+}
+
+impl session::Offer for Agent {
+    fn capabilities(&self) -> String {
+        self.capabilities_with(Duration::ZERO)
+    }
+
+    /// Gives the first discovery round a short chance to finish.
+    fn first_capabilities(&self) -> String {
         let started = Instant::now();
         self.discovery.wait_first_round(FIRST_ROUND_WAIT);
         self.capabilities_with(FIRST_ROUND_WAIT.saturating_sub(started.elapsed()))
     }
 
-    pub fn heartbeat_stats(&self) -> HeartbeatStats {
-        self.jobs.metrics.heartbeat(self.jobs.in_flight())
+    fn heartbeat(&self) -> HeartbeatStats {
+        self.heartbeat_stats()
+    }
+
+    fn changes(&self) -> Vec<Change<'_>> {
+        vec![Change {
+            signal: self.discovery.changes(),
+            why: Box::new(|| "routable models changed".to_owned()),
+        }]
+    }
+}
+
+impl session::Status for Agent {
+    fn authenticated(&self, detail: String) {
+        self.set_link("connected", detail);
+    }
+
+    fn attach(&self, queue: Option<Sender<Outgoing>>) {
+        *self.session_slot() = queue;
+    }
+
+    fn stopping(&self) -> bool {
+        Agent::stopping(self)
     }
 }

@@ -11,7 +11,7 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
     let origin = Instant::now();
     while !agent.stopping() {
         agent.set_link("connecting", agent.config.coordinator.url.to_string());
-        let mut end = crate::session::run(agent);
+        let mut end = crate::session::run(&agent.session_parts());
         // Remote text in it is shown already; this also bounds what a library's
         // error message (tungstenite, rustls) may have carried.
         end.detail = crate::untrusted::shown(&end.detail, 1000).to_string();

@@ -22,8 +22,7 @@ pub mod coordinator;
 use crate::cancel::Cancel;
 use crate::endpoint::Endpoint;
 use std::fmt;
-use std::io::{self, Read};
-use std::net::ToSocketAddrs;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,17 +236,12 @@ impl Resolver for Lookup {
             _ => 80,
         };
         let port = uri.port_u16().unwrap_or(default_port);
-        let found = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;
+        let found = crate::net::resolve(host, port).map_err(|e| ureq::Error::Other(Box::new(e)))?;
         let mut addrs = self.empty();
         for a in found {
             if addrs.try_push(a).is_err() {
                 break;
             }
-        }
-        if addrs.is_empty() {
-            return Err(ureq::Error::HostNotFound);
         }
         Ok(addrs)
     }

@@ -1,17 +1,17 @@
 //! The server-speaks-first authentication: challenge → signed response → verdict.
 
-use super::duplex::Duplex;
 use super::error::{HandshakeError, NonceError, SessionError};
 use crate::identity::Identity;
 use crate::protocol::{parse_inbound, Inbound, Outbound};
 use crate::untrusted::shown;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use std::io::{Read, Write};
 use tungstenite::{Message, WebSocket};
 
 /// Next text message before auth; control frames are handled by tungstenite.
-fn next_text(
-    ws: &mut WebSocket<Duplex>,
+fn next_text<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     waiting_for: &'static str,
 ) -> Result<String, SessionError> {
     loop {
@@ -84,8 +84,8 @@ pub fn auth_response(identity: &Identity, nonce: &[u8], enrollment_code: Option<
 }
 
 /// Runs the handshake; returns the provider_id from auth_ok, if any.
-pub fn authenticate(
-    ws: &mut WebSocket<Duplex>,
+pub fn authenticate<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     identity: &Identity,
     enrollment_code: Option<&str>,
 ) -> Result<Option<String>, SessionError> {
