@@ -34,9 +34,10 @@ test: ## unit and integration tests, real llama-server included (what CI runs)
 test-unit: ## unit tests only
 	$(CARGO) test --lib --bins
 
-lint: ## rustfmt check and clippy with warnings denied
+lint: ## rustfmt check, clippy with warnings denied, no cycle between modules
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 .ci/module-cycles
 
 fmt:
 	$(CARGO) fmt --all

@@ -41,6 +41,9 @@ pub struct Link {
     pub state: &'static str,
     pub since: SystemTime,
     pub detail: String,
+    /// Set while connection attempts fail for a reason only the operator can
+    /// remove: the failure and what to check (src/supervisor.rs).
+    pub config_problem: Option<String>,
 }
 
 impl Agent {
@@ -60,6 +63,7 @@ impl Agent {
                 state: "connecting",
                 since: SystemTime::now(),
                 detail: String::new(),
+                config_problem: None,
             }),
         }
     }
@@ -76,6 +80,11 @@ impl Agent {
             l.since = SystemTime::now();
         }
         l.detail = detail.into();
+    }
+
+    /// Records (Some) or clears (None) a problem only the operator can fix.
+    pub fn set_config_problem(&self, problem: Option<String>) {
+        lock(&self.link).config_problem = problem;
     }
 
     pub fn link(&self) -> Link {
@@ -208,6 +217,7 @@ impl session::Offer for Agent {
 
 impl session::Status for Agent {
     fn authenticated(&self, detail: String) {
+        self.set_config_problem(None);
         self.set_link("connected", detail);
     }
 

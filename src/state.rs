@@ -63,6 +63,8 @@ pub fn snapshot(agent: &Agent) -> Value {
             // Remote text inside is shown already; this bounds the whole.
             "detail": shown(&link.detail, 1000).to_string(),
             "coordinator": agent.config.coordinator.url.to_string(),
+            // What the operator must fix before connecting can work (src/supervisor.rs).
+            "config_problem": link.config_problem.as_deref().map(|p| shown(p, 1000).to_string()),
         },
         "provider_id": identity.provider_id().map(|p| shown(p, 140).to_string()),
         "public_key": identity.public_b64(),
@@ -306,6 +308,9 @@ fn print_human(s: &Value, verdict: &Verdict, now: u64) {
         ago(now, c["since_unix"].as_u64().unwrap_or(now)),
         c["detail"].as_str().unwrap_or("")
     );
+    if let Some(p) = c["config_problem"].as_str() {
+        println!("fix the configuration: {p}");
+    }
     println!(
         "provider_id: {}",
         s["provider_id"].as_str().unwrap_or("none yet")
