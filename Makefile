@@ -10,7 +10,7 @@ build: ## release build for this machine
 	$(CARGO) build --release
 
 # With a prepared llama-server (`make llama`) the demo's backend is real.
-demo: ## the agent against a local TLS coordinator and backend (no account needed)
+demo: ## the agent against a local TLS coordinator and backend, paused and resumed (no account needed)
 	$(CARGO) build --bin usepod-edge --example demo
 	if [ -x tests/.cache/llama-server ] && [ -f tests/.cache/tiny.gguf ]; then \
 	  export USEPOD_EDGE_DEMO_LLAMA=tests/.cache/llama-server USEPOD_EDGE_DEMO_MODEL=tests/.cache/tiny.gguf; fi; \

@@ -1,7 +1,8 @@
 //! `make demo`: the agent's main job on a built-in local default, no account
 //! needed. It starts a TLS coordinator on 127.0.0.1 (certificate from a CA made
 //! now) and a local llama-server-shaped backend, runs the real agent binary
-//! against them, and streams two jobs (OpenAI and Anthropic format) through it.
+//! against them, streams two jobs (OpenAI and Anthropic format) through it, then
+//! pauses and resumes it as an operator would (`usepod-edge pause` / `resume`).
 //!
 //! With `USEPOD_EDGE_DEMO_LLAMA=/path/to/llama-server` and
 //! `USEPOD_EDGE_DEMO_MODEL=/path/to/model.gguf` it uses a real llama-server.
@@ -150,6 +151,40 @@ fn run_job(conn: &coordinator::Conn, format: &str, request: Value) {
     say("no result within a minute");
 }
 
+/// Runs `usepod-edge --config PATH <args>` as the operator would, showing its output.
+fn operator(agent_bin: &std::path::Path, config: &std::path::Path, args: &[&str]) {
+    say(&format!("operator: usepod-edge {}", args.join(" ")));
+    let out = Command::new(agent_bin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run the agent binary");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("      {line}");
+    }
+    if !out.status.success() {
+        say(&format!("{} exited with {}", args[0], out.status));
+    }
+}
+
+/// Waits for capabilities whose model list satisfies `pred`, and shows them.
+fn wait_caps(conn: &coordinator::Conn, what: &str, pred: impl Fn(&Value) -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Some(m) = conn.recv_type("capabilities", Duration::from_secs(1)) {
+            if pred(&m.value["models"]) {
+                say(&format!(
+                    "capabilities ({what}): models {}",
+                    m.value["models"]
+                ));
+                return;
+            }
+        }
+    }
+    say(&format!("no capabilities {what} within 30 s"));
+}
+
 fn uuid_like() -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -173,6 +208,8 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("target/debug/usepod-edge"));
     let dir = std::env::temp_dir().join("usepod-edge-demo");
     std::fs::create_dir_all(&dir).unwrap();
+    // A pause left over from an interrupted run would start the agent paused.
+    let _ = std::fs::remove_file(dir.join("control.json"));
 
     let ca = tls::TestCa::new();
     let ca_file = ca.write_ca_pem(&dir);
@@ -189,7 +226,10 @@ fn main() {
                         "heartbeat_interval_s": 2, "ping_interval_s": 5},
         "identity": {"key_path": dir.join("identity.key")},
         "backends": [{"kind": "llamacpp", "url": backend_url}],
-        "limits": {"max_concurrent": 4}
+        // allow_battery: a laptop running the demo unplugged still serves it.
+        "limits": {"max_concurrent": 4, "allow_battery": true},
+        // The agent reads `pause` and `resume` on this interval.
+        "status": {"interval_s": 0.5}
     });
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -236,6 +276,28 @@ fn main() {
     if let Some(hb) = conn.recv_type("heartbeat", Duration::from_secs(5)) {
         say(&format!("heartbeat: {}", hb.value));
     }
+
+    // The operator needs the device: pause withdraws the models (capabilities with
+    // none), a job that still arrives is refused, resume brings them back.
+    operator(&agent_bin, &config_path, &["pause"]);
+    wait_caps(&conn, "paused", |m| {
+        m.as_array().is_some_and(|m| m.is_empty())
+    });
+    run_job(
+        &conn,
+        "openai",
+        json!({"messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}),
+    );
+    operator(&agent_bin, &config_path, &["status"]);
+    operator(&agent_bin, &config_path, &["resume"]);
+    wait_caps(&conn, "resumed", |m| {
+        m.as_array().is_some_and(|m| !m.is_empty())
+    });
+    run_job(
+        &conn,
+        "openai",
+        json!({"messages":[{"role":"user","content":"Say hello again"}],"max_tokens":16}),
+    );
     say("closing with 1001 drain:deploy; the agent completes the close and schedules a spread reconnect");
     conn.send_close(1001, "drain:deploy");
     conn.wait_closed(Duration::from_secs(5));

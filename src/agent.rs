@@ -26,6 +26,8 @@ pub struct Agent {
     pub tls: Arc<rustls::ClientConfig>,
     pub discovery: Arc<Discovery>,
     pub jobs: Jobs,
+    /// The operator's reasons not to take jobs (src/gate/).
+    pub gate: crate::gate::Gate,
     hardware: HardwareSnapshot,
     /// Set once a shutdown began: no reconnects, no new jobs.
     stopping: AtomicBool,
@@ -56,7 +58,8 @@ impl Agent {
             tls,
             discovery,
             jobs,
-            hardware: HardwareSnapshot::start("/".into()),
+            gate: crate::gate::Gate::default(),
+            hardware: HardwareSnapshot::start(crate::gate::root()),
             stopping: AtomicBool::new(false),
             session: Mutex::new(None),
             link: Mutex::new(Link {
@@ -122,8 +125,14 @@ impl Agent {
     fn capabilities_with(&self, hardware_wait: Duration) -> String {
         let snapshot = self.discovery.snapshot();
         let max = self.config.limits.max_concurrent;
-        let models = snapshot
-            .routes
+        // While the gate says no, capacity is withdrawn: the same message, no models.
+        let none = std::collections::BTreeMap::new();
+        let offered = if self.gate.admitting() {
+            &snapshot.routes
+        } else {
+            &none
+        };
+        let models = offered
             .iter()
             .map(|(id, route)| {
                 let (input_per_1m, output_per_1m) = self.config.pricing.resolve(id);
@@ -177,6 +186,17 @@ impl Agent {
     }
 }
 
+impl crate::gate::Lend for Agent {
+    fn gate_host(&self) -> crate::gate::Host<'_> {
+        crate::gate::Host {
+            config: &self.config,
+            gate: &self.gate,
+            jobs: &self.jobs,
+            discovery: &self.discovery,
+        }
+    }
+}
+
 impl session::Jobs for Agent {
     fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound> {
         self.jobs.submit(&self.discovery, job, out)
@@ -208,10 +228,22 @@ impl session::Offer for Agent {
     }
 
     fn changes(&self) -> Vec<Change<'_>> {
-        vec![Change {
-            signal: self.discovery.changes(),
-            why: Box::new(|| "routable models changed".to_owned()),
-        }]
+        vec![
+            Change {
+                signal: self.discovery.changes(),
+                why: Box::new(|| "routable models changed".to_owned()),
+            },
+            Change {
+                signal: self.gate.changes(),
+                why: Box::new(|| {
+                    if self.gate.admitting() {
+                        "admitting jobs again".to_owned()
+                    } else {
+                        "not admitting jobs (models withdrawn)".to_owned()
+                    }
+                }),
+            },
+        ]
     }
 }
 

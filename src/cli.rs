@@ -11,6 +11,8 @@ pub enum Command {
     Status,
     Doctor,
     Pair,
+    Pause,
+    Resume,
     Ledger,
 }
 
@@ -33,6 +35,8 @@ pub struct Cli {
     /// `pair --force`: replace an existing config
     pub force: bool,
     pub ledger: LedgerArgs,
+    /// `pause --drain`: wait until the running jobs have finished
+    pub drain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +63,17 @@ commands:
              (--api URL, default https://api.usepod.ai; --force replaces a config)
   ledger     sum the earnings ledger: jobs, tokens, expected USDC, errors
              (--since 2026-11-01|RFC 3339 time|7d|12h, --by day|model, --json)
+  pause      the running agent stops taking jobs and withdraws its models;
+             running jobs finish (--drain waits for them); lasts until resume
+  resume     the running agent takes jobs again
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
                          ~/.config/usepod-edge/config.json if present,
                          else /etc/usepod-edge/config.json)
       --json             with status and ledger: print JSON
+      --json             with status: print the state as JSON
+      --drain            with pause: wait until no job is running
   -l, --log-level LEVEL  error, warn, info (default), debug, trace
                          (env USEPOD_EDGE_LOG)
   -V, --version          print the version
@@ -82,6 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut api = None;
     let mut force = false;
     let mut ledger = LedgerArgs::default();
+    let mut drain = false;
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -109,6 +119,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     .ok_or_else(|| format!("--by wants day or model, got {v:?}"))?;
                 ledger.by = Some(by);
             }
+            "--drain" => drain = true,
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             w => {
                 let c = match w {
@@ -120,6 +131,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "doctor" => Command::Doctor,
                     "pair" => Command::Pair,
                     "ledger" => Command::Ledger,
+                    "pause" => Command::Pause,
+                    "resume" => Command::Resume,
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 if command.replace(c).is_some() {
@@ -136,6 +149,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         api,
         force,
         ledger,
+        drain,
     }))
 }
 
@@ -159,6 +173,7 @@ mod tests {
                 api: None,
                 force: false,
                 ledger: LedgerArgs::default(),
+                drain: false
             })
         );
         assert_eq!(
@@ -171,10 +186,19 @@ mod tests {
                 api: None,
                 force: false,
                 ledger: LedgerArgs::default(),
+                drain: false
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);
         assert_eq!(p(&["-h"]).unwrap(), Parsed::Help);
+        let Parsed::Go(c) = p(&["pause", "--drain"]).unwrap() else {
+            panic!("pause parses")
+        };
+        assert_eq!((c.command, c.drain), (Command::Pause, true));
+        let Parsed::Go(c) = p(&["resume"]).unwrap() else {
+            panic!("resume parses")
+        };
+        assert_eq!((c.command, c.drain), (Command::Resume, false));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use crate::cli::{self, Command};
 use crate::config::{self, Config, Overrides};
 use crate::identity::Identity;
-use crate::{agent, discovery, hardware, net, session, shutdown, state, supervisor, untrusted};
+use crate::{
+    agent, discovery, gate, hardware, net, session, shutdown, state, supervisor, untrusted,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,6 +128,9 @@ pub fn validate(config: &Config) -> ExitCode {
         );
     }
     println!("max_concurrent: {}", config.limits.max_concurrent);
+    for line in gate::explain_config(config) {
+        println!("{line}");
+    }
     for w in &config.warnings {
         println!("warning: {w}");
     }
@@ -180,10 +185,7 @@ pub fn discover(config: &Config) -> ExitCode {
         }
     }
     // What capabilities will say about this machine.
-    println!(
-        "hardware: {}",
-        hardware::describe(std::path::Path::new("/"))
-    );
+    println!("hardware: {}", hardware::describe(&gate::root()));
     if snap.routes.is_empty() {
         ExitCode::FAILURE
     } else {
@@ -236,6 +238,8 @@ pub fn run(config: Config) -> ExitCode {
     };
     let agent = Arc::new(agent::Agent::new(config, identity, tls));
     discovery::spawn(Arc::clone(&agent.discovery));
+    // Before the first session, so its first capabilities already obey a pause.
+    gate::start(Arc::clone(&agent));
     state::spawn_writer(Arc::clone(&agent));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {

@@ -124,6 +124,28 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight jobs may run before they are stopped.
     pub drain_timeout: Duration,
+    /// Thermal guard: no new jobs above `max_temp_c` on a GPU/SoC zone, until it is
+    /// `resume_temp_c` or cooler.
+    pub max_temp_c: f64,
+    pub resume_temp_c: f64,
+    /// Serve while the board runs from its battery.
+    pub allow_battery: bool,
+}
+
+pub const DEFAULT_MAX_TEMP_C: f64 = 85.0;
+pub const DEFAULT_RESUME_TEMP_C: f64 = 75.0;
+
+/// Local first: the agent steps aside while the backend or the GPU is busy with
+/// work that is not its own (src/gate/local.rs).
+#[derive(Debug, Clone)]
+pub struct LocalFirst {
+    pub enabled: bool,
+    /// Foreign load this long stops admission ...
+    pub busy: Duration,
+    /// ... and this long without it brings it back.
+    pub idle: Duration,
+    /// GPU load, in percent, that counts as busy while none of our jobs runs.
+    pub gpu_busy_pct: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +162,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     pub status: StatusConfig,
     pub ledger: LedgerConfig,
+    /// Serving windows in local time; empty serves at all hours.
+    pub schedule: Vec<crate::schedule::Window>,
+    pub local_first: LocalFirst,
 }
 
 /// Local reporting: the state file `usepod-edge status` reads, and an optional
@@ -425,6 +450,8 @@ fn build(
             "limits",
             "status",
             "ledger",
+            "schedule",
+            "local_first",
         ],
     );
     let coordinator = build_coordinator(&mut w, root, over)?;
@@ -504,6 +531,9 @@ fn build(
             "first_byte_timeout_s",
             "idle_timeout_s",
             "drain_timeout_s",
+            "max_temp_c",
+            "resume_temp_c",
+            "allow_battery",
         ],
     )?;
     let max_concurrent = w
@@ -586,7 +616,15 @@ fn build(
         )?,
         idle_timeout: w.seconds(limits_obj, "limits", "idle_timeout_s", 60.0, 3600.0)?,
         drain_timeout: w.seconds(limits_obj, "limits", "drain_timeout_s", 30.0, 3600.0)?,
+        max_temp_c: DEFAULT_MAX_TEMP_C,
+        resume_temp_c: DEFAULT_RESUME_TEMP_C,
+        allow_battery: w
+            .boolean(limits_obj, "limits", "allow_battery")?
+            .unwrap_or(false),
     };
+    let limits = build_thermal(&w, limits_obj, limits)?;
+    let schedule = build_schedule(&mut w, root)?;
+    let local_first = build_local_first(&mut w, root)?;
 
     let st = w.section(
         root,
@@ -614,6 +652,8 @@ fn build(
     Ok(Config {
         status,
         ledger,
+        schedule,
+        local_first,
         source,
         coordinator,
         key_path,
@@ -660,6 +700,124 @@ fn build_ledger(
         path,
         max_bytes,
         keep,
+    })
+}
+
+fn build_thermal(
+    w: &Walker,
+    obj: Option<&Map<String, Value>>,
+    mut limits: Limits,
+) -> Result<Limits, ConfigError> {
+    let celsius = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        let v = w
+            .typed(obj, "limits", key, "a temperature in °C", Value::as_f64)?
+            .unwrap_or(default);
+        if !(20.0..=150.0).contains(&v) {
+            return Err(w.err(
+                &join("limits", key),
+                format!("must be between 20 and 150 °C, got {v}"),
+            ));
+        }
+        Ok(v)
+    };
+    limits.max_temp_c = celsius("max_temp_c", DEFAULT_MAX_TEMP_C)?;
+    // Without an explicit resume point, 10 °C of cooling before serving again.
+    let resume_default = if limits.max_temp_c == DEFAULT_MAX_TEMP_C {
+        DEFAULT_RESUME_TEMP_C
+    } else {
+        (limits.max_temp_c - 10.0).max(20.0)
+    };
+    limits.resume_temp_c = celsius("resume_temp_c", resume_default)?;
+    if limits.resume_temp_c >= limits.max_temp_c {
+        return Err(w.err(
+            "limits.resume_temp_c",
+            format!(
+                "must be below limits.max_temp_c ({}), got {}",
+                limits.max_temp_c, limits.resume_temp_c
+            ),
+        ));
+    }
+    Ok(limits)
+}
+
+fn build_schedule(
+    w: &mut Walker,
+    root: &Map<String, Value>,
+) -> Result<Vec<crate::schedule::Window>, ConfigError> {
+    use crate::schedule::{parse_days, parse_time, Window};
+    let list = match root.get("schedule") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(w.err(
+                "schedule",
+                "must be an array of {\"days\", \"from\", \"to\"} windows",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("schedule[{i}]");
+        let Value::Object(o) = item else {
+            return Err(w.err(&path, "must be an object with days, from and to"));
+        };
+        w.check_keys(o, &path, &["days", "from", "to"]);
+        let days_key = join(&path, "days");
+        let days = match o.get("days") {
+            None | Some(Value::Null) => [true; 7],
+            Some(Value::String(s)) => parse_days(&[s]).map_err(|p| w.err(&days_key, p))?,
+            Some(Value::Array(a)) => {
+                let names = a
+                    .iter()
+                    .map(|d| {
+                        d.as_str()
+                            .ok_or_else(|| w.err(&days_key, "must list day names as strings"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                parse_days(&names).map_err(|p| w.err(&days_key, p))?
+            }
+            Some(v) => {
+                return Err(w.err(
+                    &days_key,
+                    format!("must be a string such as \"Mon-Fri\" or an array of them, got {v}"),
+                ))
+            }
+        };
+        let time = |key: &str, end: bool| -> Result<u16, ConfigError> {
+            let text = w
+                .string(Some(o), &path, key)?
+                .ok_or_else(|| w.err(&join(&path, key), "missing (a time HH:MM)"))?;
+            parse_time(&text, end).map_err(|p| w.err(&join(&path, key), p))
+        };
+        let (from, to) = (time("from", false)?, time("to", true)?);
+        if from == to {
+            return Err(w.err(
+                &join(&path, "to"),
+                "is the same time as from; use \"from\": \"00:00\", \"to\": \"24:00\" for the whole day",
+            ));
+        }
+        out.push(Window { days, from, to });
+    }
+    Ok(out)
+}
+
+fn build_local_first(w: &mut Walker, root: &Map<String, Value>) -> Result<LocalFirst, ConfigError> {
+    const P: &str = "local_first";
+    let o = w.section(root, P, &["enabled", "busy_s", "idle_s", "gpu_busy_pct"])?;
+    let gpu_busy_pct = w
+        .typed(o, P, "gpu_busy_pct", "a percentage", Value::as_f64)?
+        .unwrap_or(30.0);
+    if !(gpu_busy_pct > 0.0 && gpu_busy_pct <= 100.0) {
+        return Err(w.err(
+            "local_first.gpu_busy_pct",
+            format!("must be greater than 0 and at most 100, got {gpu_busy_pct}"),
+        ));
+    }
+    Ok(LocalFirst {
+        enabled: w.boolean(o, P, "enabled")?.unwrap_or(true),
+        busy: w.seconds(o, P, "busy_s", 10.0, 86_400.0)?,
+        idle: w.seconds(o, P, "idle_s", 120.0, 86_400.0)?,
+        gpu_busy_pct,
     })
 }
 
@@ -1072,6 +1230,24 @@ mod tests {
             (None, r#"{"ledger":{"keep":101}}"#.into(), e("ledger.keep: must be at most 100, got 101")),
             (None, r#"{"ledger":{"keep":"all"}}"#.into(), e(r#"ledger.keep: must be a non-negative integer, got "all""#)),
             (None, r#"{"ledger":[]}"#.into(), e("ledger: must be an object")),
+            // operator control: schedule, thermal and power limits, local first
+            (None, r#"{"schedule":{}}"#.into(), e(r#"schedule: must be an array of {"days", "from", "to"} windows"#)),
+            (None, r#"{"schedule":[{"days":"Mon-Fry","from":"22:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].days: unknown day "Fry" (Mon..Sun, a range such as Mon-Fri, or daily)"#)),
+            (None, r#"{"schedule":[{"days":5,"from":"22:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].days: must be a string such as "Mon-Fri" or an array of them, got 5"#)),
+            (None, r#"{"schedule":[{"days":["Mon",1],"from":"22:00","to":"07:00"}]}"#.into(), e("schedule[0].days: must list day names as strings")),
+            (None, r#"{"schedule":[{"days":"Mon","to":"07:00"}]}"#.into(), e("schedule[0].from: missing (a time HH:MM)")),
+            (None, r#"{"schedule":[{"from":"22:00","to":"7:00"}]}"#.into(), e(r#"schedule[0].to: must be a time HH:MM (00:00 to 24:00), got "7:00""#)),
+            (None, r#"{"schedule":[{"from":"24:00","to":"07:00"}]}"#.into(), e(r#"schedule[0].from: must be a time HH:MM (00:00 to 23:59), got "24:00""#)),
+            (None, r#"{"schedule":[{"from":"08:00","to":"08:00"}]}"#.into(), e(r#"schedule[0].to: is the same time as from; use "from": "00:00", "to": "24:00" for the whole day"#)),
+            (None, r#"{"schedule":["Mon-Fri 22:00-07:00"]}"#.into(), e("schedule[0]: must be an object with days, from and to")),
+            (None, r#"{"limits":{"max_temp_c":200}}"#.into(), e("limits.max_temp_c: must be between 20 and 150 °C, got 200")),
+            (None, r#"{"limits":{"max_temp_c":"hot"}}"#.into(), e(r#"limits.max_temp_c: must be a temperature in °C, got "hot""#)),
+            (None, r#"{"limits":{"max_temp_c":80,"resume_temp_c":80}}"#.into(), e("limits.resume_temp_c: must be below limits.max_temp_c (80), got 80")),
+            (None, r#"{"limits":{"allow_battery":1}}"#.into(), e("limits.allow_battery: must be true or false, got 1")),
+            (None, r#"{"local_first":{"busy_s":0}}"#.into(), e("local_first.busy_s: must be greater than 0 and at most 86400, got 0")),
+            (None, r#"{"local_first":{"gpu_busy_pct":0}}"#.into(), e("local_first.gpu_busy_pct: must be greater than 0 and at most 100, got 0")),
+            (None, r#"{"local_first":{"enabled":"yes"}}"#.into(), e(r#"local_first.enabled: must be true or false, got "yes""#)),
+            (None, r#"{"local_first":[]}"#.into(), e("local_first: must be an object")),
             // the file as a whole
             (None, r#"{"coordinator": {"url": "#.into(), e("invalid JSON: EOF while parsing a value at line 1 column 24")),
             (None, "[]".into(), e("the top level must be a JSON object")),
@@ -1086,6 +1262,14 @@ mod tests {
             // and what is valid
             (None, r#"{"ledger":{"path":"/l.jsonl","max_bytes":1,"keep":0}}"#.into(), ACCEPTED.into()),
             (None, r#"{"ledger":{"keep":100}}"#.into(), ACCEPTED.into()),
+            (
+                None,
+                r#"{"schedule":[{"days":"Mon-Fri","from":"22:00","to":"07:00"},
+                                {"days":["Sat","sunday"],"from":"00:00","to":"24:00"},{"from":"12:00","to":"13:00"}],
+                    "limits":{"max_temp_c":95,"allow_battery":true},
+                    "local_first":{"enabled":false,"busy_s":2.5,"idle_s":30,"gpu_busy_pct":50}}"#.into(),
+                ACCEPTED.into(),
+            ),
             (None, r#"{"limits":{"max_concurrent":1}}"#.into(), ACCEPTED.into()),
             (None, r#"{"limits":{"max_concurrent":256}}"#.into(), ACCEPTED.into()),
             (None, r#"{"coordinator":{"url":"ws://127.0.0.1:9/provider/connect"}}"#.into(), ACCEPTED.into()),
@@ -1158,6 +1342,37 @@ mod tests {
         assert_eq!(
             (e.origin.as_str(), e.key.as_str()),
             ("environment", ENV_COORDINATOR_URL)
+        );
+    }
+
+    #[test]
+    fn operator_control_defaults_and_values() {
+        let c = parse("{}").unwrap();
+        assert!(c.schedule.is_empty());
+        assert_eq!((c.limits.max_temp_c, c.limits.resume_temp_c), (85.0, 75.0));
+        assert!(!c.limits.allow_battery);
+        let lf = &c.local_first;
+        assert!(lf.enabled);
+        assert_eq!(
+            (lf.busy, lf.idle, lf.gpu_busy_pct),
+            (Duration::from_secs(10), Duration::from_secs(120), 30.0)
+        );
+        let c = parse(
+            r#"{"schedule":[{"days":"Fri-Mon","from":"22:00","to":"07:00"}],
+                "limits":{"max_temp_c":95},"local_first":{"busy_s":0.5,"idle_s":1}}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.limits.resume_temp_c, 85.0, "10 °C below a custom maximum");
+        assert_eq!(c.local_first.busy, Duration::from_millis(500));
+        let w = &c.schedule[0];
+        assert_eq!((w.from, w.to), (22 * 60, 7 * 60));
+        assert_eq!(w.days, [true, false, false, false, true, true, true]);
+        let c = parse(r#"{"schedule":[{"from":"08:00","to":"09:00","day":"Mon"}]}"#).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("schedule[0].day")),
+            "{:?}",
+            c.warnings
         );
     }
 

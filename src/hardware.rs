@@ -152,7 +152,99 @@ fn jetson(root: &Path, dt_model: Option<String>, meminfo: &MemInfo) -> Option<Ma
     }
     let temperatures = temperatures(root);
     insert_nonempty(&mut out, "temperatures_c", temperatures);
+    if let Some(mode) = power_mode(root) {
+        out.insert("power_mode".into(), mode.to_json());
+    }
     Some(out)
+}
+
+/// Whether the tree at `root` is a Jetson's, by the same two signals as [`describe`].
+pub fn is_jetson(root: &Path) -> bool {
+    root.join("etc/nv_tegra_release").exists()
+        || device_tree(root, "compatible")
+            .map(|raw| nul_list(&raw))
+            .is_some_and(|c| tegra_soc(&c).is_some())
+}
+
+/// A Jetson power mode (nvpmodel): its id and, when the config names it, its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerMode {
+    pub id: u32,
+    pub name: Option<String>,
+}
+
+impl PowerMode {
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        if let Some(n) = &self.name {
+            m.insert("name".into(), json!(n));
+        }
+        Value::Object(m)
+    }
+}
+
+/// The power mode nvpmodel set, from its files rather than `nvpmodel -q` (which some
+/// releases run only as root): `/var/lib/nvpmodel/status` holds the mode last set
+/// (`pmode:0002`, maybe followed by ` fmode:...`), and without it the board booted
+/// into `/etc/nvpmodel.conf`'s `PM_CONFIG DEFAULT`. The name comes from that file's
+/// `< POWER_MODEL ID=2 NAME=MAXN_SUPER >` line.
+pub fn power_mode(root: &Path) -> Option<PowerMode> {
+    let conf = read_text(&root.join("etc/nvpmodel.conf"));
+    let id = read_text(&root.join("var/lib/nvpmodel/status"))
+        .and_then(|s| parse_pmode(&s))
+        .or_else(|| conf.as_deref().and_then(nvpmodel_default))?;
+    let name = conf.as_deref().and_then(|c| nvpmodel_name(c, id));
+    Some(PowerMode { id, name })
+}
+
+fn parse_pmode(status: &str) -> Option<u32> {
+    status
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pmode:"))
+        .and_then(|n| n.parse().ok())
+}
+
+/// `< KEY A=1 B=x >` lines of nvpmodel.conf whose KEY is `key`, as (name, value) pairs.
+fn nvpmodel_lines<'a>(
+    conf: &'a str,
+    key: &'a str,
+) -> impl Iterator<Item = Vec<(&'a str, &'a str)>> + 'a {
+    conf.lines().filter_map(move |line| {
+        let inner = line.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let mut words = inner.split_whitespace();
+        (words.next()? == key).then(|| words.filter_map(|w| w.split_once('=')).collect())
+    })
+}
+
+fn nvpmodel_name(conf: &str, id: u32) -> Option<String> {
+    nvpmodel_lines(conf, "POWER_MODEL").find_map(|pairs| {
+        let this = pairs
+            .iter()
+            .find(|(k, _)| *k == "ID")?
+            .1
+            .parse::<u32>()
+            .ok()?;
+        (this == id).then(|| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == "NAME")
+                .map(|(_, v)| v.to_string())
+        })?
+    })
+}
+
+fn nvpmodel_default(conf: &str) -> Option<u32> {
+    nvpmodel_lines(conf, "PM_CONFIG")
+        .find_map(|pairs| pairs.iter().find(|(k, _)| *k == "DEFAULT")?.1.parse().ok())
+}
+
+/// nvidia-smi's view of each GPU (name, memory, utilization, temperature), off Tegra;
+/// `program` is `nvidia-smi` or a path to it.
+pub fn nvidia_smi(program: &str) -> Vec<Value> {
+    run_command(program, &NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT)
+        .map(|text| parse_nvidia_smi(&text))
+        .unwrap_or_default()
 }
 
 fn insert_nonempty(out: &mut Map<String, Value>, key: &str, value: Map<String, Value>) {
@@ -178,7 +270,7 @@ fn read_capped(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn read_text(path: &Path) -> Option<String> {
+pub fn read_text(path: &Path) -> Option<String> {
     read_capped(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -375,7 +467,7 @@ fn parse_meminfo(text: &str) -> MemInfo {
     info
 }
 
-fn gpu_load_permille(root: &Path) -> Option<u32> {
+pub fn gpu_load_permille(root: &Path) -> Option<u32> {
     igpu_dir(root)
         .and_then(|dir| read_text(&dir.join("load")))
         .and_then(|text| parse_load(&text))
@@ -409,6 +501,16 @@ fn parse_load(text: &str) -> Option<u32> {
 }
 
 fn temperatures(root: &Path) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (key, celsius) in thermal_readings(root) {
+        out.entry(key).or_insert(json!(celsius));
+    }
+    out
+}
+
+/// Every thermal zone that reads, in zone order, by key (`gpu`, `soc0`, `tj`, ...;
+/// see [`zone_key`]). A key may repeat; the first zone of a key is the one described.
+pub fn thermal_readings(root: &Path) -> Vec<(String, f64)> {
     let mut zones: Vec<(u32, PathBuf)> = std::fs::read_dir(root.join("sys/class/thermal"))
         .into_iter()
         .flatten()
@@ -424,17 +526,14 @@ fn temperatures(root: &Path) -> Map<String, Value> {
         })
         .collect();
     zones.sort();
-    let mut out = Map::new();
+    let mut out = Vec::new();
     for (_, zone) in zones {
         let Some(key) = read_text(&zone.join("type")).and_then(|t| zone_key(&t)) else {
             continue;
         };
-        if out.contains_key(&key) {
-            continue;
-        }
         // cv*-thermal reads fail with EAGAIN while the DLA/PVA is gated.
         if let Some(celsius) = read_text(&zone.join("temp")).and_then(|t| parse_millidegrees(&t)) {
-            out.insert(key, json!(celsius));
+            out.push((key, celsius));
         }
     }
     out
@@ -496,24 +595,11 @@ fn parse_nvidia_smi(text: &str) -> Vec<Value> {
 }
 
 /// An integer, or a plain decimal such as `12.5`; anything else (`[N/A]`) is None.
-/// Decimals are read by hand: core's float parser would cost the binary 15 KB.
 fn smi_number(value: &str) -> Option<Value> {
     if let Ok(n) = value.parse::<i64>() {
         return Some(json!(n));
     }
-    let (int, frac) = value.split_once('.')?;
-    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
-    let (negative, int) = match int.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, int),
-    };
-    if !digits(int) || !digits(frac) {
-        return None;
-    }
-    let whole: u64 = int.parse().ok()?;
-    let part: u64 = frac.parse().ok()?;
-    let magnitude = whole as f64 + part as f64 / 10f64.powi(frac.len() as i32);
-    Some(json!(if negative { -magnitude } else { magnitude }))
+    crate::decimal::plain_decimal(value).map(|v| json!(v))
 }
 
 /// Runs `program` and returns its stdout (capped) if it exits 0 within
@@ -647,7 +733,8 @@ mod tests {
                     "temperatures_c": {
                         "cpu": 54.9, "gpu": 55.5, "soc0": 56.2, "soc1": 56.7,
                         "soc2": 55.6, "tj": 56.7
-                    }
+                    },
+                    "power_mode": {"id": 2, "name": "MAXN_SUPER"}
                 }
             })
         );
@@ -786,6 +873,33 @@ mod tests {
             got,
             json!({"jetson": {"l4t": "R39.2.0", "unified_memory": true, "gpu_load_pct": 77.4}})
         );
+    }
+
+    #[test]
+    fn nvpmodel_power_mode() {
+        let conf = "< POWER_MODEL ID=0 NAME=MAXN >\nX\n< POWER_MODEL ID=1 NAME=10W >\n< PM_CONFIG DEFAULT=1 >\n";
+        assert_eq!(parse_pmode("pmode:0001\n"), Some(1));
+        assert_eq!(parse_pmode("pmode:0002 fmode:quiet\n"), Some(2));
+        assert_eq!(parse_pmode("mode 2"), None);
+        assert_eq!(nvpmodel_name(conf, 1).as_deref(), Some("10W"));
+        assert_eq!(nvpmodel_name(conf, 7), None);
+        assert_eq!(nvpmodel_default(conf), Some(1));
+        // Without a status file the board runs the config's default.
+        let root = std::env::temp_dir().join(format!("usepod-hw-nvp-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/nvpmodel.conf"), conf).unwrap();
+        let got = power_mode(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            got,
+            Some(PowerMode {
+                id: 1,
+                name: Some("10W".into())
+            })
+        );
+        assert_eq!(power_mode(&fixture("x86_64-no-nvidia")), None);
+        assert!(is_jetson(&fixture("jetson-nano-r32.7.1")));
+        assert!(!is_jetson(&fixture("x86_64-no-nvidia")));
     }
 
     #[test]

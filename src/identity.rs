@@ -343,33 +343,44 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
 /// read any file anyway, and `sudo usepod-edge pair` on a service install reads
 /// the key the service user owns (README, "Installing as a service").
 fn check_private(path: &Path, owner: u32, mode: u32, me: u32) -> Result<(), IdentityError> {
+    match not_private(path, owner, mode, me) {
+        None => Ok(()),
+        Some((problem, fix)) => Err(IdentityError::NotPrivate {
+            path: path.into(),
+            problem,
+            fix,
+        }),
+    }
+}
+
+/// The same rule for any file that steers the agent (the pause control file too):
+/// what is wrong and the command that fixes it, or None when the file is private.
+pub(crate) fn not_private(path: &Path, owner: u32, mode: u32, me: u32) -> Option<(String, String)> {
     let p = path.display();
     if owner != me && me != 0 {
-        return Err(IdentityError::NotPrivate {
-            path: path.into(),
-            problem: format!(
+        return Some((
+            format!(
                 "it belongs to uid {owner} (mode {:04o}) but usepod-edge runs as uid {me}",
                 mode & 0o7777
             ),
-            fix: format!("run `chown {me} {p}` as root, or start usepod-edge as uid {owner}"),
-        });
+            format!("run `chown {me} {p}` as root, or start usepod-edge as uid {owner}"),
+        ));
     }
     if mode & 0o077 != 0 {
-        return Err(IdentityError::NotPrivate {
-            path: path.into(),
-            problem: format!(
+        return Some((
+            format!(
                 "mode {:04o} (owner uid {owner}) lets group or others read or write it",
                 mode & 0o7777
             ),
-            fix: format!("run `chmod 600 {p}`"),
-        });
+            format!("run `chmod 600 {p}`"),
+        ));
     }
-    Ok(())
+    None
 }
 
 /// The effective uid, without libc: /proc says it; where /proc is missing, the
 /// owner of a file this process creates is it too.
-fn running_uid() -> io::Result<u32> {
+pub(crate) fn running_uid() -> io::Result<u32> {
     let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))

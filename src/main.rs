@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use usepod_edge::cli::{self, Command, Parsed};
 use usepod_edge::commands::{self, EXIT_CONFIG};
-use usepod_edge::{doctor, ledger, pair, state};
+use usepod_edge::{doctor, ledger, pair, pause, state};
 
 fn main() -> ExitCode {
     let parsed = match cli::parse(std::env::args().skip(1)) {
@@ -50,6 +50,8 @@ fn main() -> ExitCode {
             let path = commands::config_path(&cli).0;
             pair::run(&path, cli.api.as_deref(), cli.force, &config)
         }
+        Command::Pause => pause::pause_cmd(&config, cli.drain),
+        Command::Resume => pause::resume_cmd(&config),
         Command::Run => commands::run(config),
     }
 }

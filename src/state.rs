@@ -2,7 +2,7 @@
 //! Prometheus textfile, both rewritten atomically every few seconds.
 
 use crate::agent::Agent;
-use crate::clock::rfc3339;
+use crate::clock::{ago, rfc3339, unix};
 use crate::config::Config;
 use crate::untrusted::shown;
 use serde_json::{json, Value};
@@ -10,13 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use std::time::SystemTime;
 
 /// Everything `status` shows, as JSON.
 pub fn snapshot(agent: &Agent) -> Value {
@@ -39,9 +33,11 @@ pub fn snapshot(agent: &Agent) -> Value {
         })
         .collect();
     // Model ids come from the backends: shown, for `status` prints them as they are.
+    // While the gate withdraws them, none is offered.
     let offered: Vec<String> = snap
         .routes
         .keys()
+        .filter(|_| agent.gate.admitting())
         .map(|id| shown(id, 128).to_string())
         .collect();
     let totals = agent.jobs.metrics.totals();
@@ -74,6 +70,7 @@ pub fn snapshot(agent: &Agent) -> Value {
         "last_error": last_error,
         "ledger": agent.jobs.ledger.snapshot(),
         "heartbeat": agent.heartbeat_stats(),
+        "serving": agent.gate.status(),
     })
 }
 
@@ -137,6 +134,12 @@ pub fn prometheus(s: &Value) -> String {
         "share of jobs that failed in the last minute",
         "",
         num(&hb["error_rate_60s"]),
+    );
+    gauge(
+        "admitting",
+        "1 while the agent takes jobs (not paused, in schedule, no local use, heat or battery)",
+        "",
+        f64::from(u8::from(s["serving"]["admitting"] != json!(false))),
     );
     let offered = s["models_offered"].as_array().map_or(0, Vec::len);
     gauge(
@@ -232,13 +235,12 @@ fn pid_alive(pid: u64) -> bool {
         .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
-fn ago(now: u64, then: u64) -> String {
-    let s = now.saturating_sub(then);
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
-    }
+/// The running agent's state file, when its process is alive and writing it.
+pub fn read_running(config: &Config) -> Option<Value> {
+    let text = std::fs::read_to_string(&config.status.state_file).ok()?;
+    let state: Value = serde_json::from_str(&text).ok()?;
+    let alive = state["pid"].as_u64().is_some_and(pid_alive);
+    (assess(&state, unix(SystemTime::now()), alive) == Verdict::Running).then_some(state)
 }
 
 /// `usepod-edge status [--json]`: 0 running, 1 stale or not running, 3 no state file.
@@ -346,6 +348,7 @@ fn print_human(s: &Value, verdict: &Verdict, now: u64) {
         "jobs: {} running, {} done, {} failed",
         j["in_flight"], j["done"], j["failed"]
     );
+    crate::gate::print_status(&s["serving"], now);
     if let Some(e) = s["last_error"].as_object() {
         println!(
             "last error: {} at {}",
@@ -384,17 +387,11 @@ mod tests {
             "usepod_edge_ttfb_p95_ms 90",
             "usepod_edge_tokens_per_second_p50 12.5",
             "usepod_edge_models_offered 2",
+            "usepod_edge_admitting 1",
             "usepod_edge_backend_up{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 1",
             "usepod_edge_backend_up{kind=\"ollama\",url=\"u\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(ago(100, 95), "5s");
-        assert_eq!(ago(1000, 100), "15m");
-        assert_eq!(ago(10_000, 0), "2h46m");
     }
 }

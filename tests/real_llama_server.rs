@@ -410,3 +410,132 @@ fn one_more_job_than_max_concurrent_gets_out_of_capacity() {
         assert_eq!(d["tokens"]["output"], 400, "{d}");
     }
 }
+
+/// Local first against the real server: llama-server's own `/slots` tells our job from
+/// somebody else's request. Ours runs without the models being withdrawn; a request
+/// sent straight to the server withdraws them, and they come back once it is gone.
+#[test]
+fn a_request_that_is_not_ours_on_the_real_llama_server_withdraws_the_models_until_quiet() {
+    let name =
+        "a_request_that_is_not_ours_on_the_real_llama_server_withdraws_the_models_until_quiet";
+    if skipped(name) {
+        return;
+    }
+    let _w = watchdog(Duration::from_secs(90), "local first real");
+    let llama = Llama::start("tiny-loop.gguf", 2);
+    let root = support::TempDir::new("real-local-root");
+    let mut s = Setup::new("real-local");
+    s.set("/backends", json!([{"kind":"llamacpp","url":llama.url()}]));
+    s.set("/status/interval_s", json!(0.2));
+    s.set(
+        "/local_first",
+        json!({"enabled": true, "busy_s": 0.6, "idle_s": 1.0}),
+    );
+    let config = s.write_config();
+    let agent = support::agent::Agent::spawn(
+        "real-local",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--log-level",
+            "debug",
+            "run",
+        ],
+        &[("USEPOD_EDGE_TEST_ROOT", root.path().to_str().unwrap())],
+        s.dir.path(),
+    );
+    let conn = s.coord.accept(Duration::from_secs(5));
+    conn.authenticate(Some("prov-real"));
+    let offers = |c: &Value| {
+        c["models"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["model_id"] == "tiny"))
+    };
+    let caps_where = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Some(c) = conn.recv_type("capabilities", Duration::from_millis(200)) {
+                if pred(&c.value) {
+                    return;
+                }
+            }
+        }
+        panic!("no capabilities {what}\n{}", agent.logs());
+    };
+    caps_where("offering tiny", &offers);
+
+    // Our own endless job fills a slot while the gate samples /slots again and again.
+    let own = "6f1c2a4e-0000-4000-8000-000000000201";
+    conn.send_json(&job(
+        own,
+        json!({"messages":[{"role":"user","content":"go"}],"max_tokens":1000000}),
+        "openai",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(10), || llama.busy_slots() == Some(1)),
+        "llama-server is generating our job"
+    );
+    let state = s.key_path.with_file_name("state.json");
+    let written = || -> u64 {
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["written_unix"].as_u64())
+            .unwrap_or(0)
+    };
+    let from = written();
+    let end = Instant::now() + Duration::from_secs(15);
+    while written() < from + 3 {
+        assert!(Instant::now() < end, "the state file stopped being written");
+        if let Some(m) = conn.recv_json(Duration::from_millis(50)) {
+            assert!(
+                m["type"] != "capabilities" || offers(&m),
+                "our own job was taken for local use: {m}\n{}",
+                agent.logs()
+            );
+        }
+    }
+    conn.send_json(&json!({"type":"job_cancel","job_id":own}));
+    assert!(wait_until(Duration::from_secs(5), || llama.busy_slots() == Some(0)));
+
+    // Somebody on the device talks to the server directly.
+    let body =
+        json!({"messages":[{"role":"user","content":"mine"}],"max_tokens":1000000,"stream":true})
+            .to_string();
+    let mut theirs = TcpStream::connect(("127.0.0.1", llama.port)).unwrap();
+    write!(
+        theirs,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    caps_where("without models", &|c| !offers(c));
+    let refused = "6f1c2a4e-0000-4000-8000-000000000202";
+    conn.send_json(&job(
+        refused,
+        json!({"messages":[{"role":"user","content":"go"}]}),
+        "openai",
+    ));
+    let end = Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let m = conn.recv_json(Duration::from_millis(200));
+        if let Some(m) = m.filter(|m| m["job_id"] == refused) {
+            break m;
+        }
+        assert!(
+            Instant::now() < end,
+            "no answer to the job sent during local use"
+        );
+    };
+    assert_eq!(answer["error_code"], "out_of_capacity", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("local use"),
+        "{answer}"
+    );
+    // They hang up; quiet for idle_s brings the model back.
+    drop(theirs);
+    caps_where("offering tiny again", &offers);
+}

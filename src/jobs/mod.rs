@@ -46,6 +46,9 @@ pub struct Jobs {
     pub ledger: Arc<Ledger>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
+    /// Set by the admission gate (src/gate/) while the operator's rules say no:
+    /// new jobs are refused with this reason; running ones go on.
+    held: std::sync::Mutex<Option<String>>,
 }
 
 impl Jobs {
@@ -115,11 +118,22 @@ impl Jobs {
             metrics,
             ledger,
             closed: AtomicBool::new(false),
+            held: std::sync::Mutex::new(None),
         }
     }
 
     pub fn stop_admitting(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuses new jobs with `why` (None admits again); nothing running is touched.
+    pub fn hold(&self, why: Option<String>) {
+        *crate::lock::lock(&self.held) = why;
+    }
+
+    /// Our own jobs per (backend, model), for the local-first rules.
+    pub fn usage(&self) -> Vec<registry::Usage> {
+        self.registry.usage()
     }
 
     /// The job_error that refuses a job at admission, counted like any failure.
@@ -149,6 +163,10 @@ impl Jobs {
             let why = "this agent is shutting down".to_owned();
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
+        let held = crate::lock::lock(&self.held).clone();
+        if let Some(why) = held {
+            return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
+        }
         // Capacity is reported before an unknown model (docs/protocol.md, "Error codes").
         let route = discovery.snapshot().routes.get(&job.model_id).cloned();
         let full = || format!("all {} slots are busy", self.max);
@@ -163,7 +181,11 @@ impl Jobs {
         let cancel = Cancel::default();
         let backend_key = route.target.url.to_string();
         let limit = route.slots.map(|s| (backend_key.as_str(), s));
-        let ticket = match self.registry.admit(&job.job_id, cancel.clone(), limit) {
+        let used = Some((backend_key.as_str(), job.model_id.as_str()));
+        let ticket = match self
+            .registry
+            .admit(&job.job_id, cancel.clone(), limit, used)
+        {
             Ok(t) => t,
             Err(Refusal::Full) => {
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())

@@ -14,12 +14,20 @@ struct Entry {
     cancel: Cancel,
     /// The backend whose slot this job holds, when that backend has a limit.
     backend: Option<String>,
+    /// (backend, model) the job runs on, for [`Registry::usage`].
+    used: Option<(String, String)>,
 }
+
+/// Our own jobs on one (backend, model): running now, admitted since start.
+pub type Usage = ((String, String), (u32, u64));
 
 struct Inner {
     running: HashMap<String, Entry>,
     /// Jobs per limited backend (llama-server's total_slots).
     busy: HashMap<String, u32>,
+    /// Per (backend, model): (running, admitted in total). Local-first judges a
+    /// backend's load against our own share of it.
+    usage: HashMap<(String, String), (u32, u64)>,
     next_ticket: u64,
 }
 
@@ -30,6 +38,9 @@ impl Inner {
             if let Some(n) = self.busy.get_mut(b) {
                 *n = n.saturating_sub(1);
             }
+        }
+        if let Some(u) = e.used.as_ref().and_then(|k| self.usage.get_mut(k)) {
+            u.0 = u.0.saturating_sub(1);
         }
         Some(e)
     }
@@ -59,6 +70,7 @@ impl Registry {
             inner: Mutex::new(Inner {
                 running: HashMap::new(),
                 busy: HashMap::new(),
+                usage: HashMap::new(),
                 next_ticket: 0,
             }),
         }
@@ -73,12 +85,13 @@ impl Registry {
     }
 
     /// Takes a slot for `job_id` (and one of its backend's, if limited); the
-    /// ticket identifies this admission.
+    /// ticket identifies this admission. `used` names the (backend, model) it runs on.
     pub fn admit(
         &self,
         job_id: &str,
         cancel: Cancel,
         backend: BackendLimit,
+        used: Option<(&str, &str)>,
     ) -> Result<u64, Refusal> {
         let mut g = self.lock();
         if g.running.len() >= self.max {
@@ -96,10 +109,17 @@ impl Registry {
         }
         g.next_ticket += 1;
         let ticket = g.next_ticket;
+        let used = used.map(|(b, m)| (b.to_owned(), m.to_owned()));
+        if let Some(k) = &used {
+            let u = g.usage.entry(k.clone()).or_insert((0, 0));
+            u.0 += 1;
+            u.1 += 1;
+        }
         let entry = Entry {
             ticket,
             cancel,
             backend: backend.map(|(k, _)| k.to_owned()),
+            used,
         };
         g.running.insert(job_id.to_owned(), entry);
         Ok(ticket)
@@ -131,6 +151,9 @@ impl Registry {
     pub fn cancel_all(&self) -> usize {
         let mut g = self.lock();
         g.busy.clear();
+        for u in g.usage.values_mut() {
+            u.0 = 0;
+        }
         let all: Vec<Entry> = g.running.drain().map(|(_, e)| e).collect();
         drop(g);
         for e in &all {
@@ -141,6 +164,15 @@ impl Registry {
 
     pub fn in_flight(&self) -> usize {
         self.lock().running.len()
+    }
+
+    /// Our jobs per (backend, model): running now and admitted since start.
+    pub fn usage(&self) -> Vec<Usage> {
+        self.lock()
+            .usage
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }
 
@@ -153,16 +185,19 @@ mod tests {
     #[test]
     fn admits_up_to_max_and_refuses_duplicates() {
         let r = Registry::new(2);
-        let a = r.admit("a", Cancel::default(), None).unwrap();
+        let a = r.admit("a", Cancel::default(), None, None).unwrap();
         assert_eq!(
-            r.admit("a", Cancel::default(), None),
+            r.admit("a", Cancel::default(), None, None),
             Err(Refusal::DuplicateId)
         );
-        r.admit("b", Cancel::default(), None).unwrap();
-        assert_eq!(r.admit("c", Cancel::default(), None), Err(Refusal::Full));
+        r.admit("b", Cancel::default(), None, None).unwrap();
+        assert_eq!(
+            r.admit("c", Cancel::default(), None, None),
+            Err(Refusal::Full)
+        );
         assert!(r.finish("a", a));
         assert!(!r.finish("a", a), "a slot is freed once");
-        r.admit("c", Cancel::default(), None).unwrap();
+        r.admit("c", Cancel::default(), None, None).unwrap();
         assert_eq!(r.in_flight(), 2);
         assert_eq!(r.cancel_all(), 2);
         assert_eq!(r.in_flight(), 0);
@@ -171,26 +206,55 @@ mod tests {
     #[test]
     fn a_backend_limit_caps_its_jobs_and_frees_with_them() {
         let r = Registry::new(8);
-        let a = r.admit("a", Cancel::default(), Some(("llama", 2))).unwrap();
-        r.admit("b", Cancel::default(), Some(("llama", 2))).unwrap();
+        let a = r
+            .admit("a", Cancel::default(), Some(("llama", 2)), None)
+            .unwrap();
+        r.admit("b", Cancel::default(), Some(("llama", 2)), None)
+            .unwrap();
         assert_eq!(
-            r.admit("c", Cancel::default(), Some(("llama", 2))),
+            r.admit("c", Cancel::default(), Some(("llama", 2)), None),
             Err(Refusal::BackendFull)
         );
-        r.admit("d", Cancel::default(), Some(("other", 1))).unwrap();
-        r.admit("e", Cancel::default(), None).unwrap();
+        r.admit("d", Cancel::default(), Some(("other", 1)), None)
+            .unwrap();
+        r.admit("e", Cancel::default(), None, None).unwrap();
         assert!(r.finish("a", a));
-        r.admit("c", Cancel::default(), Some(("llama", 2))).unwrap();
+        r.admit("c", Cancel::default(), Some(("llama", 2)), None)
+            .unwrap();
         assert!(r.cancel("b"));
         assert_eq!(r.lock().busy.get("llama"), Some(&1));
     }
 
     #[test]
+    fn usage_counts_running_and_admitted_per_backend_and_model() {
+        let r = Registry::new(8);
+        let a = r
+            .admit("a", Cancel::default(), None, Some(("u1", "m")))
+            .unwrap();
+        r.admit("b", Cancel::default(), None, Some(("u1", "m")))
+            .unwrap();
+        r.admit("c", Cancel::default(), None, Some(("u2", "n")))
+            .unwrap();
+        let get = |k: (&str, &str)| {
+            r.usage()
+                .into_iter()
+                .find(|((b, m), _)| (b.as_str(), m.as_str()) == k)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(("u1", "m")), Some((2, 2)));
+        assert!(r.finish("a", a));
+        assert!(r.cancel("b"));
+        assert_eq!(get(("u1", "m")), Some((0, 2)));
+        assert_eq!(r.cancel_all(), 1);
+        assert_eq!(get(("u2", "n")), Some((0, 1)));
+    }
+
+    #[test]
     fn a_stale_finish_does_not_free_a_reused_id() {
         let r = Registry::new(4);
-        let old = r.admit("x", Cancel::default(), None).unwrap();
+        let old = r.admit("x", Cancel::default(), None, None).unwrap();
         assert!(r.cancel("x"));
-        let _new = r.admit("x", Cancel::default(), None).unwrap();
+        let _new = r.admit("x", Cancel::default(), None, None).unwrap();
         assert!(!r.finish("x", old));
         assert_eq!(r.in_flight(), 1);
     }
@@ -203,7 +267,9 @@ mod tests {
                 .map(|i| {
                     let id = format!("job-{i}");
                     let c = Cancel::default();
-                    let t = r.admit(&id, c.clone(), Some(("backend", 64))).unwrap();
+                    let t = r
+                        .admit(&id, c.clone(), Some(("backend", 64)), None)
+                        .unwrap();
                     (id, t, c)
                 })
                 .collect();

@@ -843,7 +843,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&e, TunnelError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+            matches!(&e, TunnelError::Io(io) if crate::net::timed_out(io)),
             "{e:?}"
         );
         assert!(t.elapsed() < Duration::from_secs(2));

@@ -1,6 +1,7 @@
 //! The session's timer thread: heartbeats, WebSocket pings, and capability
-//! updates when something the offer depends on changed (discovery's routable
-//! model set, and whatever else [`Offer::changes`] lists). It holds no socket.
+//! updates when something the offer depends on changed ([`Offer::changes`]:
+//! discovery's routable model set, the admission gate opening or closing). It
+//! holds no socket.
 
 use super::{Offer, Outgoing};
 use crate::protocol::Outbound;

@@ -59,6 +59,10 @@ pub const AGENT_ENV: &[&str] = &[
     "all_proxy",
     "no_proxy",
     "SSL_CERT_FILE",
+    "USEPOD_EDGE_TEST_ROOT",
+    "USEPOD_EDGE_TEST_NOW",
+    "TZ",
+    "TZDIR",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -68,6 +72,9 @@ pub const AGENT_ENV: &[&str] = &[
 /// A complete config: the given coordinator URL and CA file, the key path, one llamacpp
 /// backend on a port where nothing listens, default prices, concurrency 8, and heartbeat
 /// and ping intervals long enough (30 s) not to disturb tests that do not look at them.
+/// The operator's guards read this machine's sensors, so they are set not to fire here
+/// (a laptop on battery, a hot board, a GPU busy with something else); the tests of the
+/// guards (tests/operator_control.rs) turn them on over fixture trees.
 pub fn base_config(url: &str, ca_file: Option<&Path>, key_path: &Path) -> Value {
     let mut coordinator = json!({
         "url": url,
@@ -85,7 +92,9 @@ pub fn base_config(url: &str, ca_file: Option<&Path>, key_path: &Path) -> Value 
             {"kind": "llamacpp", "url": format!("http://127.0.0.1:{}", refused_port())}
         ],
         "pricing": {"default_input_per_1m": 500000, "default_output_per_1m": 1000000},
-        "limits": {"max_concurrent": 8, "max_tokens_per_minute": null},
+        "limits": {"max_concurrent": 8, "max_tokens_per_minute": null,
+                   "allow_battery": true, "max_temp_c": 150},
+        "local_first": {"enabled": false},
     })
 }
 

@@ -116,6 +116,10 @@ struct Shared {
     cfg: Mutex<Config>,
     requests: Mutex<Vec<RecordedRequest>>,
     open_streams: AtomicUsize,
+    /// Requests "somebody else" runs: extra busy llama.cpp slots and vLLM requests.
+    foreign_busy: AtomicUsize,
+    /// Ollama's loaded models and how often each was used (its `expires_at` moves with it).
+    loaded: Mutex<Vec<(String, u64)>>,
     /// When a client went away while an inference response was unfinished.
     closes: Mutex<Closes>,
     closes_cv: Condvar,
@@ -178,6 +182,8 @@ impl FakeBackend {
             }),
             requests: Mutex::new(Vec::new()),
             open_streams: AtomicUsize::new(0),
+            foreign_busy: AtomicUsize::new(0),
+            loaded: Mutex::new(Vec::new()),
             closes: Mutex::new(Closes::default()),
             closes_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
@@ -262,6 +268,18 @@ impl FakeBackend {
     /// others get 401. llama.cpp keeps /health public, as the real one does.
     pub fn set_api_key(&self, key: Option<&str>) {
         lock(&self.shared.cfg).api_key = key.map(str::to_string);
+    }
+
+    /// Load that is not the agent's: `n` more busy slots in llama.cpp's `/slots` and
+    /// `n` more running requests in vLLM's `/metrics`, on top of the open streams.
+    pub fn set_foreign_busy(&self, n: usize) {
+        self.shared.foreign_busy.store(n, Ordering::SeqCst);
+    }
+
+    /// Ollama: a request for `model` that did not come through the agent; the model is
+    /// loaded (if it was not) and its `expires_at` in `/api/ps` moves, as Ollama's does.
+    pub fn touch_foreign(&self, model: &str) {
+        touch(&self.shared, model);
     }
 
     /// Every request seen so far, in arrival order.
@@ -374,6 +392,15 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
                 lock(&sh.conns).remove(&id);
             }
         }
+    }
+}
+
+/// Ollama loads a model on its first request and pushes its expiry on every one.
+fn touch(sh: &Shared, model: &str) {
+    let mut loaded = lock(&sh.loaded);
+    match loaded.iter_mut().find(|(m, _)| m == model) {
+        Some((_, n)) => *n += 1,
+        None => loaded.push((model.to_string(), 1)),
     }
 }
 
@@ -876,6 +903,11 @@ impl Conn {
                 if let Some(err) = self.model_error(&body) {
                     return self.send_json(404, &err);
                 }
+                if self.sh.kind == Kind::Ollama {
+                    if let Some(m) = body.get("model").and_then(Value::as_str) {
+                        touch(&self.sh, m);
+                    }
+                }
                 self.chat_completion(&body, cfg, sf)
             }
             ("POST", "/v1/messages") => {
@@ -995,7 +1027,8 @@ impl Conn {
             }
             (Kind::LlamaCpp, "GET", "/slots") => {
                 let n_ctx = ctx.unwrap_or(DEFAULT_CONTEXT);
-                let busy = self.sh.open_streams.load(Ordering::SeqCst);
+                let busy = self.sh.open_streams.load(Ordering::SeqCst)
+                    + self.sh.foreign_busy.load(Ordering::SeqCst);
                 let slots: Vec<Value> = (0..cfg.slots as usize)
                     .map(|i| json!({"id":i,"n_ctx":n_ctx,"speculative":false,"is_processing":i < busy}))
                     .collect();
@@ -1071,6 +1104,21 @@ impl Conn {
                     }),
                 )
             }
+            (Kind::Ollama, "GET", "/api/ps") => {
+                let list: Vec<Value> = lock(&self.sh.loaded)
+                    .iter()
+                    .map(|(id, n)| {
+                        json!({"name":id,"model":id,"size":5137025024u64,
+                               "digest":"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+                               "details":{"parent_model":"","format":"gguf","family":"llama",
+                                          "families":["llama"],"parameter_size":"3.2B",
+                                          "quantization_level":"Q4_K_M"},
+                               "expires_at":format!("2030-01-01T00:{:02}:{:02}.{:09}+01:00", n / 3600 % 60, n / 60 % 60, n % 60),
+                               "size_vram":5137025024u64,"context_length":4096})
+                    })
+                    .collect();
+                self.send_json(200, &json!({"models":list}))
+            }
             (Kind::Ollama, "GET", "/v1/models") => {
                 let data: Vec<Value> = models
                     .iter()
@@ -1100,6 +1148,34 @@ impl Conn {
                     })
                     .collect();
                 self.send_json(200, &json!({"object":"list","data":data}))
+            }
+
+            (Kind::Vllm, "GET", "/metrics") => {
+                let running = self.sh.open_streams.load(Ordering::SeqCst)
+                    + self.sh.foreign_busy.load(Ordering::SeqCst);
+                let mut text = String::from(
+                    "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+                     # TYPE vllm:num_requests_running gauge\n",
+                );
+                for m in &models {
+                    // Every model reports; only the first carries the load.
+                    let n = if Some(m) == models.first() {
+                        running
+                    } else {
+                        0
+                    };
+                    text += &format!(
+                        "vllm:num_requests_running{{engine=\"0\",model_name=\"{m}\"}} {n}.0\n"
+                    );
+                    text += &format!(
+                        "vllm:num_requests_waiting{{engine=\"0\",model_name=\"{m}\"}} 0.0\n"
+                    );
+                }
+                self.send_full(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text.as_bytes(),
+                )
             }
 
             // ---- LM Studio ----

@@ -1,0 +1,183 @@
+//! The pause: a control file beside the state file, which the running agent reads on
+//! its status interval (`usepod-edge pause [--drain]` and `resume`, src/pause.rs,
+//! write and remove it). No listening socket and no
+//! signal: the file is the whole interface, it survives a restart (a paused agent
+//! starts paused), and the state directory's permissions decide who may write it.
+//!
+//! The agent trusts the file only when it is private to the agent's user, by the rule
+//! the identity key follows (`identity::not_private`): otherwise anyone who could
+//! write it could stop the agent serving, or start it again.
+
+use crate::clock::{rfc3339, unix};
+use crate::config::Config;
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MAX_CONTROL_BYTES: u64 = 4096;
+
+/// The control file: beside the state file, so in the agent's own directory.
+pub fn path(config: &Config) -> PathBuf {
+    config.status.state_file.with_file_name("control.json")
+}
+
+/// An operator's pause, as the control file records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub since: SystemTime,
+    /// `pause --drain`: the command waited for running jobs to finish.
+    pub drain: bool,
+}
+
+/// The pause the file holds: Ok(None) without a file; Err when the file is there but
+/// cannot be trusted or read (the agent then ignores it and says why).
+pub fn read(path: &Path) -> Result<Option<Pause>, String> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "control file {}: cannot read it: {e}",
+                path.display()
+            ))
+        }
+    };
+    // Checked on the handle it is read from, so it cannot be swapped in between.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("control file {}: {e}", path.display()))?;
+    let me = crate::identity::running_uid().map_err(|e| {
+        format!(
+            "control file {}: cannot tell which user runs usepod-edge: {e}",
+            path.display()
+        )
+    })?;
+    if let Some((problem, fix)) = crate::identity::not_private(path, meta.uid(), meta.mode(), me) {
+        return Err(format!(
+            "control file {} ignored: {problem}; only the agent's user may pause it: {fix}",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONTROL_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("control file {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("control file {} ignored: {e}", path.display()))
+}
+
+fn parse(text: &str) -> Result<Option<Pause>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if v["paused"] != json!(true) {
+        return Ok(None);
+    }
+    let since = v["since_unix"]
+        .as_u64()
+        .ok_or("no since_unix")
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))?;
+    Ok(Some(Pause {
+        since,
+        drain: v["drain"] == json!(true),
+    }))
+}
+
+/// Records a pause; one already recorded keeps its start.
+pub fn write_pause(path: &Path, drain: bool, now: SystemTime) -> io::Result<Pause> {
+    let since = match read(path) {
+        Ok(Some(p)) => p.since,
+        _ => now,
+    };
+    let text = json!({
+        "paused": true,
+        "drain": drain,
+        "since": rfc3339(since),
+        "since_unix": unix(since),
+    });
+    crate::atomic_file::ensure_private_dir(path)?;
+    crate::atomic_file::write(path, format!("{text}\n").as_bytes(), 0o600)?;
+    Ok(Pause { since, drain })
+}
+
+/// Removes the pause; false when there was none.
+pub fn remove(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("usepod-edge-control-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn pause_is_recorded_kept_and_removed() {
+        let dir = tmp("cycle");
+        let path = dir.join("control.json");
+        assert_eq!(read(&path), Ok(None));
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let p = write_pause(&path, false, t0).unwrap();
+        assert_eq!(
+            p,
+            Pause {
+                since: t0,
+                drain: false
+            }
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second pause keeps the first one's start.
+        let p = write_pause(&path, true, t0 + Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            p,
+            Pause {
+                since: t0,
+                drain: true
+            }
+        );
+        assert_eq!(read(&path), Ok(Some(p)));
+        assert!(remove(&path).unwrap());
+        assert!(!remove(&path).unwrap());
+        assert_eq!(read(&path), Ok(None));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_others_could_write_is_ignored_with_the_fix() {
+        let dir = tmp("mode");
+        let path = dir.join("control.json");
+        write_pause(&path, false, SystemTime::now()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read(&path).unwrap_err();
+        assert!(
+            e.contains("ignored") && e.contains("mode 0666") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn contents_parse_strictly() {
+        assert_eq!(parse(r#"{"paused":false}"#), Ok(None));
+        assert_eq!(
+            parse(r#"{"paused":true,"since_unix":5}"#),
+            Ok(Some(Pause {
+                since: UNIX_EPOCH + Duration::from_secs(5),
+                drain: false
+            }))
+        );
+        assert!(parse(r#"{"paused":true}"#).is_err());
+        assert!(parse("paused").is_err());
+    }
+}
