@@ -15,14 +15,43 @@ use std::sync::Arc;
 /// Exit status for a config or usage problem, distinct from runtime failures.
 pub const EXIT_CONFIG: u8 = 2;
 
-pub fn init_logging(flag: Option<&str>) -> Result<(), String> {
+/// Why logging could not be set up.
+#[derive(Debug)]
+pub enum LoggingError {
+    /// Not a level name (the text given).
+    Level(String),
+    Init(log::SetLoggerError),
+}
+
+impl std::fmt::Display for LoggingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoggingError::Level(text) => write!(
+                f,
+                "unknown log level {text:?} (error, warn, info, debug, trace)"
+            ),
+            LoggingError::Init(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoggingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoggingError::Level(_) => None,
+            LoggingError::Init(e) => Some(e),
+        }
+    }
+}
+
+pub fn init_logging(flag: Option<&str>) -> Result<(), LoggingError> {
     let text = flag
         .map(str::to_owned)
         .or_else(|| std::env::var("USEPOD_EDGE_LOG").ok())
         .unwrap_or_else(|| "info".into());
     let level: log::LevelFilter = text
         .parse()
-        .map_err(|_| format!("unknown log level {text:?} (error, warn, info, debug, trace)"))?;
+        .map_err(|_| LoggingError::Level(text.clone()))?;
     simple_logger::SimpleLogger::new()
         .with_level(level)
         // Their debug output is about their internals, not about this agent.
@@ -30,7 +59,7 @@ pub fn init_logging(flag: Option<&str>) -> Result<(), String> {
         .with_module_level("tungstenite", level.min(log::LevelFilter::Info))
         .with_utc_timestamps()
         .init()
-        .map_err(|e| e.to_string())
+        .map_err(LoggingError::Init)
 }
 
 /// The config file named by flag or environment (explicit) or the default.

@@ -866,7 +866,7 @@ fn build_coordinator(
                 )
             }
         };
-    let url = Endpoint::parse(&url_text).map_err(&url_err)?;
+    let url = Endpoint::parse(&url_text).map_err(|e| url_err(e.into()))?;
     match url.scheme {
         Scheme::Wss => {}
         Scheme::Ws if url.is_loopback() || allow_insecure => {}

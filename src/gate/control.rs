@@ -11,6 +11,7 @@
 use crate::clock::{rfc3339, unix};
 use crate::config::Config;
 use serde_json::{json, Value};
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -32,50 +33,119 @@ pub struct Pause {
     pub drain: bool,
 }
 
+/// Why the control file is not taken into account; the agent says it and
+/// goes on as if there were no pause.
+#[derive(Debug)]
+pub struct ControlError {
+    pub path: PathBuf,
+    pub problem: ControlProblem,
+}
+
+#[derive(Debug)]
+pub enum ControlProblem {
+    Open(io::Error),
+    Read(io::Error),
+    /// The running user could not be found, so ownership cannot be checked.
+    WhoAmI(io::Error),
+    /// Someone but the agent's user could write it: what, and the fix.
+    NotPrivate {
+        problem: String,
+        fix: String,
+    },
+    Format(FormatError),
+}
+
+/// What is wrong with the file's contents.
+#[derive(Debug)]
+pub enum FormatError {
+    NotJson(serde_json::Error),
+    NoSince,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::NotJson(e) => write!(f, "not JSON: {e}"),
+            FormatError::NoSince => f.write_str("no since_unix"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FormatError::NotJson(e) => Some(e),
+            FormatError::NoSince => None,
+        }
+    }
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.path.display();
+        match &self.problem {
+            ControlProblem::Open(e) => write!(f, "control file {p}: cannot read it: {e}"),
+            ControlProblem::Read(e) => write!(f, "control file {p}: {e}"),
+            ControlProblem::WhoAmI(e) => write!(
+                f,
+                "control file {p}: cannot tell which user runs usepod-edge: {e}"
+            ),
+            ControlProblem::NotPrivate { problem, fix } => write!(
+                f,
+                "control file {p} ignored: {problem}; only the agent's user may pause it: {fix}"
+            ),
+            ControlProblem::Format(e) => write!(f, "control file {p} ignored: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            ControlProblem::Open(e) | ControlProblem::Read(e) | ControlProblem::WhoAmI(e) => {
+                Some(e)
+            }
+            ControlProblem::NotPrivate { .. } => None,
+            ControlProblem::Format(e) => Some(e),
+        }
+    }
+}
+
 /// The pause the file holds: Ok(None) without a file; Err when the file is there but
 /// cannot be trusted or read (the agent then ignores it and says why).
-pub fn read(path: &Path) -> Result<Option<Pause>, String> {
+pub fn read(path: &Path) -> Result<Option<Pause>, ControlError> {
+    let failed = |problem| ControlError {
+        path: path.to_owned(),
+        problem,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "control file {}: cannot read it: {e}",
-                path.display()
-            ))
-        }
+        Err(e) => return Err(failed(ControlProblem::Open(e))),
     };
     // Checked on the handle it is read from, so it cannot be swapped in between.
     let meta = file
         .metadata()
-        .map_err(|e| format!("control file {}: {e}", path.display()))?;
-    let me = crate::identity::running_uid().map_err(|e| {
-        format!(
-            "control file {}: cannot tell which user runs usepod-edge: {e}",
-            path.display()
-        )
-    })?;
+        .map_err(|e| failed(ControlProblem::Read(e)))?;
+    let me = crate::identity::running_uid().map_err(|e| failed(ControlProblem::WhoAmI(e)))?;
     if let Some((problem, fix)) = crate::identity::not_private(path, meta.uid(), meta.mode(), me) {
-        return Err(format!(
-            "control file {} ignored: {problem}; only the agent's user may pause it: {fix}",
-            path.display()
-        ));
+        return Err(failed(ControlProblem::NotPrivate { problem, fix }));
     }
     let mut text = String::new();
     file.take(MAX_CONTROL_BYTES)
         .read_to_string(&mut text)
-        .map_err(|e| format!("control file {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("control file {} ignored: {e}", path.display()))
+        .map_err(|e| failed(ControlProblem::Read(e)))?;
+    parse(&text).map_err(|e| failed(ControlProblem::Format(e)))
 }
 
-fn parse(text: &str) -> Result<Option<Pause>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+fn parse(text: &str) -> Result<Option<Pause>, FormatError> {
+    let v: Value = serde_json::from_str(text).map_err(FormatError::NotJson)?;
     if v["paused"] != json!(true) {
         return Ok(None);
     }
     let since = v["since_unix"]
         .as_u64()
-        .ok_or("no since_unix")
+        .ok_or(FormatError::NoSince)
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))?;
     Ok(Some(Pause {
         since,
@@ -125,7 +195,7 @@ mod tests {
     fn pause_is_recorded_kept_and_removed() {
         let dir = tmp("cycle");
         let path = dir.join("control.json");
-        assert_eq!(read(&path), Ok(None));
+        assert_eq!(read(&path).unwrap(), None);
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let p = write_pause(&path, false, t0).unwrap();
         assert_eq!(
@@ -146,10 +216,10 @@ mod tests {
                 drain: true
             }
         );
-        assert_eq!(read(&path), Ok(Some(p)));
+        assert_eq!(read(&path).unwrap(), Some(p));
         assert!(remove(&path).unwrap());
         assert!(!remove(&path).unwrap());
-        assert_eq!(read(&path), Ok(None));
+        assert_eq!(read(&path).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -159,7 +229,7 @@ mod tests {
         let path = dir.join("control.json");
         write_pause(&path, false, SystemTime::now()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = read(&path).unwrap_err();
+        let e = read(&path).unwrap_err().to_string();
         assert!(
             e.contains("ignored") && e.contains("mode 0666") && e.contains("chmod 600"),
             "{e}"
@@ -169,13 +239,13 @@ mod tests {
 
     #[test]
     fn contents_parse_strictly() {
-        assert_eq!(parse(r#"{"paused":false}"#), Ok(None));
+        assert_eq!(parse(r#"{"paused":false}"#).unwrap(), None);
         assert_eq!(
-            parse(r#"{"paused":true,"since_unix":5}"#),
-            Ok(Some(Pause {
+            parse(r#"{"paused":true,"since_unix":5}"#).unwrap(),
+            Some(Pause {
                 since: UNIX_EPOCH + Duration::from_secs(5),
                 drain: false
-            }))
+            })
         );
         assert!(parse(r#"{"paused":true}"#).is_err());
         assert!(parse("paused").is_err());

@@ -388,6 +388,7 @@ impl Monitor {
                 p
             }
             Err(e) => {
+                let e = e.to_string();
                 // Once per problem, not on every tick; `status` keeps showing it.
                 if self.warned.as_ref() != Some(&e) {
                     log::warn!("{e}");

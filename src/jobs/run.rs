@@ -77,11 +77,23 @@ pub struct Progress {
 }
 
 /// How a job ended without a job_done.
+#[derive(Debug)]
 enum Failure {
     /// Cancelled or its session ended: nothing may be sent.
     Stopped,
     Error(ErrorCode, String),
 }
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Stopped => f.write_str("stopped"),
+            Failure::Error(code, message) => write!(f, "{}: {message}", code.as_str()),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
 
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
