@@ -263,12 +263,36 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the agent's session on `ws` while `coordinator` plays the other end on its
+/// own `peer`; what `coordinator` returns lives until the session ended (return the
+/// peer to keep the connection open, drop it to end it).
+fn with_session<R>(
+    w: &World,
+    (ws, peer): (WebSocket<Mem>, WebSocket<UnixStream>),
+    coordinator: impl FnOnce(WebSocket<UnixStream>) -> R,
+) -> SessionEnd {
+    std::thread::scope(|s| {
+        let session = s.spawn(|| serve(ws, &w.parts()));
+        let kept = coordinator(peer);
+        let end = session.join().unwrap();
+        drop(kept);
+        end
+    })
+}
+
+/// The Close frame the agent sends, skipping what comes before it.
+fn await_close(peer: &mut WebSocket<UnixStream>) -> CloseFrame {
+    loop {
+        if let Message::Close(f) = peer.read().unwrap() {
+            return f.expect("a Close with a code");
+        }
+    }
+}
+
 #[test]
 fn a_session_authenticates_announces_takes_jobs_and_ends_on_the_coordinators_close() {
     let w = World::new("life");
-    let (ws, mut peer) = connected();
-    let end = std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected(), |mut peer| {
         let response = handshake(&mut peer, "prov-mem-1");
         assert_eq!(response["type"], "auth_response");
         assert_eq!(
@@ -317,7 +341,6 @@ fn a_session_authenticates_announces_takes_jobs_and_ends_on_the_coordinators_clo
                 Err(e) => panic!("{e}"),
             }
         }
-        session.join().unwrap()
     });
     assert!(end.authenticated && end.error.is_none(), "{end:?}");
     assert_eq!(end.detail, "close code 1000 \"bye\"");
@@ -335,9 +358,7 @@ fn a_session_authenticates_announces_takes_jobs_and_ends_on_the_coordinators_clo
 fn a_refused_job_is_answered_by_the_session() {
     let mut w = World::new("refused");
     w.jobs.refuse = Some("all 8 slots are busy");
-    let (ws, mut peer) = connected();
-    std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected(), |mut peer| {
         handshake(&mut peer, "prov-mem-2");
         assert_eq!(recv(&mut peer)["type"], "capabilities");
         send(
@@ -346,18 +367,14 @@ fn a_refused_job_is_answered_by_the_session() {
         );
         let refusal = recv(&mut peer);
         assert_eq!(refusal["error_code"], "out_of_capacity", "{refusal}");
-        drop(peer);
-        let end = session.join().unwrap();
-        assert!(end.authenticated, "{end:?}");
     });
+    assert!(end.authenticated, "{end:?}");
 }
 
 #[test]
 fn auth_failed_about_the_key_is_a_config_problem_and_ends_before_any_frame() {
     let w = World::new("auth_failed");
-    let (ws, mut peer) = connected();
-    let end = std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected(), |mut peer| {
         let nonce = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
         send(
             &mut peer,
@@ -368,7 +385,7 @@ fn auth_failed_about_the_key_is_a_config_problem_and_ends_before_any_frame() {
             &mut peer,
             r#"{"type":"auth_failed","reason":"unknown public key"}"#,
         );
-        session.join().unwrap()
+        peer
     });
     assert!(!end.authenticated);
     assert_eq!(end.detail, "authentication refused: \"unknown public key\"");
@@ -393,11 +410,9 @@ fn a_bad_challenge_is_a_handshake_error_that_a_retry_may_get_past() {
             "auth_challenge nonce is 3 bytes, outside 16-64; not signed",
         ),
     ] {
-        let (ws, mut peer) = connected();
-        let end = std::thread::scope(|s| {
-            let session = s.spawn(|| serve(ws, &w.parts()));
+        let end = with_session(&w, connected(), |mut peer| {
             send(&mut peer, frame);
-            session.join().unwrap()
+            peer
         });
         assert!(end.detail.starts_with("handshake failed: "), "{end:?}");
         assert!(end.detail.contains(said), "{frame}: {}", end.detail);
@@ -409,12 +424,10 @@ fn a_bad_challenge_is_a_handshake_error_that_a_retry_may_get_past() {
 fn silence_past_three_ping_intervals_is_a_dead_link() {
     let mut w = World::new("dead_link");
     w.config.coordinator.ping_interval = Duration::from_millis(100);
-    let (ws, mut peer) = connected();
-    let end = std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected(), |mut peer| {
         handshake(&mut peer, "prov-mem-3");
-        // The peer reads nothing more, so no pong ever answers a ping.
-        session.join().unwrap()
+        // Kept open but never read again, so no pong ever answers a ping.
+        peer
     });
     assert_eq!(end.detail, "dead link", "{end:?}");
     assert!(end.authenticated);
@@ -425,42 +438,23 @@ fn silence_past_three_ping_intervals_is_a_dead_link() {
 fn a_shutdown_under_way_closes_the_session_with_1001_at_once() {
     let w = World::new("stopping");
     w.status.stopping.store(true, Ordering::SeqCst);
-    let (ws, mut peer) = connected();
-    std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected(), |mut peer| {
         handshake(&mut peer, "prov-mem-4");
-        let close = loop {
-            match peer.read().unwrap() {
-                Message::Close(f) => break f.unwrap(),
-                _ => continue,
-            }
-        };
-        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(u16::from(await_close(&mut peer).code), 1001);
+        // The reply to the agent's Close.
         let _ = peer.flush();
-        drop(peer);
-        let end = session.join().unwrap();
-        assert_eq!(end.detail, "closed by this agent", "{end:?}");
     });
+    assert_eq!(end.detail, "closed by this agent", "{end:?}");
 }
 
 #[test]
 fn an_oversized_message_is_refused_with_1009_and_ends_the_session() {
     let w = World::new("oversized");
-    let (ws, mut peer) = connected_with_limit(4096);
-    std::thread::scope(|s| {
-        let session = s.spawn(|| serve(ws, &w.parts()));
+    let end = with_session(&w, connected_with_limit(4096), |mut peer| {
         handshake(&mut peer, "prov-mem-5");
         send(&mut peer, &"x".repeat(10_000));
-        let close = loop {
-            match peer.read().unwrap() {
-                Message::Close(f) => break f.unwrap(),
-                _ => continue,
-            }
-        };
-        assert_eq!(close.code, CloseCode::Size);
-        drop(peer);
-        let end = session.join().unwrap();
-        assert!(end.detail.starts_with("oversized message"), "{end:?}");
+        assert_eq!(await_close(&mut peer).code, CloseCode::Size);
     });
+    assert!(end.detail.starts_with("oversized message"), "{end:?}");
     assert!(lock(&w.jobs.submitted).is_empty());
 }
