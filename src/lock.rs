@@ -1,8 +1,9 @@
-//! Locks that outlive a panicking holder. The agent catches a job's panic and
-//! goes on (src/jobs/mod.rs), so a mutex poisoned by that job must not take
-//! every later caller down with it. What these mutexes guard (queues, counters,
-//! a socket, a slot) stays consistent at every unlock: a holder that panics
-//! leaves it no worse than a holder that returned early.
+//! Locks that outlive a panicking holder. The shipped binary aborts on a panic
+//! (Cargo.toml), so there no lock is ever poisoned; unit tests unwind, and a
+//! panic caught there (src/jobs/mod.rs) must not turn every later caller into a
+//! second panic. What these mutexes guard (queues, counters, a socket, a slot)
+//! stays consistent at every unlock: a holder that panics leaves it no worse
+//! than a holder that returned early.
 
 use std::sync::{LockResult, Mutex, MutexGuard, PoisonError};
 
