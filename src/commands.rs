@@ -12,6 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The log target of these lines: the command's own, under the crate's name, as
+/// they were when they came from the binary's main (log filters and readers of
+/// the log see them there, not under a module path).
+const TARGET: &str = "usepod_edge";
+
 /// Exit status for a config or usage problem, distinct from runtime failures.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -85,15 +90,15 @@ pub fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
     match Config::load(&path, explicit, &Overrides::from_env()) {
         Ok(c) => {
             if c.source.is_none() {
-                log::info!("no config file at {}; using defaults", path.display());
+                log::info!(target: TARGET, "no config file at {}; using defaults", path.display());
             }
             for w in &c.warnings {
-                log::warn!("{w}");
+                log::warn!(target: TARGET, "{w}");
             }
             Ok(c)
         }
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: TARGET, "{e}");
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
@@ -178,7 +183,7 @@ pub fn show_identity(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: TARGET, "{e}");
             ExitCode::FAILURE
         }
     }
@@ -226,17 +231,18 @@ pub fn run(config: Config) -> ExitCode {
     let (identity, created) = match Identity::load_or_create(&config.key_path) {
         Ok(r) => r,
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: TARGET, "{e}");
             return ExitCode::FAILURE;
         }
     };
     if created {
-        log::info!("created a new identity at {}", config.key_path.display());
+        log::info!(target: TARGET, "created a new identity at {}", config.key_path.display());
     }
     let pid = identity
         .provider_id()
         .map(|p| untrusted::shown(p, 140).to_string());
     log::info!(
+        target: TARGET,
         "usepod-edge {} public key {} provider_id {}",
         env!("CARGO_PKG_VERSION"),
         identity.public_b64(),
@@ -248,20 +254,20 @@ pub fn run(config: Config) -> ExitCode {
     ) {
         Ok(r) => r,
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: TARGET, "{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     // A proxy variable that can never work (socks5://, https://) is a config
     // error now, not a reconnect loop later.
     if let Err(e) = net::proxy::from_env(&config.coordinator.url) {
-        log::error!("config error in environment: {e}");
+        log::error!(target: TARGET, "config error in environment: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let tls = match net::tls::client_config(&roots) {
         Ok(t) => t,
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: TARGET, "{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -272,12 +278,12 @@ pub fn run(config: Config) -> ExitCode {
     state::spawn_writer(Arc::clone(&agent));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {
-        log::error!("cannot install signal handlers: {e}");
+        log::error!(target: TARGET, "cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
     supervisor::run(&agent, &wake_rx);
     // Lines of the last jobs may still be queued for the ledger.
     agent.jobs.ledger.flush(std::time::Duration::from_secs(2));
-    log::info!("stopped");
+    log::info!(target: TARGET, "stopped");
     ExitCode::SUCCESS
 }
