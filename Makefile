@@ -32,11 +32,12 @@ test: ## unit and integration tests, real llama-server included (what CI runs)
 	$(CARGO) test --all-targets
 
 test-unit: ## unit tests only
-	$(CARGO) test --bins
+	$(CARGO) test --lib --bins
 
-lint: ## rustfmt check and clippy with warnings denied
+lint: ## rustfmt check, clippy with warnings denied, no cycle between modules
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 .ci/module-cycles
 
 fmt:
 	$(CARGO) fmt --all
@@ -69,9 +70,9 @@ dist: ## static, stripped aarch64 + x86_64 musl binaries in dist/ with SHA256SUM
 # fails the target after AARCH64_TEST_TIMEOUT seconds instead of stalling CI.
 AARCH64_TEST_TIMEOUT ?= 1500
 test-aarch64: ## unit tests of the aarch64 build, run under qemu-user (bounded; subprocess tests native only)
-	bash cross/musl-env.sh $(CARGO) build --locked --target $(AARCH64) --bins --tests
+	bash cross/musl-env.sh $(CARGO) build --locked --target $(AARCH64) --lib --bins --tests
 	bash cross/musl-env.sh timeout -k 10 $(AARCH64_TEST_TIMEOUT) nice -n 10 \
-	  $(CARGO) test --locked --target $(AARCH64) --bins -- --skip subprocess_ \
+	  $(CARGO) test --locked --target $(AARCH64) --lib --bins -- --skip subprocess_ \
 	  || { rc=$$?; [ $$rc -ne 124 ] || echo "test-aarch64: unit tests under qemu did not finish in $(AARCH64_TEST_TIMEOUT) s (a hang)" >&2; exit $$rc; }
 
 smoke-aarch64: dist ## dist's aarch64 binary under qemu: --version, validate, a TLS session + job

@@ -1,8 +1,7 @@
 //! Fleet simulation (`make fleet-sim`): 100,000 agents through (a) a coordinator crash,
 //! (b) a deploy drain and (c) a coordinator that stays down for 60 s, each agent deciding
-//! its reconnects with the agent's own code: `src/reconnect.rs` and `src/jitter.rs` are
-//! compiled in here as they are (the agent is a binary crate, so by `#[path]`, as fuzz/
-//! does), and every decision is the supervisor's call, `Backoff::next(authenticated, kind,
+//! its reconnects with the agent's own code (the library's `reconnect` and `jitter`
+//! modules), and every decision is the supervisor's call, `Backoff::next(authenticated, kind,
 //! unit, now)`, with simulated time and a seeded generator fed through
 //! `jitter::unit_from_bits`. Same seed, same output, in about a second.
 //!
@@ -20,21 +19,14 @@
 //! 1 to 30 s are run too, and held to the same 3%. Under `cargo test --all-targets` (no
 //! `--bench`) the same simulation runs and the goals are checked, with the summary only.
 
-// Built without libtest here, their unit tests compile to nothing but their imports.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/jitter.rs"]
-mod jitter;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/reconnect.rs"]
-mod reconnect;
-
 #[path = "common/arrivals.rs"]
 mod arrivals;
 
 use std::time::{Duration, Instant};
 
 use arrivals::{peak, percentile as pct, print_histogram};
-use reconnect::{Backoff, CloseKind, DRAIN_SPREAD};
+use usepod_edge::jitter;
+use usepod_edge::reconnect::{self, Backoff, CloseKind, DRAIN_SPREAD};
 
 const GOAL_PEAK_SHARE: f64 = 0.03;
 const GOAL_CRASH_MEDIAN_S: f64 = 2.5;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and run the fuzz targets with libFuzzer on the STABLE toolchain: the same
 # SanitizerCoverage flags cargo-fuzz passes, minus -Zsanitizer=address (nightly only).
-# Rust code is memory-safe without ASan here (the included modules forbid unsafe), so
+# Rust code is memory-safe without ASan here (the agent's crate forbids unsafe), so
 # what the fuzzer finds is panics, assertion failures, overflows (overflow checks on),
 # timeouts and out-of-memory.
 #

@@ -1,12 +1,16 @@
-//! Everything the threads of a running agent share.
+//! Everything the threads of a running agent share, and the agent's side of
+//! the session's interfaces (session::Jobs, Offer, Status): the session sees
+//! those, never this struct.
 
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::hardware_snapshot::HardwareSnapshot;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
-use crate::protocol::{HeartbeatStats, ModelOffer, OfferLimits, Outbound};
-use crate::session::Outgoing;
+use crate::lock::lock;
+use crate::outgoing::Outgoing;
+use crate::protocol::{HeartbeatStats, JobRequest, ModelOffer, OfferLimits, Outbound};
+use crate::session::{self, Change, Parts};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +43,9 @@ pub struct Link {
     pub state: &'static str,
     pub since: SystemTime,
     pub detail: String,
+    /// Set while connection attempts fail for a reason only the operator can
+    /// remove: the failure and what to check (src/supervisor.rs).
+    pub config_problem: Option<String>,
 }
 
 impl Agent {
@@ -59,17 +66,18 @@ impl Agent {
                 state: "connecting",
                 since: SystemTime::now(),
                 detail: String::new(),
+                config_problem: None,
             }),
         }
     }
 
     pub fn lock_identity(&self) -> MutexGuard<'_, Identity> {
-        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.identity)
     }
 
     /// Records the connection state; `since` moves only when the state changes.
     pub fn set_link(&self, state: &'static str, detail: impl Into<String>) {
-        let mut l = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = lock(&self.link);
         if l.state != state {
             l.state = state;
             l.since = SystemTime::now();
@@ -77,8 +85,13 @@ impl Agent {
         l.detail = detail.into();
     }
 
+    /// Records (Some) or clears (None) a problem only the operator can fix.
+    pub fn set_config_problem(&self, problem: Option<String>) {
+        lock(&self.link).config_problem = problem;
+    }
+
     pub fn link(&self) -> Link {
-        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.link).clone()
     }
 
     pub fn stopping(&self) -> bool {
@@ -93,12 +106,7 @@ impl Agent {
     }
 
     fn session_slot(&self) -> MutexGuard<'_, Option<Sender<Outgoing>>> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Called by the session once it is authenticated (Some) and when it ends (None).
-    pub fn set_session(&self, tx: Option<Sender<Outgoing>>) {
-        *self.session_slot() = tx;
+        lock(&self.session)
     }
 
     pub fn has_session(&self) -> bool {
@@ -111,11 +119,6 @@ impl Agent {
             Some(tx) => tx.send(Outgoing::Close(code, reason.to_owned())).is_ok(),
             None => false,
         }
-    }
-
-    /// The `capabilities` frame for the current route table.
-    pub fn capabilities(&self) -> String {
-        self.capabilities_with(Duration::ZERO)
     }
 
     /// `hardware_wait`: how long the hardware description may still be waited for.
@@ -165,14 +168,96 @@ impl Agent {
         .to_text()
     }
 
-    /// Capabilities, giving the first discovery round a short chance to finish.
-    pub fn capabilities_when_ready(&self) -> String {
+    pub fn heartbeat_stats(&self) -> HeartbeatStats {
+        self.jobs.metrics.heartbeat(self.jobs.in_flight())
+    }
+
+    /// What one session runs with; `max_inbound` follows the request size limit.
+    pub fn session_parts(&self) -> Parts<'_> {
+        Parts {
+            coordinator: &self.config.coordinator,
+            tls: &self.tls,
+            max_inbound: session::max_inbound_message(self.config.limits.max_request_bytes),
+            identity: &self.identity,
+            jobs: self,
+            offer: self,
+            status: self,
+        }
+    }
+}
+
+impl crate::gate::Lend for Agent {
+    fn gate_host(&self) -> crate::gate::Host<'_> {
+        crate::gate::Host {
+            config: &self.config,
+            gate: &self.gate,
+            jobs: &self.jobs,
+            discovery: &self.discovery,
+        }
+    }
+}
+
+impl session::Jobs for Agent {
+    fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound> {
+        self.jobs.submit(&self.discovery, job, out)
+    }
+
+    fn cancel(&self, job_id: &str) {
+        self.jobs.cancel(job_id)
+    }
+
+    fn cancel_all(&self, why: &str) {
+        self.jobs.cancel_all(why)
+    }
+}
+
+impl session::Offer for Agent {
+    fn capabilities(&self) -> String {
+        self.capabilities_with(Duration::ZERO)
+    }
+
+    /// Gives the first discovery round a short chance to finish.
+    fn first_capabilities(&self) -> String {
         let started = Instant::now();
         self.discovery.wait_first_round(FIRST_ROUND_WAIT);
         self.capabilities_with(FIRST_ROUND_WAIT.saturating_sub(started.elapsed()))
     }
 
-    pub fn heartbeat_stats(&self) -> HeartbeatStats {
-        self.jobs.metrics.heartbeat(self.jobs.in_flight())
+    fn heartbeat(&self) -> HeartbeatStats {
+        self.heartbeat_stats()
+    }
+
+    fn changes(&self) -> Vec<Change<'_>> {
+        vec![
+            Change {
+                signal: self.discovery.changes(),
+                why: Box::new(|| "routable models changed".to_owned()),
+            },
+            Change {
+                signal: self.gate.changes(),
+                why: Box::new(|| {
+                    if self.gate.admitting() {
+                        "admitting jobs again".to_owned()
+                    } else {
+                        "not admitting jobs (models withdrawn)".to_owned()
+                    }
+                }),
+            },
+        ]
+    }
+}
+
+impl session::Status for Agent {
+    fn authenticated(&self, detail: String) {
+        self.set_config_problem(None);
+        self.set_link("connected", detail);
+    }
+
+    fn attach(&self, queue: Option<Sender<Outgoing>>) {
+        *self.session_slot() = queue;
+    }
+
+    fn stopping(&self) -> bool {
+        Agent::stopping(self)
     }
 }

@@ -28,7 +28,7 @@ impl fmt::Debug for Cancel {
 
 impl Cancel {
     fn stop_slot(&self) -> std::sync::MutexGuard<'_, Option<Stop>> {
-        self.inner.stop.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.inner.stop)
     }
 
     /// Stops the work; returns false if it was already cancelled.

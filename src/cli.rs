@@ -83,7 +83,19 @@ environment: USEPOD_EDGE_COORDINATOR_URL, USEPOD_EDGE_ENROLLMENT_CODE,
 USEPOD_EDGE_KEY_PATH override the matching config keys.
 ";
 
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+/// A command line that cannot be run; the text says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
     let mut command = None;
     let mut config = None;
     let mut log_level = None;
@@ -102,7 +114,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             inline
                 .clone()
                 .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+                .ok_or_else(|| UsageError(format!("{name} needs a value")))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
@@ -116,11 +128,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--by" => {
                 let v = value("--by")?;
                 let by = crate::ledger::GroupBy::parse(&v)
-                    .ok_or_else(|| format!("--by wants day or model, got {v:?}"))?;
+                    .ok_or_else(|| UsageError(format!("--by wants day or model, got {v:?}")))?;
                 ledger.by = Some(by);
             }
             "--drain" => drain = true,
-            w if w.starts_with('-') => return Err(format!("unknown option {w}")),
+            w if w.starts_with('-') => return Err(UsageError(format!("unknown option {w}"))),
             w => {
                 let c = match w {
                     "run" => Command::Run,
@@ -133,10 +145,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
                     "ledger" => Command::Ledger,
                     "pause" => Command::Pause,
                     "resume" => Command::Resume,
-                    other => return Err(format!("unknown command {other:?}")),
+                    other => return Err(UsageError(format!("unknown command {other:?}"))),
                 };
                 if command.replace(c).is_some() {
-                    return Err("only one command may be given".into());
+                    return Err(UsageError("only one command may be given".into()));
                 }
             }
         }
@@ -157,8 +169,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<Parsed, String> {
+    fn p(args: &[&str]) -> Result<Parsed, UsageError> {
         parse(args.iter().map(|s| s.to_string()))
+    }
+
+    /// Why `args` are refused.
+    fn refused(args: &[&str]) -> String {
+        p(args).unwrap_err().to_string()
     }
 
     #[test]
@@ -216,19 +233,17 @@ mod tests {
             }
         );
         assert_eq!(
-            p(&["ledger", "--by", "week"]).unwrap_err(),
+            refused(&["ledger", "--by", "week"]),
             "--by wants day or model, got \"week\""
         );
-        assert!(p(&["ledger", "--since"])
-            .unwrap_err()
-            .contains("needs a value"));
+        assert!(refused(&["ledger", "--since"]).contains("needs a value"));
     }
 
     #[test]
     fn rejects_bad_words() {
-        assert!(p(&["--config"]).unwrap_err().contains("needs a value"));
-        assert!(p(&["--nope"]).unwrap_err().contains("unknown option"));
-        assert!(p(&["fly"]).unwrap_err().contains("unknown command"));
-        assert!(p(&["run", "validate"]).unwrap_err().contains("only one"));
+        assert!(refused(&["--config"]).contains("needs a value"));
+        assert!(refused(&["--nope"]).contains("unknown option"));
+        assert!(refused(&["fly"]).contains("unknown command"));
+        assert!(refused(&["run", "validate"]).contains("only one"));
     }
 }

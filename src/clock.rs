@@ -22,6 +22,22 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// Whole seconds since the Unix epoch; 0 for a time before it.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// How long from `then` to `now` (Unix seconds), the way `status` says it:
+/// `42s`, `15m`, `2h46m`.
+pub fn ago(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -60,6 +76,14 @@ mod tests {
         // leap day
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000000000+00:00");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(ago(100, 95), "5s");
+        assert_eq!(ago(1000, 100), "15m");
+        assert_eq!(ago(10_000, 0), "2h46m");
+        assert_eq!(unix(UNIX_EPOCH + Duration::from_secs(7)), 7);
     }
 
     #[test]

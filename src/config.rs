@@ -1,6 +1,7 @@
 //! Configuration: the JSON file, then environment overrides, validated into a
 //! [`Config`]. Every error names the file (or variable), the key and the problem.
 
+use crate::backend::BackendKind;
 use crate::endpoint::{redact_url, Endpoint, Scheme};
 use crate::json_fields::{json_fields, Fields};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
@@ -22,46 +23,6 @@ pub const DEFAULT_MAX_CONCURRENT: u32 = 8;
 pub const MAX_CONCURRENT_LIMIT: u32 = 256;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_MESSAGES: usize = 1024;
-
-/// A backend server kind, in advertising priority order (best first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BackendKind {
-    Vllm,
-    LlamaCpp,
-    LmStudio,
-    Ollama,
-}
-
-impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Vllm,
-        BackendKind::LlamaCpp,
-        BackendKind::LmStudio,
-        BackendKind::Ollama,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Vllm => "vllm",
-            BackendKind::LlamaCpp => "llamacpp",
-            BackendKind::LmStudio => "lmstudio",
-            BackendKind::Ollama => "ollama",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BackendKind> {
-        BackendKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            BackendKind::Vllm => 8000,
-            BackendKind::LlamaCpp => 8080,
-            BackendKind::LmStudio => 1234,
-            BackendKind::Ollama => 11434,
-        }
-    }
-}
 
 /// A credential from the config or the environment. `{:?}` prints `<redacted>`
 /// and there is no `Display`, so a config, or anything holding one, can be
@@ -205,7 +166,7 @@ pub struct Config {
     pub status: StatusConfig,
     pub ledger: LedgerConfig,
     /// Serving windows in local time; empty serves at all hours.
-    pub schedule: Vec<crate::gate::schedule::Window>,
+    pub schedule: Vec<crate::schedule::Window>,
     pub local_first: LocalFirst,
 }
 
@@ -1187,8 +1148,8 @@ fn build_ledger(
 fn build_schedule(
     w: &mut Checker,
     raw: &mut Option<List<Obj<RawWindow>>>,
-) -> Result<Vec<crate::gate::schedule::Window>, ConfigError> {
-    use crate::gate::schedule::{parse_days, parse_time, Window};
+) -> Result<Vec<crate::schedule::Window>, ConfigError> {
+    use crate::schedule::{parse_days, parse_time, Window};
     let list = match raw.take() {
         None => return Ok(Vec::new()),
         Some(List::Ok(list)) => list,
@@ -1313,7 +1274,7 @@ fn build_coordinator(
                 )
             }
         };
-    let url = Endpoint::parse(&url_text).map_err(&url_err)?;
+    let url = Endpoint::parse(&url_text).map_err(|e| url_err(e.into()))?;
     match url.scheme {
         Scheme::Wss => {}
         Scheme::Ws if url.is_loopback() || allow_insecure => {}

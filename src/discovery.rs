@@ -3,12 +3,14 @@
 //! signals when the routable model set changes.
 
 use crate::backend::probe::{self, ModelInfo, Probe};
-use crate::config::{BackendConfig, BackendKind, Config, Pricing};
+use crate::backend::BackendKind;
+use crate::config::{BackendConfig, Config, Pricing};
 use crate::endpoint::Endpoint;
+use crate::lock::{lock, unpoisoned};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often backends are re-probed when nothing asks sooner.
@@ -126,10 +128,6 @@ pub struct Discovery {
     configured: Vec<Arc<Target>>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Discovery {
     pub fn new(config: &Config) -> Discovery {
         let (changed_tx, changed_rx) = bounded(1);
@@ -214,7 +212,7 @@ impl Discovery {
                     });
                     log_probe(t, &p, previous.as_ref() != Some(&p));
                     let snapshot = {
-                        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut r = lock(results);
                         r[i].1 = Some(p);
                         r.clone()
                     };
@@ -222,7 +220,7 @@ impl Discovery {
                 });
             }
         });
-        let final_set = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let final_set = unpoisoned(results.into_inner());
         self.publish(final_set);
         let mut st = lock(&self.state);
         st.rounds += 1;
@@ -306,12 +304,12 @@ fn find_default_backends() -> Vec<Arc<Target>> {
                         api_key: None,
                         serves_messages: AtomicBool::new(true),
                     });
-                    found.lock().unwrap_or_else(|p| p.into_inner()).push((i, t));
+                    lock(found).push((i, t));
                 }
             });
         }
     });
-    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut found = unpoisoned(found.into_inner());
     found.sort_by_key(|(i, _)| *i);
     found.into_iter().map(|(_, t)| t).collect()
 }

@@ -5,8 +5,8 @@ use crate::cancel::Cancel;
 use crate::client::{self, Request};
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::net;
 use crossbeam_channel::bounded;
-use std::net::ToSocketAddrs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +24,16 @@ pub struct Check {
     pub detail: String,
 }
 
+/// Why a check failed: any error, or a sentence (`String` converts).
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs `f` on its own thread and gives up after `limit`, so one hung check
-/// (DNS has no timeout of its own) cannot stall the rest.
+/// (DNS has no timeout of its own) cannot stall the rest. `f` returns what
+/// the check found, or why it failed.
 fn with_deadline(
     name: &str,
     limit: Duration,
-    f: impl FnOnce() -> Result<String, String> + Send + 'static,
+    f: impl FnOnce() -> Result<String, Failure> + Send + 'static,
 ) -> Check {
     let (tx, rx) = bounded(1);
     let spawned = std::thread::Builder::new()
@@ -38,14 +42,14 @@ fn with_deadline(
             let _ = tx.send(f());
         });
     let result = match spawned {
-        Err(e) => Err(format!("cannot start the check: {e}")),
+        Err(e) => Err(format!("cannot start the check: {e}").into()),
         Ok(_) => rx
             .recv_timeout(limit)
-            .unwrap_or_else(|_| Err(format!("no answer within {}s", limit.as_secs()))),
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", limit.as_secs()).into())),
     };
     let (ok, detail) = match result {
         Ok(d) => (true, d),
-        Err(d) => (false, d),
+        Err(e) => (false, e.to_string()),
     };
     Check {
         name: name.to_owned(),
@@ -57,17 +61,14 @@ fn with_deadline(
 fn check_identity(config: &Config) -> Check {
     let path = config.key_path.clone();
     with_deadline("identity", SHORT, move || {
-        let id = Identity::load(&path).map_err(|e| e.to_string())?;
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode()
-            & 0o777;
+        let id = Identity::load(&path)?;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
                 "{} has mode {mode:o}; it holds the secret key and must be 0600",
                 path.display()
-            ));
+            )
+            .into());
         }
         Ok(format!(
             "{} readable, mode 600, provider_id {}",
@@ -85,7 +86,7 @@ fn check_identity(config: &Config) -> Check {
 /// coordinator), so that is what DNS and TCP check there.
 fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>) -> Vec<Check> {
     let url = config.coordinator.url.clone();
-    let proxy = match crate::session::proxy::from_env(&url) {
+    let proxy = match net::proxy::from_env(&url) {
         Ok(p) => p,
         Err(e) => {
             return vec![Check {
@@ -104,14 +105,8 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
     let port = first_hop.port;
     let dns_via = via.clone();
     let dns = with_deadline("coordinator_dns", SHORT, move || {
-        let addrs: Vec<_> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}{dns_via}: {e}"))?
-            .collect();
-        match addrs.first() {
-            Some(a) => Ok(format!("{host} → {a}{dns_via}")),
-            None => Err(format!("{host} resolved to no address{dns_via}")),
-        }
+        let addrs = net::resolve(&host, port).map_err(|e| format!("{e}{dns_via}"))?;
+        Ok(format!("{host} → {}{dns_via}", addrs[0]))
     });
     if !dns.ok {
         return vec![dns];
@@ -122,7 +117,8 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
         cfg.connect_timeout + cfg.handshake_timeout + SHORT,
         move || {
             let t = Instant::now();
-            let sock = crate::session::open_tcp(&cfg.url, &cfg).map_err(|e| e.to_string())?;
+            let sock = net::open(&cfg.url, crate::session::timeouts(&cfg))
+                .map_err(crate::session::SessionError::from)?;
             let peer = sock
                 .peer_addr()
                 .map(|a| a.to_string())
@@ -143,7 +139,7 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
         "coordinator_tls",
         cfg.connect_timeout + cfg.handshake_timeout + SHORT,
         move || {
-            let ws = crate::session::dial(&cfg, &tls, max_inbound).map_err(|e| e.to_string())?;
+            let ws = crate::session::dial(&cfg, &tls, max_inbound)?;
             ws.get_ref().shutdown();
             let what = if cfg.url.scheme == crate::endpoint::Scheme::Wss {
                 "TLS certificate verified, WebSocket upgrade accepted"
@@ -164,8 +160,10 @@ fn check_backends(config: &Config) -> Vec<Check> {
         return vec![Check {
             name: "backends".into(),
             ok: false,
-            detail: "none configured and none found on 127.0.0.1 ports 8000, 8080, 1234, 11434"
-                .into(),
+            detail: format!(
+                "none configured and none found on 127.0.0.1 ports {}",
+                crate::backend::default_ports_text()
+            ),
         }];
     }
     let mut out = Vec::new();
@@ -198,15 +196,11 @@ fn check_backends(config: &Config) -> Vec<Check> {
             let body = serde_json::json!({"model": model, "max_tokens": 1,
                 "messages": [{"role": "user", "content": "ping"}]})
             .to_string();
-            let auth = key.map(|k| format!("Bearer {k}"));
-            let mut headers = vec![("Content-Type", "application/json")];
-            if let Some(a) = &auth {
-                headers.push(("Authorization", a.as_str()));
-            }
             let req = Request {
                 method: "POST",
                 path: "/v1/chat/completions",
-                headers: &headers,
+                headers: &[("Content-Type", "application/json")],
+                api_key: key.as_deref(),
                 body: Some(body.as_bytes()),
             };
             let t = Instant::now();
@@ -215,8 +209,7 @@ fn check_backends(config: &Config) -> Vec<Check> {
                 &req,
                 client::Limits::quick(COMPLETION),
                 &Cancel::default(),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let answer = resp.read_prefix(4096);
             if !(200..300).contains(&resp.status) {
                 let text = String::from_utf8_lossy(&answer);
@@ -224,7 +217,8 @@ fn check_backends(config: &Config) -> Vec<Check> {
                 return Err(format!(
                     "one-token completion on {model}: HTTP {} {excerpt}",
                     resp.status
-                ));
+                )
+                .into());
             }
             Ok(format!(
                 "{n} model(s){slots}; one-token completion on {model} in {} ms",
@@ -292,13 +286,14 @@ pub fn run(config: &Config) -> ExitCode {
         &config.coordinator,
         std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
     )
-    .map_err(|e| e.to_string());
-    match roots.and_then(|r| crate::session::tls_config(&r)) {
+    .map_err(|e| e.to_string())
+    .and_then(|r| net::tls::client_config(&r).map_err(|e| e.to_string()));
+    match roots {
         Ok(tls) => checks.extend(check_coordinator(config, tls)),
-        Err(e) => checks.push(Check {
+        Err(detail) => checks.push(Check {
             name: "coordinator_tls".into(),
             ok: false,
-            detail: e,
+            detail,
         }),
     }
     checks.extend(check_backends(config));

@@ -41,26 +41,61 @@ pub struct Endpoint {
     pub path: String,
 }
 
+/// Why text is not a URL the agent dials. The URL it quotes is
+/// [`redact_url`]ed, and one with user info is refused without quoting it, so
+/// an error never holds a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    NotAbsolute(String),
+    Credentials,
+    UnsupportedScheme(String),
+    NoScheme(String),
+    UnclosedIpv6(String),
+    NoHost(String),
+    BadPort(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::NotAbsolute(u) => write!(f, "{u:?} is not an absolute URL (no scheme://)"),
+            UrlError::Credentials => f.write_str("credentials in URLs are not supported"),
+            UrlError::UnsupportedScheme(s) => write!(f, "unsupported URL scheme {s:?}"),
+            UrlError::NoScheme(u) => write!(f, "{u:?} does not start with a URL scheme"),
+            UrlError::UnclosedIpv6(u) => write!(f, "unclosed IPv6 literal in {u:?}"),
+            UrlError::NoHost(u) => write!(f, "no host in {u:?}"),
+            UrlError::BadPort(p) => write!(f, "bad port {p:?}"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+// The config reports a problem as the text after its key.
+impl From<UrlError> for String {
+    fn from(e: UrlError) -> String {
+        e.to_string()
+    }
+}
+
 impl Endpoint {
-    /// Errors never hold a password: user info is refused, and the URL they
-    /// quote is [`redact_url`]ed.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    pub fn parse(s: &str) -> Result<Endpoint, UrlError> {
         let shown = || redact_url(s);
         let (scheme, rest) = s
             .split_once("://")
-            .ok_or_else(|| format!("{:?} is not an absolute URL (no scheme://)", shown()))?;
+            .ok_or_else(|| UrlError::NotAbsolute(shown()))?;
         // Checked before anything splits at '/', '?' or '#': with a password that
         // holds one of them unescaped, a split would leave part of it as a host or port.
         if rest.contains('@') {
-            return Err("credentials in URLs are not supported".into());
+            return Err(UrlError::Credentials);
         }
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other if is_scheme(other) => return Err(format!("unsupported URL scheme {other:?}")),
-            _ => return Err(format!("{:?} does not start with a URL scheme", shown())),
+            other if is_scheme(other) => return Err(UrlError::UnsupportedScheme(other.to_owned())),
+            _ => return Err(UrlError::NoScheme(shown())),
         };
         let rest = rest.split('#').next().unwrap_or_default();
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -68,7 +103,7 @@ impl Endpoint {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("unclosed IPv6 literal in {:?}", shown()))?;
+                .ok_or_else(|| UrlError::UnclosedIpv6(shown()))?;
             (h, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -77,7 +112,7 @@ impl Endpoint {
             }
         };
         if host.is_empty() {
-            return Err(format!("no host in {:?}", shown()));
+            return Err(UrlError::NoHost(shown()));
         }
         let port = match port {
             None => scheme.default_port(),
@@ -85,7 +120,7 @@ impl Endpoint {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("bad port {p:?}"))?,
+                .ok_or_else(|| UrlError::BadPort(p.to_owned()))?,
         };
         let path = if path.starts_with('/') {
             path.to_owned()
@@ -217,7 +252,7 @@ mod tests {
             ("ws://u:p@h/", "credentials"),
             ("ws://[::1/", "unclosed"),
         ] {
-            let err = Endpoint::parse(url).unwrap_err();
+            let err = Endpoint::parse(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
     }
@@ -265,7 +300,7 @@ mod tests {
             "u:hunter2@host://x",
             "http://u:hunter2/@/",
         ] {
-            let err = Endpoint::parse(url).unwrap_err();
+            let err = Endpoint::parse(url).unwrap_err().to_string();
             assert!(
                 !err.contains("hunter2") && !err.contains("hun"),
                 "{url}: {err}"

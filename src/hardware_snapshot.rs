@@ -66,7 +66,7 @@ impl HardwareSnapshot {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.shared.state)
     }
 
     fn refresh_in_background(&self, st: &mut State) {
@@ -97,11 +97,11 @@ impl HardwareSnapshot {
         if st.stale() {
             self.refresh_in_background(&mut st);
         }
-        let (st, _) = self
-            .shared
-            .ready
-            .wait_timeout_while(st, wait, |s| s.refreshing && s.stale())
-            .unwrap_or_else(|p| p.into_inner());
+        let (st, _) = crate::lock::unpoisoned(self.shared.ready.wait_timeout_while(
+            st,
+            wait,
+            |s| s.refreshing && s.stale(),
+        ));
         st.value.clone()
     }
 }

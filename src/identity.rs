@@ -70,7 +70,14 @@ impl fmt::Display for IdentityError {
     }
 }
 
-impl std::error::Error for IdentityError {}
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 pub struct Identity {
     path: PathBuf,

@@ -1,100 +1,11 @@
-//! usepod-edge: a Use Pod provider agent for edge GPUs.
+//! usepod-edge: parses the command line and hands each command to the
+//! library (src/lib.rs, src/commands.rs).
 #![forbid(unsafe_code)]
 
-mod agent;
-mod atomic_file;
-mod backend;
-mod cancel;
-mod cli;
-mod client;
-mod clock;
-mod config;
-mod decimal;
-mod discovery;
-mod doctor;
-mod endpoint;
-mod gate;
-mod hardware;
-mod hardware_snapshot;
-mod identity;
-mod jitter;
-mod jobs;
-mod json_fields;
-mod ledger;
-mod metrics;
-mod pair;
-mod protocol;
-mod reconnect;
-mod session;
-mod shutdown;
-mod state;
-mod supervisor;
-mod untrusted;
-
-use cli::{Command, Parsed};
-use config::{Config, Overrides};
-use identity::Identity;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-/// Exit status for a config or usage problem, distinct from runtime failures.
-const EXIT_CONFIG: u8 = 2;
-
-fn init_logging(flag: Option<&str>) -> Result<(), String> {
-    let text = flag
-        .map(str::to_owned)
-        .or_else(|| std::env::var("USEPOD_EDGE_LOG").ok())
-        .unwrap_or_else(|| "info".into());
-    let level: log::LevelFilter = text
-        .parse()
-        .map_err(|_| format!("unknown log level {text:?} (error, warn, info, debug, trace)"))?;
-    simple_logger::SimpleLogger::new()
-        .with_level(level)
-        // Their debug output is about their internals, not about this agent.
-        .with_module_level("rustls", level.min(log::LevelFilter::Info))
-        .with_module_level("tungstenite", level.min(log::LevelFilter::Info))
-        .with_utc_timestamps()
-        .init()
-        .map_err(|e| e.to_string())
-}
-
-/// The config file named by flag or environment (explicit) or the default.
-fn config_path(cli: &cli::Cli) -> (PathBuf, bool) {
-    match (&cli.config, std::env::var_os(config::ENV_CONFIG)) {
-        (Some(p), _) => (p.clone(), true),
-        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
-        _ => (config::default_config_path(), false),
-    }
-}
-
-fn load_config(cli: &cli::Cli) -> Result<Config, ExitCode> {
-    let (path, mut explicit) = config_path(cli);
-    // `pair` writes the config, so a missing one is expected there; with
-    // --force a broken one is about to be replaced.
-    if cli.command == Command::Pair {
-        explicit = false;
-        if cli.force && Config::load(&path, false, &Overrides::from_env()).is_err() {
-            return Config::from_str(&path.display().to_string(), "{}", &Overrides::from_env())
-                .map_err(|_| ExitCode::from(EXIT_CONFIG));
-        }
-    }
-    match Config::load(&path, explicit, &Overrides::from_env()) {
-        Ok(c) => {
-            if c.source.is_none() {
-                log::info!("no config file at {}; using defaults", path.display());
-            }
-            for w in &c.warnings {
-                log::warn!("{w}");
-            }
-            Ok(c)
-        }
-        Err(e) => {
-            log::error!("{e}");
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
-}
+use usepod_edge::cli::{self, Command, Parsed};
+use usepod_edge::commands::{self, EXIT_CONFIG};
+use usepod_edge::{doctor, ledger, pair, pause, state};
 
 fn main() -> ExitCode {
     let parsed = match cli::parse(std::env::args().skip(1)) {
@@ -115,18 +26,18 @@ fn main() -> ExitCode {
         }
         Parsed::Go(cli) => cli,
     };
-    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+    if let Err(e) = commands::init_logging(cli.log_level.as_deref()) {
         eprintln!("usepod-edge: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let config = match load_config(&cli) {
+    let config = match commands::load_config(&cli) {
         Ok(c) => c,
         Err(code) => return code,
     };
     match cli.command {
-        Command::Validate => validate(&config),
-        Command::Identity => show_identity(&config),
-        Command::Discover => discover(&config),
+        Command::Validate => commands::validate(&config),
+        Command::Identity => commands::show_identity(&config),
+        Command::Discover => commands::discover(&config),
         Command::Status => state::show(&config, cli.json),
         Command::Ledger => ledger::show(
             &config.ledger,
@@ -136,191 +47,11 @@ fn main() -> ExitCode {
         ),
         Command::Doctor => doctor::run(&config),
         Command::Pair => {
-            let path = config_path(&cli).0;
+            let path = commands::config_path(&cli).0;
             pair::run(&path, cli.api.as_deref(), cli.force, &config)
         }
-        Command::Pause => gate::control::pause_cmd(&config, cli.drain),
-        Command::Resume => gate::control::resume_cmd(&config),
-        Command::Run => run(config),
+        Command::Pause => pause::pause_cmd(&config, cli.drain),
+        Command::Resume => pause::resume_cmd(&config),
+        Command::Run => commands::run(config),
     }
-}
-
-fn validate(config: &Config) -> ExitCode {
-    let src = config
-        .source
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(no file: defaults)".into());
-    println!("config: {src} is valid");
-    let c = &config.coordinator;
-    let insecure = if c.allow_insecure {
-        " (insecure ws:// allowed)"
-    } else {
-        ""
-    };
-    println!("coordinator: {}{insecure}", c.url);
-    if let Some(ca) = &c.ca_file {
-        println!(
-            "extra CA: {} ({} certificate(s))",
-            ca.display(),
-            c.extra_roots.len()
-        );
-    }
-    println!("identity: {}", config.key_path.display());
-    let l = &config.ledger;
-    println!(
-        "ledger: {} (rotated past {} bytes, {} old file(s) kept)",
-        l.path.display(),
-        l.max_bytes,
-        l.keep
-    );
-    if config.backends.is_empty() {
-        println!("backends: none configured; probing 127.0.0.1 ports 8000, 8080, 1234, 11434");
-    }
-    for b in &config.backends {
-        let allow = b
-            .models
-            .as_ref()
-            .map(|m| format!(" models {m:?}"))
-            .unwrap_or_default();
-        let key = b
-            .api_key_env
-            .as_ref()
-            .map(|e| format!(" key from ${e}"))
-            .unwrap_or_default();
-        let insecure = if b.allow_insecure {
-            " (API key allowed over plain http)"
-        } else {
-            ""
-        };
-        println!(
-            "backend: {} {}{allow}{key}{insecure}",
-            b.kind.as_str(),
-            b.url
-        );
-    }
-    println!("max_concurrent: {}", config.limits.max_concurrent);
-    for line in gate::explain_config(config) {
-        println!("{line}");
-    }
-    for w in &config.warnings {
-        println!("warning: {w}");
-    }
-    ExitCode::SUCCESS
-}
-
-fn show_identity(config: &Config) -> ExitCode {
-    match Identity::load(&config.key_path) {
-        Ok(id) => {
-            println!("file: {}", id.path().display());
-            println!("public: {}", id.public_b64());
-            let pid = id
-                .provider_id()
-                .map(|p| untrusted::shown(p, 140).to_string());
-            println!("provider_id: {}", pid.as_deref().unwrap_or("none"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn discover(config: &Config) -> ExitCode {
-    let d = discovery::Discovery::new(config);
-    d.round();
-    let snap = d.snapshot();
-    if snap.backends.is_empty() {
-        println!("no backend found");
-    }
-    for (t, probe) in &snap.backends {
-        let Some(p) = probe else { continue };
-        let state = if p.healthy {
-            "healthy".to_owned()
-        } else {
-            format!("unavailable: {}", p.problem.as_deref().unwrap_or("?"))
-        };
-        let slots = p.slots.map(|s| format!(", {s} slots")).unwrap_or_default();
-        println!("{} {} ({state}{slots})", t.kind.as_str(), t.url);
-        for m in &p.models {
-            let routed = snap
-                .routes
-                .get(&m.id)
-                .is_some_and(|r| Arc::ptr_eq(&r.target, t));
-            let ctx = m
-                .context_window
-                .map(|c| format!(" context {c}"))
-                .unwrap_or_default();
-            let note = if routed { "" } else { " (not offered here)" };
-            println!("  {}{ctx}{note}", m.id);
-        }
-    }
-    // What capabilities will say about this machine.
-    println!("hardware: {}", hardware::describe(&gate::root()));
-    if snap.routes.is_empty() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn run(config: Config) -> ExitCode {
-    let (identity, created) = match Identity::load_or_create(&config.key_path) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if created {
-        log::info!("created a new identity at {}", config.key_path.display());
-    }
-    let pid = identity
-        .provider_id()
-        .map(|p| untrusted::shown(p, 140).to_string());
-    log::info!(
-        "usepod-edge {} public key {} provider_id {}",
-        env!("CARGO_PKG_VERSION"),
-        identity.public_b64(),
-        pid.as_deref().unwrap_or("(none yet)")
-    );
-    let roots = match session::trust_anchors(
-        &config.coordinator,
-        std::env::var_os(session::ENV_SSL_CERT_FILE),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    // A proxy variable that can never work (socks5://, https://) is a config
-    // error now, not a reconnect loop later.
-    if let Err(e) = session::proxy::from_env(&config.coordinator.url) {
-        log::error!("config error in environment: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let tls = match session::tls_config(&roots) {
-        Ok(t) => t,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let agent = Arc::new(agent::Agent::new(config, identity, tls));
-    discovery::spawn(Arc::clone(&agent.discovery));
-    // Before the first session, so its first capabilities already obey a pause.
-    gate::start(Arc::clone(&agent));
-    state::spawn_writer(Arc::clone(&agent));
-    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
-    if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {
-        log::error!("cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    supervisor::run(&agent, &wake_rx);
-    // Lines of the last jobs may still be queued for the ledger.
-    agent.jobs.ledger.flush(std::time::Duration::from_secs(2));
-    log::info!("stopped");
-    ExitCode::SUCCESS
 }

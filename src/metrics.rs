@@ -110,7 +110,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.inner)
     }
 
     pub fn record(&self, s: Sample) {

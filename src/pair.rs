@@ -26,8 +26,12 @@ const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Why pairing stopped.
 #[derive(Debug)]
 pub enum PairError {
-    /// `--api`, the coordinator settings or the trust anchors cannot be used.
+    /// `--api` or the coordinator settings cannot be used; says why.
     Setup(String),
+    /// The trust anchors (`ca_file`, `$SSL_CERT_FILE`) cannot be read.
+    Trust(crate::config::ConfigError),
+    /// TLS cannot be set up with them.
+    Tls(crate::net::TlsError),
     Identity(IdentityError),
     /// The call did not complete.
     Call {
@@ -40,10 +44,10 @@ pub enum PairError {
         status: u16,
         excerpt: String,
     },
-    /// The answer is not what the pairing API sends.
+    /// The answer is not what the pairing API sends (or the request could not be made).
     Answer {
         url: String,
-        problem: String,
+        source: AnswerError,
     },
     Expired {
         code: String,
@@ -59,6 +63,8 @@ impl fmt::Display for PairError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PairError::Setup(what) => f.write_str(what),
+            PairError::Trust(e) => write!(f, "{e}"),
+            PairError::Tls(e) => write!(f, "{e}"),
             PairError::Identity(e) => write!(f, "{e}"),
             PairError::Call { url, source } => write!(f, "POST {url}: {source}"),
             PairError::Status {
@@ -66,7 +72,7 @@ impl fmt::Display for PairError {
                 status,
                 excerpt,
             } => write!(f, "POST {url} answered HTTP {status}: {excerpt}"),
-            PairError::Answer { url, problem } => write!(f, "POST {url}: {problem}"),
+            PairError::Answer { url, source } => write!(f, "POST {url}: {source}"),
             PairError::Expired { code } => write!(
                 f,
                 "the code {code} expired before it was confirmed; run pair again"
@@ -87,9 +93,57 @@ impl std::error::Error for PairError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PairError::Identity(e) => Some(e),
+            PairError::Trust(e) => Some(e),
+            PairError::Tls(e) => Some(e),
             PairError::Call { source, .. } => Some(source),
+            PairError::Answer { source, .. } => Some(source),
             PairError::Write { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+/// How a pairing answer (or the request for it) failed to be what the API sends.
+#[derive(Debug)]
+pub enum AnswerError {
+    Encode(serde_json::Error),
+    /// Not the JSON this call expects.
+    Unexpected(serde_json::Error),
+    /// A poll answer that is not a JSON object.
+    NotAnObject(serde_json::Error),
+    /// An `active` poll answer that cannot be read.
+    Active(serde_json::Error),
+    /// A poll status this agent does not know (as received).
+    UnknownStatus(String),
+    /// A poll answer without a status (the answer's text).
+    NoStatus(String),
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnswerError::Encode(e) => write!(f, "cannot encode the request ({e})"),
+            AnswerError::Unexpected(e) => write!(f, "unexpected answer ({e})"),
+            AnswerError::NotAnObject(e) => write!(f, "answer is not a JSON object ({e})"),
+            AnswerError::Active(e) => write!(f, "unreadable active answer ({e})"),
+            AnswerError::UnknownStatus(s) => {
+                write!(f, "unknown pairing status \"{}\"", shown(s, 64))
+            }
+            AnswerError::NoStatus(text) => {
+                write!(f, "pairing answer without a status: {}", shown(text, 300))
+            }
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AnswerError::Encode(e)
+            | AnswerError::Unexpected(e)
+            | AnswerError::NotAnObject(e)
+            | AnswerError::Active(e) => Some(e),
+            AnswerError::UnknownStatus(_) | AnswerError::NoStatus(_) => None,
         }
     }
 }
@@ -202,15 +256,13 @@ pub enum PollState {
 }
 
 /// Reads a poll answer; an unknown status is a problem naming it.
-pub fn parse_poll(text: &[u8]) -> Result<PollState, String> {
-    let head: PollHead =
-        serde_json::from_slice(text).map_err(|e| format!("answer is not a JSON object ({e})"))?;
+pub fn parse_poll(text: &[u8]) -> Result<PollState, AnswerError> {
+    let head: PollHead = serde_json::from_slice(text).map_err(AnswerError::NotAnObject)?;
     match head.status.as_deref() {
         Some("pending") => Ok(PollState::Pending),
         Some("expired") => Ok(PollState::Expired),
         Some("active") => {
-            let a: ActiveAnswer = serde_json::from_slice(text)
-                .map_err(|e| format!("unreadable active answer ({e})"))?;
+            let a: ActiveAnswer = serde_json::from_slice(text).map_err(AnswerError::Active)?;
             let model_config = a
                 .model_config
                 .into_iter()
@@ -228,10 +280,9 @@ pub fn parse_poll(text: &[u8]) -> Result<PollState, String> {
                 model_config,
             })
         }
-        Some(other) => Err(format!("unknown pairing status \"{}\"", shown(other, 64))),
-        None => Err(format!(
-            "pairing answer without a status: {}",
-            shown(&String::from_utf8_lossy(text), 300)
+        Some(other) => Err(AnswerError::UnknownStatus(other.to_owned())),
+        None => Err(AnswerError::NoStatus(
+            String::from_utf8_lossy(text).into_owned(),
         )),
     }
 }
@@ -394,13 +445,13 @@ impl ApiClient {
             coordinator,
             std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
         )
-        .map_err(|e| setup(e.to_string()))?;
-        let tls = crate::session::tls_config(&roots).map_err(setup)?;
+        .map_err(PairError::Trust)?;
+        let tls = crate::net::tls::client_config(&roots).map_err(PairError::Tls)?;
         // TLS for https; plain only where the session itself would go without
         // it (loopback, or `allow_insecure`), as checked above.
         Ok(ApiClient {
             shown,
-            host: CoordinatorHost::new(base, coordinator, tls),
+            host: CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls),
         })
     }
 
@@ -409,12 +460,13 @@ impl ApiClient {
         let url = format!("{}{path}", self.shown);
         let body = serde_json::to_vec(body).map_err(|e| PairError::Answer {
             url: url.clone(),
-            problem: format!("cannot encode the request ({e})"),
+            source: AnswerError::Encode(e),
         })?;
         let req = Request {
             method: "POST",
             path,
             headers: &[("Content-Type", "application/json")],
+            api_key: None,
             body: Some(&body),
         };
         // The call's budget starts before the connection, proxy and TLS included.
@@ -441,7 +493,7 @@ impl ApiClient {
         let bytes = self.post_raw(path, body)?;
         serde_json::from_slice(&bytes).map_err(|e| PairError::Answer {
             url: format!("{}{path}", self.shown),
-            problem: format!("unexpected answer ({e})"),
+            source: AnswerError::Unexpected(e),
         })
     }
 }
@@ -522,9 +574,9 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
             return Err(PairError::NotConfirmed);
         }
         let answer = client.post_raw("/v1/host/pair/poll", &poll)?;
-        let state = parse_poll(&answer).map_err(|problem| PairError::Answer {
+        let state = parse_poll(&answer).map_err(|source| PairError::Answer {
             url: format!("{}/v1/host/pair/poll", client.shown),
-            problem,
+            source,
         })?;
         match state {
             PollState::Pending => std::thread::sleep(POLL_EVERY),
@@ -631,7 +683,8 @@ mod tests {
 
     #[test]
     fn poll_answers() {
-        let poll = |v: serde_json::Value| parse_poll(v.to_string().as_bytes());
+        let poll =
+            |v: serde_json::Value| parse_poll(v.to_string().as_bytes()).map_err(|e| e.to_string());
         assert_eq!(poll(json!({"status":"pending"})), Ok(PollState::Pending));
         assert_eq!(poll(json!({"status":"expired"})), Ok(PollState::Expired));
         let active = poll(json!({"status":"active","host_token":"t","provider_id":"prov-1",
@@ -664,6 +717,7 @@ mod tests {
         );
         assert!(parse_poll(b"[1]")
             .unwrap_err()
+            .to_string()
             .starts_with("answer is not a JSON object"));
     }
 

@@ -82,11 +82,19 @@ pub enum Inbound {
 }
 
 /// Why a text frame is not a message at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ParseError {
-    NotJson(String),
+    NotJson(serde_json::Error),
     NotAnObject,
     MissingType,
+}
+
+/// Equal when of the same kind (serde_json's errors have no equality; two
+/// frames that fail alike are the same answer).
+impl PartialEq for ParseError {
+    fn eq(&self, other: &ParseError) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
 }
 
 impl fmt::Display for ParseError {
@@ -99,7 +107,14 @@ impl fmt::Display for ParseError {
     }
 }
 
-impl std::error::Error for ParseError {}
+impl std::error::Error for ParseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ParseError::NotJson(e) => Some(e),
+            ParseError::NotAnObject | ParseError::MissingType => None,
+        }
+    }
+}
 
 /// Every field any inbound message has, each left as raw JSON borrowed from
 /// the frame: unknown fields are skipped without being built, and each field
@@ -139,11 +154,10 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
     if !text.trim_start().starts_with('{') {
         return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => Err(ParseError::NotAnObject),
-            Err(e) => Err(ParseError::NotJson(e.to_string())),
+            Err(e) => Err(ParseError::NotJson(e)),
         };
     }
-    let env: Envelope =
-        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let env: Envelope = serde_json::from_str(text).map_err(ParseError::NotJson)?;
     let kind = string(env.kind).ok_or(ParseError::MissingType)?;
     Ok(match kind.as_str() {
         "auth_challenge" => Inbound::AuthChallenge {
@@ -603,7 +617,7 @@ mod tests {
         // another way elsewhere.
         assert!(matches!(
             parse_inbound(r#"{"type":"auth_ok","provider_id":"a","provider_id":"b"}"#),
-            Err(ParseError::NotJson(e)) if e.contains("duplicate field `provider_id`")
+            Err(ParseError::NotJson(e)) if e.to_string().contains("duplicate field `provider_id`")
         ));
         assert_eq!(parse_inbound(r#"{"type":7}"#), Err(ParseError::MissingType));
         assert_eq!(

@@ -2,7 +2,7 @@
 //! Prometheus textfile, both rewritten atomically every few seconds.
 
 use crate::agent::Agent;
-use crate::clock::rfc3339;
+use crate::clock::{ago, rfc3339, unix};
 use crate::config::Config;
 use crate::gate::Serving;
 use crate::json_fields::json_fields;
@@ -14,13 +14,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use std::time::SystemTime;
 
 json_fields! {
     /// The state file: written by the running agent, read back by `status`. Every
@@ -63,6 +57,8 @@ json_fields! {
         pub since_unix: u64,
         pub detail: String,
         pub coordinator: String,
+        /// What the operator must fix before connecting can work.
+        pub config_problem: Option<String>,
     }
 }
 
@@ -152,6 +148,11 @@ pub fn snapshot(agent: &Agent) -> State {
             // Remote text inside is shown already; this bounds the whole.
             detail: shown(&link.detail, 1000).to_string(),
             coordinator: agent.config.coordinator.url.to_string(),
+            // What the operator must fix before connecting can work (src/supervisor.rs).
+            config_problem: link
+                .config_problem
+                .as_deref()
+                .map(|p| shown(p, 1000).to_string()),
         },
         provider_id: identity.provider_id().map(|p| shown(p, 140).to_string()),
         public_key: identity.public_b64(),
@@ -319,15 +320,6 @@ fn pid_alive(pid: u32) -> bool {
             .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
-pub(crate) fn ago(now: u64, then: u64) -> String {
-    let s = now.saturating_sub(then);
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
-    }
-}
-
 /// What `status --json` prints when there is no state file.
 #[derive(Serialize)]
 struct Missing {
@@ -429,6 +421,9 @@ fn print_human(s: &State, verdict: &Verdict, now: u64) {
         ago(now, c.since_unix),
         c.detail
     );
+    if let Some(p) = &c.config_problem {
+        println!("fix the configuration: {p}");
+    }
     println!(
         "provider_id: {}",
         s.provider_id.as_deref().unwrap_or("none yet")
@@ -548,12 +543,5 @@ mod tests {
         assert_eq!(v["heartbeat"]["last_error_code"], json!(null));
         // A field this version does not know is no reason to refuse the file.
         assert!(serde_json::from_str::<State>(r#"{"pid":1,"admitting":false}"#).is_ok());
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(ago(100, 95), "5s");
-        assert_eq!(ago(1000, 100), "15m");
-        assert_eq!(ago(10_000, 0), "2h46m");
     }
 }

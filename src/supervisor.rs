@@ -1,7 +1,20 @@
 //! The main loop: run a session, decide how long to wait, run the next one.
+//!
+//! A connection attempt that fails for a reason only the operator can remove
+//! (a certificate that does not verify, a URL that is no coordinator, a key the
+//! coordinator does not know, a proxy that wants other credentials; see
+//! `SessionError::what_to_fix`) is said as such: one ERROR line starting "fix
+//! the configuration:", repeated only when the problem changes, and the state
+//! file's `connection.config_problem` until a session gets through. Attempts go
+//! on with the usual backoff all the same: what these failures depend on often
+//! changes without the agent (the coordinator's certificate is renewed, NTP
+//! sets a clock that booted in 1970, the enrollment is approved, the proxy's
+//! credentials are fixed), and a service manager would only restart an agent
+//! that gave up.
 
 use crate::agent::Agent;
 use crate::reconnect::Backoff;
+use crate::session::SessionError;
 use crossbeam_channel::Receiver;
 use std::time::Instant;
 
@@ -9,9 +22,11 @@ use std::time::Instant;
 pub fn run(agent: &Agent, wake: &Receiver<()>) {
     let mut backoff = Backoff::new(agent.config.coordinator.drain_spread);
     let origin = Instant::now();
+    // The config problem last logged, so each is logged once.
+    let mut said: Option<String> = None;
     while !agent.stopping() {
         agent.set_link("connecting", agent.config.coordinator.url.to_string());
-        let mut end = crate::session::run(agent);
+        let mut end = crate::session::run(&agent.session_parts());
         // Remote text in it is shown already; this also bounds what a library's
         // error message (tungstenite, rustls) may have carried.
         end.detail = crate::untrusted::shown(&end.detail, 1000).to_string();
@@ -26,6 +41,8 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
             origin.elapsed(),
         );
         if end.authenticated {
+            said = None;
+            agent.set_config_problem(None);
             log::log!(
                 end.kind.log_level(),
                 "session closed: {} ({})",
@@ -38,6 +55,19 @@ pub fn run(agent: &Agent, wake: &Receiver<()>) {
                 decision.consecutive_failures,
                 end.detail
             );
+            let problem = end
+                .error
+                .as_ref()
+                .and_then(SessionError::what_to_fix)
+                .map(|what| format!("{}; check {what}", end.detail));
+            if let Some(p) = problem.as_ref().filter(|p| said.as_ref() != Some(*p)) {
+                log::error!(
+                    "fix the configuration: {p} (trying again will not help until then; \
+                     still retrying with backoff)"
+                );
+                said = Some(p.clone());
+            }
+            agent.set_config_problem(problem);
         }
         if decision.alarm {
             log::error!(

@@ -270,3 +270,64 @@ fn another_message_instead_of_auth_ok_fails_the_handshake() {
         "it must not count as authenticated"
     );
 }
+
+/// A failure only the operator can fix is said as one: an ERROR line "fix the
+/// configuration: ..." once (not at every retry), `connection.config_problem` in the
+/// state file and in `status`; retries go on, and a session that gets through clears it.
+#[test]
+fn a_config_problem_is_shown_as_one_and_cleared_once_a_session_gets_through() {
+    let _w = watchdog(Duration::from_secs(40), "config_problem_shown");
+    let mut s = Setup::new("config_problem");
+    s.set("/status", json!({"interval_s": 0.2}));
+    let state_file = s.key_path.with_file_name("state.json");
+    let agent = s.spawn();
+    // An auth_failed about the key: the operator's to fix (enrollment, key_path).
+    let conn = s.coord.accept(S5);
+    conn.reject("unknown provider key");
+    let line = agent
+        .wait_for_log_line("fix the configuration:", S5)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("no config problem line:\n{}", agent.logs()));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("unknown provider key"), "{line}");
+    assert!(line.contains("enrollment_code"), "{line}");
+    let problem = || -> Option<String> {
+        let text = std::fs::read_to_string(&state_file).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["connection"]["config_problem"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert!(support::wait_until(S5, || problem().is_some()));
+    assert!(problem().unwrap().contains("unknown provider key"));
+    let status = s.cli("status");
+    assert!(
+        status
+            .stdout
+            .contains("fix the configuration: authentication refused"),
+        "{}",
+        status.describe()
+    );
+
+    // The same problem again: retried, not said again.
+    let conn = s.coord.accept(Duration::from_secs(10));
+    conn.reject("unknown provider key");
+    let conn = s.coord.accept(Duration::from_secs(15));
+    assert_eq!(
+        agent.count_logs("fix the configuration:"),
+        1,
+        "{}",
+        agent.logs()
+    );
+
+    // Fixed on the coordinator's side: the next session clears it.
+    conn.authenticate(Some("prov-fixed"));
+    conn.expect_capabilities(S5);
+    assert!(
+        support::wait_until(S5, || std::fs::read_to_string(&state_file).is_ok_and(|t| t
+            .contains("\"connected\"")
+            && t.contains("\"config_problem\": null"))),
+        "{}",
+        std::fs::read_to_string(&state_file).unwrap_or_default()
+    );
+}

@@ -2,13 +2,13 @@
 //! must hold beyond "does not panic". `tests` replays every file under `seeds/<target>/`
 //! and `regressions/<target>/` (inputs that once crashed a target are kept there).
 
-use crate::backend::anthropic::{request_to_openai, StreamTranslator};
-use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
-use crate::config::{Config, Overrides};
-use crate::identity::Identity;
-use crate::jobs::policy::{apply, Dialect, RequestPolicy};
-use crate::protocol::{normalize_job_id, parse_inbound};
 use std::path::Path;
+use usepod_edge::backend::anthropic::{request_to_openai, StreamTranslator};
+use usepod_edge::backend::sse::{parse_events, EventSplitter, StreamStats};
+use usepod_edge::config::{Config, Overrides};
+use usepod_edge::identity::Identity;
+use usepod_edge::jobs::policy::{apply, Dialect, RequestPolicy};
+use usepod_edge::protocol::{normalize_job_id, parse_inbound};
 
 /// An inbound WebSocket text frame (after auth and during the handshake).
 pub fn inbound_frame(data: &[u8]) {
@@ -41,7 +41,9 @@ pub fn sse(data: &[u8]) {
         let n = (usize::from(sizes.get(i % sizes.len().max(1)).copied().unwrap_or(7)) % 61 + 1)
             .min(rest.len());
         let (piece, tail) = rest.split_at(n);
-        let got = pieces.push(piece).expect("a piece failed where the whole did not");
+        let got = pieces
+            .push(piece)
+            .expect("a piece failed where the whole did not");
         if let Some(&last) = got.last() {
             assert!(last == b'\n' || last == b'\r', "emitted bytes end mid-line");
         }
@@ -102,7 +104,9 @@ pub fn identity(data: &[u8]) {
         let Ok(text) = id.render() else {
             let shown = std::str::from_utf8(data).unwrap_or_default();
             assert!(
-                shown.chars().any(|c| c.is_control() && c != '\n' && c != '\r'),
+                shown
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\r'),
                 "render refused a file without control characters"
             );
             return;

@@ -1,5 +1,8 @@
 //! Talking to the local inference servers.
 
 pub mod anthropic;
+mod kind;
 pub mod probe;
 pub mod sse;
+
+pub use kind::{default_ports_text, BackendKind};

@@ -1,8 +1,8 @@
 //! What each backend kind answers to health, model-list and context-window
 //! probes (docs/protocol.md, "Backends"), and telling kinds apart by those answers.
 
+use super::BackendKind;
 use crate::client::{json_call, HttpError};
-use crate::config::BackendKind;
 use crate::endpoint::Endpoint;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -40,17 +40,7 @@ impl Probe {
 }
 
 fn get(url: &Endpoint, path: &str, key: Option<&str>) -> Result<(u16, Option<Value>), HttpError> {
-    let auth = key.map(|k| format!("Bearer {k}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    json_call(
-        url,
-        "GET",
-        path,
-        None,
-        &headers,
-        PROBE_TIMEOUT,
-        MAX_PROBE_BODY,
-    )
+    json_call(url, "GET", path, None, key, PROBE_TIMEOUT, MAX_PROBE_BODY)
 }
 
 fn as_u32(v: Option<&Value>) -> Option<u32> {
@@ -110,11 +100,43 @@ pub fn llamacpp_props(v: &Value) -> (Option<u32>, Option<u32>) {
     )
 }
 
-fn models(url: &Endpoint, key: Option<&str>) -> Result<Vec<ModelInfo>, String> {
-    match get(url, "/v1/models", key) {
+/// Why a probe's GET did not give what was asked; `Probe::problem` says it.
+#[derive(Debug)]
+enum ProbeError {
+    Status {
+        path: &'static str,
+        status: u16,
+    },
+    Call {
+        path: &'static str,
+        source: HttpError,
+    },
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Status { path, status } => write!(f, "GET {path} answered {status}"),
+            ProbeError::Call { path, source } => write!(f, "GET {path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProbeError::Status { .. } => None,
+            ProbeError::Call { source, .. } => Some(source),
+        }
+    }
+}
+
+fn models(url: &Endpoint, key: Option<&str>) -> Result<Vec<ModelInfo>, ProbeError> {
+    let path = "/v1/models";
+    match get(url, path, key) {
         Ok((200, Some(v))) => Ok(parse_openai_models(&v)),
-        Ok((status, _)) => Err(format!("GET /v1/models answered {status}")),
-        Err(e) => Err(format!("GET /v1/models: {e}")),
+        Ok((status, _)) => Err(ProbeError::Status { path, status }),
+        Err(source) => Err(ProbeError::Call { path, source }),
     }
 }
 
@@ -132,13 +154,13 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
             Ok((503, _)) if kind == BackendKind::LlamaCpp => {
                 return Probe::down("loading the model (503)".into())
             }
-            Ok((status, _)) => return Probe::down(format!("GET {path} answered {status}")),
-            Err(e) => return Probe::down(format!("GET {path}: {e}")),
+            Ok((status, _)) => return Probe::down(ProbeError::Status { path, status }.to_string()),
+            Err(source) => return Probe::down(ProbeError::Call { path, source }.to_string()),
         }
     }
     let mut models = match models(url, key) {
         Ok(m) => m,
-        Err(e) => return Probe::down(e),
+        Err(e) => return Probe::down(e.to_string()),
     };
     let mut slots = None;
     match kind {
@@ -167,7 +189,7 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
                     "POST",
                     "/api/show",
                     Some(&body),
-                    &[],
+                    key,
                     PROBE_TIMEOUT,
                     MAX_PROBE_BODY,
                 ) {

@@ -8,9 +8,8 @@
 
 use super::{exchange, HttpError, Limits, Request, Response};
 use crate::cancel::Cancel;
-use crate::config::CoordinatorConfig;
 use crate::endpoint::{Endpoint, Scheme};
-use crate::session::SessionError;
+use crate::net::{self, NetError, Timeouts};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,7 +26,7 @@ use ureq::unversioned::transport::{
 #[derive(Clone)]
 pub struct CoordinatorHost {
     base: Endpoint,
-    coordinator: Arc<CoordinatorConfig>,
+    timeouts: Timeouts,
     tls: Arc<ClientConfig>,
 }
 
@@ -38,14 +37,11 @@ impl fmt::Debug for CoordinatorHost {
 }
 
 impl CoordinatorHost {
-    pub fn new(
-        base: Endpoint,
-        coordinator: &CoordinatorConfig,
-        tls: Arc<ClientConfig>,
-    ) -> CoordinatorHost {
+    /// `timeouts`: the coordinator's, as the session uses them.
+    pub fn new(base: Endpoint, timeouts: Timeouts, tls: Arc<ClientConfig>) -> CoordinatorHost {
         CoordinatorHost {
             base,
-            coordinator: Arc::new(coordinator.clone()),
+            timeouts,
             tls,
         }
     }
@@ -62,17 +58,19 @@ impl CoordinatorHost {
         )
     }
 
-    fn open(&self) -> Result<Stream, SessionError> {
-        let timeout = self.coordinator.handshake_timeout;
-        let mut sock = crate::session::open_tcp(&self.base, &self.coordinator)?;
+    fn open(&self) -> Result<Stream, NetError> {
+        let timeout = self.timeouts.handshake;
+        let mut sock = net::open(&self.base, self.timeouts)?;
         let _ = sock.set_nodelay(true);
         sock.set_read_timeout(Some(timeout))
             .and_then(|_| sock.set_write_timeout(Some(timeout)))
-            .map_err(|e| SessionError::Connect(format!("socket setup: {e}")))?;
+            .map_err(|source| NetError::Socket {
+                what: "setup",
+                source,
+            })?;
         Ok(match self.base.scheme {
             Scheme::Https | Scheme::Wss => {
-                let conn =
-                    crate::session::tls_handshake(&mut sock, &self.tls, &self.base.host, timeout)?;
+                let conn = net::tls::handshake(&mut sock, &self.tls, &self.base.host, timeout)?;
                 Stream::Tls(Box::new(StreamOwned::new(conn, sock)))
             }
             Scheme::Http | Scheme::Ws => Stream::Plain(sock),
@@ -88,14 +86,8 @@ impl Connector for CoordinatorHost {
         details: &ConnectionDetails,
         _: Option<()>,
     ) -> Result<Option<Socket>, ureq::Error> {
-        let stream = self.open().map_err(|e| {
-            let text = match e {
-                // Already said by HttpError::Unreachable.
-                SessionError::Connect(why) => why,
-                other => other.to_string(),
-            };
-            ureq::Error::Other(text.into())
-        })?;
+        // Kept whole, so HttpError::Unreachable has it as its source.
+        let stream = self.open().map_err(|e| ureq::Error::Other(Box::new(e)))?;
         let config = details.config;
         Ok(Some(Socket {
             stream,
@@ -187,9 +179,10 @@ fn wait_for(timeout: NextTimeout) -> Result<Option<std::time::Duration>, ureq::E
 }
 
 fn io_error(e: io::Error, timeout: NextTimeout) -> ureq::Error {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ureq::Error::Timeout(timeout.reason),
-        _ => ureq::Error::Io(e),
+    if net::timed_out(&e) {
+        ureq::Error::Timeout(timeout.reason)
+    } else {
+        ureq::Error::Io(e)
     }
 }
 

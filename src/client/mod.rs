@@ -22,8 +22,7 @@ pub mod coordinator;
 use crate::cancel::Cancel;
 use crate::endpoint::Endpoint;
 use std::fmt;
-use std::io::{self, Read};
-use std::net::ToSocketAddrs;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,6 +143,8 @@ pub struct Request<'a> {
     /// Joined under the target's base path.
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
+    /// Sent as `Authorization: Bearer <key>` (OpenAI-compatible servers' scheme).
+    pub api_key: Option<&'a str>,
     pub body: Option<&'a [u8]>,
 }
 
@@ -235,17 +236,12 @@ impl Resolver for Lookup {
             _ => 80,
         };
         let port = uri.port_u16().unwrap_or(default_port);
-        let found = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;
+        let found = crate::net::resolve(host, port).map_err(|e| ureq::Error::Other(Box::new(e)))?;
         let mut addrs = self.empty();
         for a in found {
             if addrs.try_push(a).is_err() {
                 break;
             }
-        }
-        if addrs.is_empty() {
-            return Err(ureq::Error::HostNotFound);
         }
         Ok(addrs)
     }
@@ -322,6 +318,9 @@ fn exchange(
     for (k, v) in req.headers {
         builder = builder.header(*k, *v);
     }
+    if let Some(key) = req.api_key {
+        builder = builder.header("Authorization", format!("Bearer {key}"));
+    }
     let result = match req.body {
         Some(body) => builder.body(body).map(|r| agent.run(r)),
         None => builder.body(()).map(|r| agent.run(r)),
@@ -395,19 +394,20 @@ pub fn json_call(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-    headers: &[(&str, &str)],
+    api_key: Option<&str>,
     total: Duration,
     max_body: usize,
 ) -> Result<(u16, Option<serde_json::Value>), HttpError> {
     let body_bytes = body.map(|b| b.to_string().into_bytes());
-    let mut all_headers: Vec<(&str, &str)> = headers.to_vec();
-    if body_bytes.is_some() {
-        all_headers.push(("Content-Type", "application/json"));
-    }
+    let json: &[(&str, &str)] = match body_bytes {
+        Some(_) => &[("Content-Type", "application/json")],
+        None => &[],
+    };
     let req = Request {
         method,
         path,
-        headers: &all_headers,
+        headers: json,
+        api_key,
         body: body_bytes.as_deref(),
     };
     let mut resp = send(target, &req, Limits::quick(total), &Cancel::default())?;
@@ -461,6 +461,7 @@ mod tests {
             method: "GET",
             path,
             headers: &[],
+            api_key: None,
             body: None,
         }
     }
@@ -503,7 +504,8 @@ mod tests {
         let req = Request {
             method: "POST",
             path: "/models",
-            headers: &[("Authorization", "Bearer k")],
+            headers: &[],
+            api_key: Some("k"),
             body: Some(b"{}"),
         };
         let mut r = send(&ep, &req, limits(2000, 2000), &Cancel::default()).unwrap();

@@ -1,5 +1,6 @@
-//! `usepod-edge pause [--drain]` and `resume`: a control file beside the state file,
-//! which the running agent reads on its status interval. No listening socket and no
+//! The pause: a control file beside the state file, which the running agent reads on
+//! its status interval (`usepod-edge pause [--drain]` and `resume`, src/pause.rs,
+//! write and remove it). No listening socket and no
 //! signal: the file is the whole interface, it survives a restart (a paused agent
 //! starts paused), and the state directory's permissions decide who may write it.
 //!
@@ -7,21 +8,17 @@
 //! the identity key follows (`identity::not_private`): otherwise anyone who could
 //! write it could stop the agent serving, or start it again.
 
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, unix};
 use crate::config::Config;
-use crate::state::State;
 use serde_json::{json, Value};
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MAX_CONTROL_BYTES: u64 = 4096;
-
-/// How long `pause --drain` waits for running jobs before giving up (they go on).
-const DRAIN_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The control file: beside the state file, so in the agent's own directory.
 pub fn path(config: &Config) -> PathBuf {
@@ -36,54 +33,119 @@ pub struct Pause {
     pub drain: bool,
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Why the control file is not taken into account; the agent says it and
+/// goes on as if there were no pause.
+#[derive(Debug)]
+pub struct ControlError {
+    pub path: PathBuf,
+    pub problem: ControlProblem,
+}
+
+#[derive(Debug)]
+pub enum ControlProblem {
+    Open(io::Error),
+    Read(io::Error),
+    /// The running user could not be found, so ownership cannot be checked.
+    WhoAmI(io::Error),
+    /// Someone but the agent's user could write it: what, and the fix.
+    NotPrivate {
+        problem: String,
+        fix: String,
+    },
+    Format(FormatError),
+}
+
+/// What is wrong with the file's contents.
+#[derive(Debug)]
+pub enum FormatError {
+    NotJson(serde_json::Error),
+    NoSince,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::NotJson(e) => write!(f, "not JSON: {e}"),
+            FormatError::NoSince => f.write_str("no since_unix"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FormatError::NotJson(e) => Some(e),
+            FormatError::NoSince => None,
+        }
+    }
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.path.display();
+        match &self.problem {
+            ControlProblem::Open(e) => write!(f, "control file {p}: cannot read it: {e}"),
+            ControlProblem::Read(e) => write!(f, "control file {p}: {e}"),
+            ControlProblem::WhoAmI(e) => write!(
+                f,
+                "control file {p}: cannot tell which user runs usepod-edge: {e}"
+            ),
+            ControlProblem::NotPrivate { problem, fix } => write!(
+                f,
+                "control file {p} ignored: {problem}; only the agent's user may pause it: {fix}"
+            ),
+            ControlProblem::Format(e) => write!(f, "control file {p} ignored: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            ControlProblem::Open(e) | ControlProblem::Read(e) | ControlProblem::WhoAmI(e) => {
+                Some(e)
+            }
+            ControlProblem::NotPrivate { .. } => None,
+            ControlProblem::Format(e) => Some(e),
+        }
+    }
 }
 
 /// The pause the file holds: Ok(None) without a file; Err when the file is there but
 /// cannot be trusted or read (the agent then ignores it and says why).
-pub fn read(path: &Path) -> Result<Option<Pause>, String> {
+pub fn read(path: &Path) -> Result<Option<Pause>, ControlError> {
+    let failed = |problem| ControlError {
+        path: path.to_owned(),
+        problem,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "control file {}: cannot read it: {e}",
-                path.display()
-            ))
-        }
+        Err(e) => return Err(failed(ControlProblem::Open(e))),
     };
     // Checked on the handle it is read from, so it cannot be swapped in between.
     let meta = file
         .metadata()
-        .map_err(|e| format!("control file {}: {e}", path.display()))?;
-    let me = crate::identity::running_uid().map_err(|e| {
-        format!(
-            "control file {}: cannot tell which user runs usepod-edge: {e}",
-            path.display()
-        )
-    })?;
+        .map_err(|e| failed(ControlProblem::Read(e)))?;
+    let me = crate::identity::running_uid().map_err(|e| failed(ControlProblem::WhoAmI(e)))?;
     if let Some((problem, fix)) = crate::identity::not_private(path, meta.uid(), meta.mode(), me) {
-        return Err(format!(
-            "control file {} ignored: {problem}; only the agent's user may pause it: {fix}",
-            path.display()
-        ));
+        return Err(failed(ControlProblem::NotPrivate { problem, fix }));
     }
     let mut text = String::new();
     file.take(MAX_CONTROL_BYTES)
         .read_to_string(&mut text)
-        .map_err(|e| format!("control file {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("control file {} ignored: {e}", path.display()))
+        .map_err(|e| failed(ControlProblem::Read(e)))?;
+    parse(&text).map_err(|e| failed(ControlProblem::Format(e)))
 }
 
-fn parse(text: &str) -> Result<Option<Pause>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+fn parse(text: &str) -> Result<Option<Pause>, FormatError> {
+    let v: Value = serde_json::from_str(text).map_err(FormatError::NotJson)?;
     if v["paused"] != json!(true) {
         return Ok(None);
     }
     let since = v["since_unix"]
         .as_u64()
-        .ok_or("no since_unix")
+        .ok_or(FormatError::NoSince)
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))?;
     Ok(Some(Pause {
         since,
@@ -117,162 +179,6 @@ pub fn remove(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// The running agent's state file, if the agent is running.
-fn running_state(config: &Config) -> Option<State> {
-    crate::state::read_running(config)
-}
-
-fn has_block(state: &State, reason: &str) -> bool {
-    state
-        .serving
-        .as_ref()
-        .is_some_and(|s| s.blocks.iter().any(|b| b.reason == reason))
-}
-
-/// Waits (polling the state file) until `done` holds for a state written after `after`;
-/// the last state seen, whether or not it did.
-fn wait_state(
-    config: &Config,
-    after: u64,
-    limit: Duration,
-    mut done: impl FnMut(&State) -> bool,
-) -> (bool, Option<State>) {
-    let end = Instant::now() + limit;
-    loop {
-        let Some(s) = running_state(config) else {
-            return (false, None);
-        };
-        let fresh = s.written_unix >= after;
-        if fresh && done(&s) {
-            return (true, Some(s));
-        }
-        if Instant::now() >= end {
-            return (false, Some(s));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// How long the agent may take to notice the file: its status interval, a few times.
-fn notice_limit(config: &Config) -> Duration {
-    config.status.interval * 3 + Duration::from_secs(3)
-}
-
-fn in_flight(s: &State) -> u32 {
-    s.jobs.in_flight
-}
-
-/// `usepod-edge pause [--drain]`.
-pub fn pause_cmd(config: &Config, drain: bool) -> ExitCode {
-    let path = path(config);
-    let now = SystemTime::now();
-    let before = read(&path).ok().flatten();
-    if let Err(e) = write_pause(&path, drain, now) {
-        eprintln!(
-            "usepod-edge: cannot write {}: {e} (run pause as the agent's user or root)",
-            path.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    match before {
-        Some(p) => println!("already paused since {}", rfc3339(p.since)),
-        None => println!(
-            "paused ({}): no new jobs; running jobs finish",
-            path.display()
-        ),
-    }
-    if running_state(config).is_none() {
-        println!("usepod-edge is not running; it will start paused until `usepod-edge resume`");
-        return ExitCode::SUCCESS;
-    }
-    let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
-        has_block(s, "paused")
-    });
-    let Some(state) = state.filter(|_| seen) else {
-        eprintln!(
-            "usepod-edge: the agent has not taken the pause up yet (is it running with this config? `usepod-edge status`)"
-        );
-        return ExitCode::FAILURE;
-    };
-    println!("the agent stopped taking jobs and withdrew its models");
-    let mut running = in_flight(&state);
-    if !drain {
-        if running > 0 {
-            println!(
-                "{running} job(s) still running; they finish (`pause --drain` waits for them)"
-            );
-        }
-        return ExitCode::SUCCESS;
-    }
-    let started = Instant::now();
-    while running > 0 {
-        println!("waiting for {running} running job(s) to finish");
-        let (done, s) = wait_state(
-            config,
-            0,
-            DRAIN_WAIT.saturating_sub(started.elapsed()),
-            |s| in_flight(s) < running,
-        );
-        match s {
-            Some(s) if done => running = in_flight(&s),
-            Some(s) => {
-                eprintln!(
-                    "usepod-edge: {} job(s) still running after {}s; they go on, and the agent stays paused",
-                    in_flight(&s),
-                    DRAIN_WAIT.as_secs()
-                );
-                return ExitCode::FAILURE;
-            }
-            None => {
-                eprintln!("usepod-edge: the agent stopped while draining");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    println!("drained: no job is running");
-    ExitCode::SUCCESS
-}
-
-/// `usepod-edge resume`.
-pub fn resume_cmd(config: &Config) -> ExitCode {
-    let path = path(config);
-    let now = SystemTime::now();
-    match remove(&path) {
-        Ok(true) => println!("resumed ({} removed)", path.display()),
-        Ok(false) => println!("not paused (no {})", path.display()),
-        Err(e) => {
-            eprintln!("usepod-edge: cannot remove {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if running_state(config).is_none() {
-        println!("usepod-edge is not running");
-        return ExitCode::SUCCESS;
-    }
-    let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
-        !has_block(s, "paused")
-    });
-    match state.filter(|_| seen) {
-        Some(s) if s.serving.as_ref().is_some_and(|g| g.admitting) => {
-            println!("the agent takes jobs again and re-announced its models");
-            ExitCode::SUCCESS
-        }
-        Some(s) => {
-            println!("the agent still does not take jobs:");
-            for b in s.serving.iter().flat_map(|g| &g.blocks) {
-                println!("  {}", if b.text.is_empty() { "?" } else { &b.text });
-            }
-            ExitCode::SUCCESS
-        }
-        None => {
-            eprintln!(
-                "usepod-edge: the agent has not taken the resume up yet (`usepod-edge status`)"
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +195,7 @@ mod tests {
     fn pause_is_recorded_kept_and_removed() {
         let dir = tmp("cycle");
         let path = dir.join("control.json");
-        assert_eq!(read(&path), Ok(None));
+        assert_eq!(read(&path).unwrap(), None);
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let p = write_pause(&path, false, t0).unwrap();
         assert_eq!(
@@ -310,10 +216,10 @@ mod tests {
                 drain: true
             }
         );
-        assert_eq!(read(&path), Ok(Some(p)));
+        assert_eq!(read(&path).unwrap(), Some(p));
         assert!(remove(&path).unwrap());
         assert!(!remove(&path).unwrap());
-        assert_eq!(read(&path), Ok(None));
+        assert_eq!(read(&path).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -323,7 +229,7 @@ mod tests {
         let path = dir.join("control.json");
         write_pause(&path, false, SystemTime::now()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = read(&path).unwrap_err();
+        let e = read(&path).unwrap_err().to_string();
         assert!(
             e.contains("ignored") && e.contains("mode 0666") && e.contains("chmod 600"),
             "{e}"
@@ -333,13 +239,13 @@ mod tests {
 
     #[test]
     fn contents_parse_strictly() {
-        assert_eq!(parse(r#"{"paused":false}"#), Ok(None));
+        assert_eq!(parse(r#"{"paused":false}"#).unwrap(), None);
         assert_eq!(
-            parse(r#"{"paused":true,"since_unix":5}"#),
-            Ok(Some(Pause {
+            parse(r#"{"paused":true,"since_unix":5}"#).unwrap(),
+            Some(Pause {
                 since: UNIX_EPOCH + Duration::from_secs(5),
                 drain: false
-            }))
+            })
         );
         assert!(parse(r#"{"paused":true}"#).is_err());
         assert!(parse("paused").is_err());

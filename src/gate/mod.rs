@@ -9,15 +9,17 @@
 
 pub mod control;
 pub mod local;
-pub mod schedule;
 pub mod sensors;
 pub mod tz;
 
-use crate::agent::Agent;
+use crate::backend::BackendKind;
 use crate::clock::rfc3339;
-use crate::config::{BackendKind, Config};
+use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::hardware::PowerMode;
+use crate::jobs::Jobs;
 use crate::json_fields::json_fields;
+use crate::schedule;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use serde_json::Value;
@@ -320,7 +322,7 @@ impl Default for Gate {
 
 impl Gate {
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.shared)
     }
 
     pub fn admitting(&self) -> bool {
@@ -428,7 +430,7 @@ impl Monitor {
     /// Reads everything and decides. `full` also asks the backends and nvidia-smi,
     /// which may take a second or two; the first tick, before the session starts,
     /// does not wait on them.
-    fn tick(&mut self, agent: &Agent, full: bool) -> Shared {
+    fn tick(&mut self, agent: &Host, full: bool) -> Shared {
         let config = &agent.config;
         let (mono, wall) = self.clock.now();
         let mut notes = Vec::new();
@@ -438,6 +440,7 @@ impl Monitor {
                 p
             }
             Err(e) => {
+                let e = e.to_string();
                 // Once per problem, not on every tick; `status` keeps showing it.
                 if self.warned.as_ref() != Some(&e) {
                     log::warn!("{e}");
@@ -578,7 +581,7 @@ impl Monitor {
     /// `smi`: a new nvidia-smi answer, when one was taken this tick.
     fn local_signal(
         &mut self,
-        agent: &Agent,
+        agent: &Host,
         jetson: bool,
         smi: Option<&[Value]>,
         mono: Instant,
@@ -679,22 +682,8 @@ enum Answer<T> {
 const SIGNAL_TIMEOUT: Duration = Duration::from_millis(1500);
 const MAX_SIGNAL_BODY: usize = 1 << 20;
 
-fn auth(key: Option<&str>) -> Option<String> {
-    key.map(|k| format!("Bearer {k}"))
-}
-
 fn probe_json(url: &crate::endpoint::Endpoint, path: &str, key: Option<&str>) -> Answer<Value> {
-    let a = auth(key);
-    let headers: Vec<(&str, &str)> = a.iter().map(|a| ("Authorization", a.as_str())).collect();
-    match crate::client::json_call(
-        url,
-        "GET",
-        path,
-        None,
-        &headers,
-        SIGNAL_TIMEOUT,
-        MAX_SIGNAL_BODY,
-    ) {
+    match crate::client::json_call(url, "GET", path, None, key, SIGNAL_TIMEOUT, MAX_SIGNAL_BODY) {
         Ok((200, Some(v))) => Answer::Body(v),
         Ok((404 | 405 | 501, _)) => Answer::Missing,
         _ => Answer::Failed,
@@ -702,12 +691,11 @@ fn probe_json(url: &crate::endpoint::Endpoint, path: &str, key: Option<&str>) ->
 }
 
 fn probe_text(url: &crate::endpoint::Endpoint, path: &str, key: Option<&str>) -> Answer<String> {
-    let a = auth(key);
-    let headers: Vec<(&str, &str)> = a.iter().map(|a| ("Authorization", a.as_str())).collect();
     let req = crate::client::Request {
         method: "GET",
         path,
-        headers: &headers,
+        headers: &[],
+        api_key: key,
         body: None,
     };
     let limits = crate::client::Limits::quick(SIGNAL_TIMEOUT);
@@ -723,7 +711,7 @@ fn probe_text(url: &crate::endpoint::Endpoint, path: &str, key: Option<&str>) ->
 }
 
 /// Applies a decision: new jobs are held (or let in) first, then capabilities follow.
-fn apply(agent: &Agent, new: Shared) {
+fn apply(agent: &Host, new: Shared) {
     let before: Vec<Reason> = agent.gate.lock().blocks.iter().map(|b| b.reason).collect();
     agent.jobs.hold(refusal(&new.blocks));
     let after: Vec<Block> = new.blocks.clone();
@@ -748,23 +736,45 @@ fn apply(agent: &Agent, new: Shared) {
     }
 }
 
+/// What the gate's monitor reads and acts on: the running agent's config, its
+/// jobs and discovery, and the gate itself. The agent that holds the gate lends
+/// them ([`Lend`]), so the gate does not depend on the agent.
+pub struct Host<'a> {
+    pub config: &'a Config,
+    pub gate: &'a Gate,
+    pub jobs: &'a Jobs,
+    pub discovery: &'a Discovery,
+}
+
+/// An owner of the gate that lends the monitor thread its [`Host`].
+pub trait Lend: Send + Sync + 'static {
+    fn gate_host(&self) -> Host<'_>;
+}
+
 /// Takes the first decision now (so the first capabilities already obey it), then
 /// keeps deciding on a thread every status interval.
-pub fn start(agent: Arc<Agent>) {
-    let mut monitor = Monitor::new(&agent.config);
-    if let Some(w) = &monitor.zone.warning {
-        if !agent.config.schedule.is_empty() {
-            log::warn!("{w}");
+pub fn start(owner: Arc<impl Lend>) {
+    let mut monitor = {
+        let agent = owner.gate_host();
+        let mut monitor = Monitor::new(agent.config);
+        if let Some(w) = &monitor.zone.warning {
+            if !agent.config.schedule.is_empty() {
+                log::warn!("{w}");
+            }
         }
-    }
-    let first = monitor.tick(&agent, false);
-    apply(&agent, first);
+        let first = monitor.tick(&agent, false);
+        apply(&agent, first);
+        monitor
+    };
     let spawned = std::thread::Builder::new()
         .name("gate".into())
-        .spawn(move || loop {
-            std::thread::sleep(agent.config.status.interval);
-            let next = monitor.tick(&agent, true);
-            apply(&agent, next);
+        .spawn(move || {
+            let agent = owner.gate_host();
+            loop {
+                std::thread::sleep(agent.config.status.interval);
+                let next = monitor.tick(&agent, true);
+                apply(&agent, next);
+            }
         });
     if let Err(e) = spawned {
         log::error!("cannot start the admission gate: {e}; pause, schedule and guards are off");
@@ -852,13 +862,13 @@ pub fn print_status(serving: &Serving, now_unix: u64) {
         let mut line = format!(
             "  {text} since {} ({} ago)",
             local(since),
-            crate::state::ago(now_unix, since.max(0) as u64)
+            crate::clock::ago(now_unix, since.max(0) as u64)
         );
         if let Some(until) = b.until.as_ref().map(|u| u.unix) {
             line += &format!(
                 ", until {} (in {})",
                 local(until),
-                crate::state::ago(until.max(0) as u64, now_unix)
+                crate::clock::ago(until.max(0) as u64, now_unix)
             );
         }
         println!("{line}");

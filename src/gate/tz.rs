@@ -6,7 +6,70 @@
 //! Only UTC offsets are computed; leap seconds are ignored, as the system clock does.
 
 use crate::clock::{civil_from_days, days_from_civil};
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// Why a time zone could not be read.
+#[derive(Debug)]
+pub enum TzError {
+    /// TZif data or a TZ string that is not what it should be; says how.
+    Malformed(String),
+    /// A zone file that cannot be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A zone file whose contents are malformed.
+    File { path: PathBuf, source: Box<TzError> },
+    /// A `$TZ` value that names no zone file and is no TZ string either.
+    Unknown {
+        name: String,
+        tzdir: PathBuf,
+        posix: Box<TzError>,
+    },
+    /// The problem is with `$TZ`.
+    Env(Box<TzError>),
+}
+
+impl fmt::Display for TzError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TzError::Malformed(why) => f.write_str(why),
+            TzError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            TzError::File { path, source } => write!(f, "{}: {source}", path.display()),
+            TzError::Unknown { name, tzdir, posix } => write!(
+                f,
+                "{name:?} is neither a zone under {} nor a TZ string ({posix})",
+                tzdir.display()
+            ),
+            TzError::Env(e) => write!(f, "TZ: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TzError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TzError::Malformed(_) => None,
+            TzError::Read { source, .. } => Some(source),
+            TzError::File { source, .. } | TzError::Env(source) => Some(source.as_ref()),
+            TzError::Unknown { posix, .. } => Some(posix.as_ref()),
+        }
+    }
+}
+
+// The parsers below say what is malformed in a sentence; `?` turns it into one.
+impl From<&str> for TzError {
+    fn from(why: &str) -> TzError {
+        TzError::Malformed(why.to_owned())
+    }
+}
+
+impl From<String> for TzError {
+    fn from(why: String) -> TzError {
+        TzError::Malformed(why)
+    }
+}
 
 /// zoneinfo files are a few KiB; anything larger is not one.
 const MAX_TZIF: u64 = 256 * 1024;
@@ -74,7 +137,7 @@ impl Zone {
     }
 
     /// Parses a TZif file's bytes.
-    pub fn from_tzif(name: &str, bytes: &[u8]) -> Result<Zone, String> {
+    pub fn from_tzif(name: &str, bytes: &[u8]) -> Result<Zone, TzError> {
         let v1 = Header::read(bytes, 0)?;
         let (header, at, time_size) = if v1.version >= 2 {
             let second = v1.block_len(4)?.checked_add(44).ok_or("sizes overflow")?;
@@ -101,9 +164,7 @@ impl Zone {
             return Err("no local time types".into());
         }
         if let Some(bad) = idx.iter().find(|&&i| i >= raw_types.len()) {
-            return Err(format!(
-                "transition to local time type {bad}, which is not there"
-            ));
+            return Err(format!("transition to local time type {bad}, which is not there").into());
         }
         if times.windows(2).any(|w| w[0] >= w[1]) {
             return Err("transition times are not ascending".into());
@@ -113,7 +174,7 @@ impl Zone {
             .map(|(utoff, at)| {
                 // ±25 h bounds any real offset; more is a corrupt file.
                 if utoff.unsigned_abs() > 25 * 3600 {
-                    return Err(format!("UTC offset {utoff} s is out of range"));
+                    return Err(format!("UTC offset {utoff} s is out of range").into());
                 }
                 let tail = chars.get(at..).ok_or("abbreviation index out of range")?;
                 let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
@@ -122,7 +183,7 @@ impl Zone {
                     abbr: String::from_utf8_lossy(&tail[..end]).into_owned(),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, TzError>>()?;
         let footer = if header.version >= 2 {
             let rest = bytes.get(r.at..).unwrap_or_default();
             let text = rest
@@ -146,7 +207,7 @@ impl Zone {
     }
 
     /// A zone from a POSIX TZ string such as `CET-1CEST,M3.5.0,M10.5.0/3`.
-    pub fn from_posix(text: &str) -> Result<Zone, String> {
+    pub fn from_posix(text: &str) -> Result<Zone, TzError> {
         let tz = PosixTz::parse(text)?;
         Ok(Zone {
             name: text.into(),
@@ -171,7 +232,7 @@ struct Header {
 }
 
 impl Header {
-    fn read(bytes: &[u8], at: usize) -> Result<Header, String> {
+    fn read(bytes: &[u8], at: usize) -> Result<Header, TzError> {
         let h = bytes
             .get(at..at.checked_add(44).ok_or("sizes overflow")?)
             .ok_or("shorter than a TZif header")?;
@@ -181,7 +242,7 @@ impl Header {
         let version = match h[4] {
             0 => 1,
             v @ b'2'..=b'4' => v - b'0',
-            v => return Err(format!("unknown TZif version byte {v:#04x}")),
+            v => return Err(format!("unknown TZif version byte {v:#04x}").into()),
         };
         let n = |i: usize| {
             u32::from_be_bytes([h[20 + 4 * i], h[21 + 4 * i], h[22 + 4 * i], h[23 + 4 * i]])
@@ -199,7 +260,7 @@ impl Header {
     }
 
     /// The bytes after the abbreviations: leap records, then the two indicator arrays.
-    fn block_tail(&self, time_size: usize) -> Result<usize, String> {
+    fn block_tail(&self, time_size: usize) -> Result<usize, TzError> {
         let leap = self
             .leapcnt
             .checked_mul(time_size + 4)
@@ -210,7 +271,7 @@ impl Header {
     }
 
     /// The data block's length, header excluded.
-    fn block_len(&self, time_size: usize) -> Result<usize, String> {
+    fn block_len(&self, time_size: usize) -> Result<usize, TzError> {
         let parts = [
             self.timecnt.checked_mul(time_size + 1),
             self.typecnt.checked_mul(6),
@@ -230,7 +291,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TzError> {
         let end = self.at.checked_add(n).ok_or("sizes overflow")?;
         let s = self.bytes.get(self.at..end).ok_or("truncated")?;
         self.at = end;
@@ -238,7 +299,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A big-endian signed integer of 4 or 8 bytes.
-    fn int(&mut self, size: usize) -> Result<i64, String> {
+    fn int(&mut self, size: usize) -> Result<i64, TzError> {
         let b = self.take(size)?;
         Ok(if size == 4 {
             i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -272,7 +333,7 @@ struct PosixTz {
 }
 
 impl PosixTz {
-    fn parse(text: &str) -> Result<PosixTz, String> {
+    fn parse(text: &str) -> Result<PosixTz, TzError> {
         let bad = |why: &str| format!("TZ string {text:?}: {why}");
         let mut p = Cursor(text.as_bytes());
         let std_abbr = p.abbr().ok_or_else(|| bad("no standard time name"))?;
@@ -293,14 +354,14 @@ impl PosixTz {
         let (start, end) = if p.eat(b',') {
             let start = p.rule().ok_or_else(|| bad("bad start rule"))?;
             if !p.eat(b',') {
-                return Err(bad("no end rule"));
+                return Err(bad("no end rule").into());
             }
             (start, p.rule().ok_or_else(|| bad("bad end rule"))?)
         } else {
             ((Day::Month(3, 2, 0), 7200), (Day::Month(11, 1, 0), 7200))
         };
         if !p.0.is_empty() {
-            return Err(bad("unexpected text at the end"));
+            return Err(bad("unexpected text at the end").into());
         }
         Ok(PosixTz {
             std: (std_off, std_abbr),
@@ -462,14 +523,20 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn from_file(name: &str, path: &Path) -> Result<Zone, String> {
-    let bytes = read_capped(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Zone::from_tzif(name, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+fn from_file(name: &str, path: &Path) -> Result<Zone, TzError> {
+    let bytes = read_capped(path).map_err(|source| TzError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Zone::from_tzif(name, &bytes).map_err(|e| TzError::File {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
 }
 
 /// The zone a name from `$TZ` means: a zoneinfo file (`Europe/Berlin`, or a path),
 /// else a POSIX TZ string.
-fn named(value: &str, tzdir: &Path) -> Result<Zone, String> {
+fn named(value: &str, tzdir: &Path) -> Result<Zone, TzError> {
     let name = value.strip_prefix(':').unwrap_or(value);
     if name.starts_with('/') {
         return from_file(name, Path::new(name));
@@ -482,11 +549,10 @@ fn named(value: &str, tzdir: &Path) -> Result<Zone, String> {
             return from_file(name, &path);
         }
     }
-    Zone::from_posix(name).map_err(|posix| {
-        format!(
-            "{name:?} is neither a zone under {} nor a TZ string ({posix})",
-            tzdir.display()
-        )
+    Zone::from_posix(name).map_err(|posix| TzError::Unknown {
+        name: name.to_owned(),
+        tzdir: tzdir.to_owned(),
+        posix: Box::new(posix),
     })
 }
 
@@ -523,7 +589,7 @@ pub fn system() -> Found {
 fn lookup(tz: Option<&str>, localtime: &Path, tzdir: &Path) -> Found {
     let result = match tz {
         Some("") => Ok(Zone::utc()),
-        Some(v) => named(v, tzdir).map_err(|e| format!("TZ: {e}")),
+        Some(v) => named(v, tzdir).map_err(|e| TzError::Env(Box::new(e))),
         None => from_file(&localtime_name(localtime), localtime),
     };
     match result {

@@ -1,7 +1,7 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
 mod backend_error;
-mod policy;
+pub mod policy;
 mod queue;
 mod registry;
 mod run;
@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
+use crate::outgoing::Outgoing;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
-use crate::session::Outgoing;
 use crossbeam_channel::Sender;
 use queue::{Queued, WorkQueue};
 use registry::{Refusal, Registry};
@@ -98,7 +98,13 @@ impl Jobs {
                             && terminal
                                 .clone()
                                 .is_some_and(|frame| run::send_frame(&w, frame));
-                        book.record_job(&w, terminal.as_ref(), delivered);
+                        book.record_job(
+                            &w.job,
+                            &w.route.target,
+                            w.received,
+                            terminal.as_ref(),
+                            delivered,
+                        );
                     }
                 });
             if let Err(e) = spawned {
@@ -122,7 +128,7 @@ impl Jobs {
 
     /// Refuses new jobs with `why` (None admits again); nothing running is touched.
     pub fn hold(&self, why: Option<String>) {
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *crate::lock::lock(&self.held) = why;
     }
 
     /// Our own jobs per (backend, model), for the local-first rules.
@@ -157,7 +163,7 @@ impl Jobs {
             let why = "this agent is shutting down".to_owned();
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let held = crate::lock::lock(&self.held).clone();
         if let Some(why) = held {
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }

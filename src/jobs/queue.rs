@@ -34,7 +34,7 @@ impl<T: Queued> WorkQueue<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.state)
     }
 
     /// Queues `item`, or gives it back when the queue is full or closed.
@@ -59,7 +59,7 @@ impl<T: Queued> WorkQueue<T> {
             if st.closed {
                 return None;
             }
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = crate::lock::unpoisoned(self.ready.wait(st));
         }
     }
 

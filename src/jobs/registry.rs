@@ -60,6 +60,18 @@ pub enum Refusal {
     DuplicateId,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Full => "every slot is taken",
+            Refusal::BackendFull => "the backend's slots are taken",
+            Refusal::DuplicateId => "a job with this id is running",
+        })
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 /// A backend-side limit for one admission: (backend key, its slots).
 pub type BackendLimit<'a> = Option<(&'a str, u32)>;
 
@@ -77,7 +89,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.inner)
     }
 
     pub fn is_full(&self) -> bool {

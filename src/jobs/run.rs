@@ -9,8 +9,8 @@ use crate::client::{self, HttpError, Request, Response};
 use crate::config::Config;
 use crate::discovery::{mark_no_messages, Discovery};
 use crate::metrics::{Metrics, Sample};
+use crate::outgoing::Outgoing;
 use crate::protocol::{ErrorCode, JobFormat, Outbound, Tokens};
-use crate::session::Outgoing;
 use crossbeam_channel::SendTimeoutError;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -77,11 +77,23 @@ pub struct Progress {
 }
 
 /// How a job ended without a job_done.
+#[derive(Debug)]
 enum Failure {
     /// Cancelled or its session ended: nothing may be sent.
     Stopped,
     Error(ErrorCode, String),
 }
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Stopped => f.write_str("stopped"),
+            Failure::Error(code, message) => write!(f, "{}: {message}", code.as_str()),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
 
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
@@ -241,18 +253,14 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
                 limits.max_request_bytes
             )));
         }
-        let auth = target.api_key.as_ref().map(|k| format!("Bearer {k}"));
-        let mut headers = vec![
-            ("Content-Type", "application/json"),
-            ("Accept", "text/event-stream"),
-        ];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a.as_str()));
-        }
         let req = Request {
             method: "POST",
             path,
-            headers: &headers,
+            headers: &[
+                ("Content-Type", "application/json"),
+                ("Accept", "text/event-stream"),
+            ],
+            api_key: target.api_key.as_deref(),
             body: Some(&bytes[..]),
         };
         let call_limits = client::Limits {

@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn backend_url_loses_its_query() {
         let target = Target {
-            kind: crate::config::BackendKind::Vllm,
+            kind: crate::backend::BackendKind::Vllm,
             url: crate::endpoint::Endpoint::parse("http://127.0.0.1:8000/base?key=secret").unwrap(),
             allow: None,
             api_key: Some("sk".into()),

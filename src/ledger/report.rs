@@ -129,9 +129,26 @@ pub fn parse_time(s: &str) -> Option<i128> {
     Some(i128::from(secs) * NS_PER_S + nanos)
 }
 
+/// A `--since` value that is none of the forms it takes (the value, as shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinceError(String);
+
+impl std::fmt::Display for SinceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--since wants a date (2026-11-22, UTC), an RFC 3339 time (2026-11-22T05:00:00Z) \
+             or a span back from now (7d, 12h); got {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for SinceError {}
+
 /// Pure: `--since` as nanoseconds since the epoch. `YYYY-MM-DD` is that UTC
 /// midnight; an RFC 3339 time is itself; `7d` or `12h` count back from `now`.
-pub fn parse_since(s: &str, now_ns: i128) -> Result<i128, String> {
+pub fn parse_since(s: &str, now_ns: i128) -> Result<i128, SinceError> {
     let b = s.as_bytes();
     let span = match b.split_last() {
         Some((b'd', n)) => digits(n).map(|n| i128::from(n) * NS_PER_DAY),
@@ -144,13 +161,7 @@ pub fn parse_since(s: &str, now_ns: i128) -> Result<i128, String> {
     if let Some(days) = parse_date(b) {
         return Ok(i128::from(days) * NS_PER_DAY);
     }
-    parse_time(s).ok_or_else(|| {
-        format!(
-            "--since wants a date (2026-11-22, UTC), an RFC 3339 time (2026-11-22T05:00:00Z) \
-             or a span back from now (7d, 12h); got {:?}",
-            crate::untrusted::shown(s, 64).to_string()
-        )
-    })
+    parse_time(s).ok_or_else(|| SinceError(crate::untrusted::shown(s, 64).to_string()))
 }
 
 /// Before 1970 reads as 1970: the ledger holds nothing older.
@@ -458,7 +469,7 @@ mod tests {
             "2026-11-31",
             "99999999999d",
         ] {
-            let e = parse_since(bad, now).unwrap_err();
+            let e = parse_since(bad, now).unwrap_err().to_string();
             assert!(e.starts_with("--since wants a date"), "{bad:?}: {e}");
         }
     }

@@ -4,8 +4,9 @@
 
 use super::{Backend, Entry, Finished, LedgerState, Tally};
 use crate::config::{LedgerConfig, Pricing};
-use crate::jobs::Work;
-use crate::protocol::Outbound;
+use crate::discovery::Target;
+use crate::lock::lock;
+use crate::protocol::{JobRequest, Outbound};
 use crossbeam_channel::{Sender, TrySendError};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -14,7 +15,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Lines waiting for the writer; a full queue drops lines rather than hold a job.
 const QUEUE: usize = 1024;
@@ -86,17 +87,24 @@ impl Ledger {
         self.pricing.resolve(model)
     }
 
-    /// Records a job that reached a worker, once its terminal frame went out
-    /// (`delivered`) or could not.
-    pub fn record_job(&self, w: &Work, terminal: Option<&Outbound>, delivered: bool) {
+    /// Records a job that reached a worker (received at `received`, run on
+    /// `target`), once its terminal frame went out (`delivered`) or could not.
+    pub fn record_job(
+        &self,
+        job: &JobRequest,
+        target: &Target,
+        received: Instant,
+        terminal: Option<&Outbound>,
+        delivered: bool,
+    ) {
         self.record(&Finished {
-            job_id: &w.job.job_id,
-            model: &w.job.model_id,
-            backend: Backend::of(&w.route.target),
+            job_id: &job.job_id,
+            model: &job.model_id,
+            backend: Backend::of(target),
             terminal,
             delivered,
-            elapsed_ms: u64::try_from(w.received.elapsed().as_millis()).unwrap_or(u64::MAX),
-            prices: self.prices(&w.job.model_id),
+            elapsed_ms: u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX),
+            prices: self.prices(&job.model_id),
             at: SystemTime::now(),
         });
     }
@@ -104,10 +112,7 @@ impl Ledger {
     /// Counts the job and queues its line; never waits.
     pub fn record(&self, f: &Finished) {
         let entry = f.entry();
-        self.totals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(&entry);
+        lock(&self.totals).add(&entry);
         let sent = match &self.tx {
             Some(tx) => match tx.try_send(Msg::Line(entry)) {
                 Ok(()) => true,
@@ -136,7 +141,7 @@ impl Ledger {
     }
 
     pub fn totals(&self) -> Tally {
-        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.totals)
     }
 
     /// The `ledger` object of the state file.

@@ -9,11 +9,12 @@
 //! whole buffer in one call, so WebSocket frames from the two threads never
 //! interleave.
 
+use crate::lock::lock;
 use rustls::ClientConnection;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Size of one raw socket read; rustls records are at most ~16 KiB.
 const RAW_READ: usize = 16 * 1024;
@@ -42,12 +43,6 @@ pub struct Duplex {
     /// Writer handles stop at the seal; the reader's handle sends the Close reply.
     is_writer: bool,
     raw: Vec<u8>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking holder cannot leave the socket or rustls state half-updated in a
-    // way that matters more than dropping the session, which follows anyway.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A socket read that a signal does not fail: reads on sockets with a timeout

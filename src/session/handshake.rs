@@ -1,35 +1,29 @@
 //! The server-speaks-first authentication: challenge → signed response → verdict.
 
-use super::duplex::Duplex;
-use super::SessionError;
+use super::error::{HandshakeError, NonceError, SessionError};
 use crate::identity::Identity;
 use crate::protocol::{parse_inbound, Inbound, Outbound};
 use crate::untrusted::shown;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use std::io::{Read, Write};
 use tungstenite::{Message, WebSocket};
 
 /// Next text message before auth; control frames are handled by tungstenite.
-fn next_text(
-    ws: &mut WebSocket<Duplex>,
+fn next_text<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     waiting_for: &'static str,
 ) -> Result<String, SessionError> {
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => return Ok(t.as_str().to_owned()),
-            Ok(Message::Binary(_)) => {
-                return Err(SessionError::Handshake(format!(
-                    "binary frame while waiting for {waiting_for}"
-                )))
-            }
+            Ok(Message::Binary(_)) => return Err(HandshakeError::Binary { waiting_for }.into()),
             Ok(Message::Close(frame)) => {
                 let _ = ws.flush();
-                let what = frame
+                let frame = frame
                     .map(|f| format!("code {} \"{}\"", u16::from(f.code), shown(&f.reason, 123)))
                     .unwrap_or_else(|| "no code".into());
-                return Err(SessionError::Handshake(format!(
-                    "coordinator closed the connection ({what}) while we waited for {waiting_for}"
-                )));
+                return Err(HandshakeError::Closed { waiting_for, frame }.into());
             }
             Ok(_) => {}
             Err(e) => return Err(SessionError::from_ws(waiting_for, e)),
@@ -44,27 +38,21 @@ fn next_text(
 pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// The nonce to sign, or why this challenge is not answered.
-pub fn challenge_nonce(nonce_b64: &str) -> Result<Vec<u8>, String> {
+pub fn challenge_nonce(nonce_b64: &str) -> Result<Vec<u8>, NonceError> {
     // Base64 of 64 bytes is 88 characters; longer text is refused undecoded.
     if nonce_b64.len() > 4 * NONCE_BYTES.end().div_ceil(3) {
-        return Err(format!(
-            "auth_challenge nonce of {} base64 characters is longer than {} bytes; not signed",
-            nonce_b64.len(),
-            NONCE_BYTES.end()
-        ));
+        return Err(NonceError::TooLong {
+            chars: nonce_b64.len(),
+        });
     }
     let nonce = B64
         .decode(nonce_b64.as_bytes())
-        .ok()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| "auth_challenge nonce missing or not standard base64".to_owned())?;
+        .map_err(|e| NonceError::Undecodable(Some(e)))?;
+    if nonce.is_empty() {
+        return Err(NonceError::Undecodable(None));
+    }
     if !NONCE_BYTES.contains(&nonce.len()) {
-        return Err(format!(
-            "auth_challenge nonce is {} bytes, outside {}-{}; not signed",
-            nonce.len(),
-            NONCE_BYTES.start(),
-            NONCE_BYTES.end()
-        ));
+        return Err(NonceError::Length { bytes: nonce.len() });
     }
     Ok(nonce)
 }
@@ -96,27 +84,29 @@ pub fn auth_response(identity: &Identity, nonce: &[u8], enrollment_code: Option<
 }
 
 /// Runs the handshake; returns the provider_id from auth_ok, if any.
-pub fn authenticate(
-    ws: &mut WebSocket<Duplex>,
+pub fn authenticate<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     identity: &Identity,
     enrollment_code: Option<&str>,
 ) -> Result<Option<String>, SessionError> {
     let text = next_text(ws, "auth_challenge")?;
     let nonce = match parse_inbound(&text) {
         Ok(Inbound::AuthChallenge { nonce }) => {
-            challenge_nonce(&nonce).map_err(SessionError::Handshake)?
+            challenge_nonce(&nonce).map_err(HandshakeError::Nonce)?
         }
         Ok(other) => {
-            return Err(SessionError::Handshake(format!(
-                "expected auth_challenge, got {}",
-                describe(&other)
-            )))
+            return Err(HandshakeError::Unexpected {
+                expected: "auth_challenge",
+                got: describe(&other),
+            }
+            .into())
         }
-        Err(e) => {
-            return Err(SessionError::Handshake(format!(
-                "expected auth_challenge: {}",
-                shown(&e.to_string(), 200)
-            )))
+        Err(source) => {
+            return Err(HandshakeError::Unreadable {
+                expected: "auth_challenge",
+                source,
+            }
+            .into())
         }
     };
     let reply = auth_response(identity, &nonce, enrollment_code);
@@ -126,14 +116,16 @@ pub fn authenticate(
     match parse_inbound(&text) {
         Ok(Inbound::AuthOk { provider_id }) => Ok(provider_id),
         Ok(Inbound::AuthFailed { reason }) => Err(SessionError::AuthFailed(reason)),
-        Ok(other) => Err(SessionError::Handshake(format!(
-            "expected auth_ok, got {}",
-            describe(&other)
-        ))),
-        Err(e) => Err(SessionError::Handshake(format!(
-            "expected auth_ok: {}",
-            shown(&e.to_string(), 200)
-        ))),
+        Ok(other) => Err(HandshakeError::Unexpected {
+            expected: "auth_ok",
+            got: describe(&other),
+        }
+        .into()),
+        Err(source) => Err(HandshakeError::Unreadable {
+            expected: "auth_ok",
+            source,
+        }
+        .into()),
     }
 }
 
@@ -161,17 +153,24 @@ mod tests {
         }
         for n in [1, 8, 15, 65, 100, 4096] {
             let e = challenge_nonce(&B64.encode(vec![7u8; n])).unwrap_err();
-            assert!(e.contains("not signed"), "{n}: {e}");
+            assert!(e.to_string().contains("not signed"), "{n}: {e}");
         }
         // Bytes, not characters: 16 bytes are 24 base64 characters, 64 are 88.
         assert_eq!(B64.encode([0u8; 64]).len(), 88);
         assert!(challenge_nonce(&B64.encode([0u8; 12])).is_err()); // 16 characters
-        assert!(challenge_nonce("").unwrap_err().contains("missing"));
-        assert!(challenge_nonce("%%%%").unwrap_err().contains("base64"));
+        assert!(challenge_nonce("")
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+        assert!(challenge_nonce("%%%%")
+            .unwrap_err()
+            .to_string()
+            .contains("base64"));
         // A megabyte of text is refused by its length, before any decoding.
         let huge = "A".repeat(1 << 20);
         assert!(challenge_nonce(&huge)
             .unwrap_err()
+            .to_string()
             .contains("longer than 64"));
     }
 

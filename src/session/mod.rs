@@ -1,106 +1,92 @@
 //! One coordinator connection's life: dial, authenticate, announce capabilities,
 //! then read frames until the connection ends. A writer thread owns the sending
 //! half; a ticker thread emits heartbeats, pings and capability updates.
+//!
+//! The session talks to the rest of the agent only through [`Parts`]: the
+//! coordinator settings, the identity, and three narrow interfaces ([`Jobs`],
+//! [`Offer`], [`Status`]) that the agent implements (src/agent.rs). Past the
+//! dial, everything runs over any [`Conn`], so the handshake and the read loop
+//! are unit-tested over an in-memory socket pair.
 
+mod conn;
 mod dial;
 mod duplex;
+mod error;
 mod handshake;
-pub mod proxy;
 mod ticker;
 
-pub use dial::{
-    dial, max_inbound_message, open_tcp, tls_config, tls_handshake, trust_anchors,
-    ENV_SSL_CERT_FILE,
-};
+pub use conn::Conn;
+pub use dial::{dial, max_inbound_message, timeouts, trust_anchors, ENV_SSL_CERT_FILE};
 pub use duplex::Duplex;
+pub use error::{HandshakeError, NonceError, SessionError};
 
-use crate::agent::Agent;
-use crate::cancel::Cancel;
-use crate::protocol::{parse_inbound, ErrorCode, Inbound, Outbound};
+use crate::config::CoordinatorConfig;
+use crate::identity::Identity;
+use crate::lock::lock;
+use crate::outgoing::{Outgoing, OUTBOUND_CAPACITY};
+use crate::protocol::{parse_inbound, ErrorCode, HeartbeatStats, Inbound, JobRequest, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crate::untrusted::{self, shown};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
-/// Frames waiting for the writer; bounded so a slow coordinator pushes back on
-/// job threads instead of growing memory.
-pub const OUTBOUND_CAPACITY: usize = 64;
-
-/// What the writer thread sends.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(String),
-    /// A job's frame: dropped unsent once the job is cancelled, so nothing
-    /// follows a job_cancel.
-    Job(Cancel, String),
-    Ping,
-    /// The agent closes the connection (shutdown); nothing is sent after it.
-    Close(u16, String),
+/// Where the coordinator's jobs go.
+pub trait Jobs: Sync {
+    /// Admits a job, whose frames then go to `out`, or returns the frame
+    /// that refuses it at once.
+    fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound>;
+    /// job_cancel: stops the job if it is running or queued.
+    fn cancel(&self, job_id: &str);
+    /// The session ended: every job of it stops, freeing the GPU
+    /// (docs/protocol.md, "Closing and reconnecting").
+    fn cancel_all(&self, why: &str);
 }
 
-impl From<Outbound> for Outgoing {
-    fn from(m: Outbound) -> Self {
-        Outgoing::Text(m.to_text())
-    }
+/// What the session announces: capabilities and heartbeats.
+pub trait Offer: Sync {
+    /// The capabilities frame as things stand.
+    fn capabilities(&self) -> String;
+    /// The capabilities right after authentication, which may wait briefly
+    /// for the first discovery round.
+    fn first_capabilities(&self) -> String;
+    fn heartbeat(&self) -> HeartbeatStats;
+    /// What may change the capabilities; each fires when it did.
+    fn changes(&self) -> Vec<Change<'_>>;
 }
 
-/// Why a session could not be established or went down.
-#[derive(Debug)]
-pub enum SessionError {
-    /// DNS or TCP connect failed.
-    Connect(String),
-    /// TLS setup or verification failed.
-    Tls(String),
-    /// A phase did not finish in time; names the phase.
-    Timeout(&'static str),
-    /// The HTTP upgrade to WebSocket was refused.
-    Upgrade(String),
-    /// The coordinator broke the handshake protocol.
-    Handshake(String),
-    /// The coordinator answered auth_failed.
-    AuthFailed(Option<String>),
-    /// The WebSocket failed while in a named phase.
-    WebSocket(&'static str, String),
+/// A source of capability changes.
+pub struct Change<'a> {
+    pub signal: Receiver<()>,
+    /// Why the capabilities are re-sent, for the log line; read when `signal` fired.
+    pub why: Box<dyn Fn() -> String + Send + Sync + 'a>,
 }
 
-impl SessionError {
-    fn from_ws(phase: &'static str, e: tungstenite::Error) -> SessionError {
-        match e {
-            tungstenite::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                SessionError::Timeout(phase)
-            }
-            other => SessionError::WebSocket(phase, other.to_string()),
-        }
-    }
+/// Where the session reports how it stands.
+pub trait Status: Sync {
+    /// Authenticated; `detail` says to what, as whom.
+    fn authenticated(&self, detail: String);
+    /// The live session's outbound queue, from when capabilities are out
+    /// (Some) to the session's end (None): a shutdown closes it through there.
+    fn attach(&self, queue: Option<Sender<Outgoing>>);
+    /// Whether a shutdown began; a session that finds one closes at once.
+    fn stopping(&self) -> bool;
 }
 
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SessionError::Connect(e) => write!(f, "cannot connect: {e}"),
-            SessionError::Tls(e) => write!(f, "TLS failed: {e}"),
-            SessionError::Timeout(phase) => write!(f, "timed out during {phase}"),
-            SessionError::Upgrade(e) => write!(f, "WebSocket upgrade failed: {e}"),
-            SessionError::Handshake(e) => write!(f, "handshake failed: {e}"),
-            SessionError::AuthFailed(Some(r)) => {
-                write!(f, "authentication refused: \"{}\"", shown(r, 200))
-            }
-            SessionError::AuthFailed(None) => {
-                f.write_str("authentication refused: (no reason given)")
-            }
-            SessionError::WebSocket(phase, e) => write!(f, "WebSocket error during {phase}: {e}"),
-        }
-    }
+/// Everything a session uses.
+pub struct Parts<'a> {
+    pub coordinator: &'a CoordinatorConfig,
+    pub tls: &'a Arc<rustls::ClientConfig>,
+    /// The largest inbound message accepted ([`max_inbound_message`]).
+    pub max_inbound: usize,
+    pub identity: &'a Mutex<Identity>,
+    pub jobs: &'a dyn Jobs,
+    pub offer: &'a dyn Offer,
+    pub status: &'a dyn Status,
 }
 
 /// How a session ended, for the reconnect decision.
@@ -109,6 +95,8 @@ pub struct SessionEnd {
     pub authenticated: bool,
     pub kind: CloseKind,
     pub detail: String,
+    /// Why it could not be established, when it was not.
+    pub error: Option<SessionError>,
 }
 
 impl SessionEnd {
@@ -117,21 +105,34 @@ impl SessionEnd {
             authenticated: false,
             kind: CloseKind::Unexpected,
             detail: e.to_string(),
+            error: Some(e),
+        }
+    }
+
+    fn ended(kind: CloseKind, detail: String) -> SessionEnd {
+        SessionEnd {
+            authenticated: true,
+            kind,
+            detail,
+            error: None,
         }
     }
 }
 
 /// Runs one session to its end. Never panics on coordinator input.
-pub fn run(agent: &Agent) -> SessionEnd {
-    let cfg = &agent.config.coordinator;
-    log::debug!("connecting to {}", cfg.url);
-    let max_inbound = dial::max_inbound_message(agent.config.limits.max_request_bytes);
-    let mut ws = match dial::dial(cfg, &agent.tls, max_inbound) {
-        Ok(ws) => ws,
-        Err(e) => return SessionEnd::pre_auth(e),
-    };
+pub fn run(parts: &Parts) -> SessionEnd {
+    log::debug!("connecting to {}", parts.coordinator.url);
+    match dial::dial(parts.coordinator, parts.tls, parts.max_inbound) {
+        Ok(ws) => serve(ws, parts),
+        Err(e) => SessionEnd::pre_auth(e),
+    }
+}
+
+/// Authenticates over an upgraded connection, then serves it to its end.
+pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
+    let cfg = parts.coordinator;
     let provider_id = {
-        let identity = agent.lock_identity();
+        let identity = lock(parts.identity);
         match handshake::authenticate(&mut ws, &identity, cfg.enrollment_code.as_deref()) {
             Ok(p) => p,
             Err(e) => return SessionEnd::pre_auth(e),
@@ -139,7 +140,7 @@ pub fn run(agent: &Agent) -> SessionEnd {
     };
     match &provider_id {
         Some(pid) if crate::identity::valid_provider_id(pid) => {
-            let mut identity = agent.lock_identity();
+            let mut identity = lock(parts.identity);
             match identity.set_provider_id(pid) {
                 Ok(true) => log::info!("provider_id {pid} saved to {}", identity.path().display()),
                 Ok(false) => {}
@@ -155,40 +156,29 @@ pub fn run(agent: &Agent) -> SessionEnd {
         None => {}
     }
     // The stored id was read from a file usepod-agent may have written: shown, not trusted.
-    let who = agent
-        .lock_identity()
+    let who = lock(parts.identity)
         .provider_id()
         .map(|p| shown(p, 140).to_string())
         .unwrap_or_else(|| "(no provider_id)".to_owned());
     log::info!("authenticated as {who}");
-    agent.set_link("connected", format!("{} as {who}", cfg.url));
+    parts.status.authenticated(format!("{} as {who}", cfg.url));
 
     // Pongs answer our pings, so silence for three intervals means the link is dead.
     let dead_after = cfg.ping_interval * 3;
-    let sock = ws.get_ref().socket();
-    if let Err(e) = sock
+    let conn = ws.get_ref();
+    if let Err(e) = conn
         .set_read_timeout(Some(dead_after))
-        .and_then(|_| sock.set_write_timeout(Some(dead_after.max(Duration::from_secs(10)))))
+        .and_then(|_| conn.set_write_timeout(Some(dead_after.max(Duration::from_secs(10)))))
     {
-        return SessionEnd {
-            authenticated: true,
-            kind: CloseKind::Unexpected,
-            detail: format!("socket setup: {e}"),
-        };
+        return SessionEnd::ended(CloseKind::Unexpected, format!("socket setup: {e}"));
     }
-    let writer_ws = match ws.get_ref().writer() {
+    let writer_ws = match conn.writer() {
         Ok(w) => WebSocket::from_raw_socket(
             w,
             tungstenite::protocol::Role::Client,
-            Some(dial::ws_config(max_inbound)),
+            Some(dial::ws_config(parts.max_inbound)),
         ),
-        Err(e) => {
-            return SessionEnd {
-                authenticated: true,
-                kind: CloseKind::Unexpected,
-                detail: format!("socket clone: {e}"),
-            }
-        }
+        Err(e) => return SessionEnd::ended(CloseKind::Unexpected, format!("socket clone: {e}")),
     };
 
     let (tx, rx) = bounded::<Outgoing>(OUTBOUND_CAPACITY);
@@ -199,42 +189,40 @@ pub fn run(agent: &Agent) -> SessionEnd {
     let end = std::thread::scope(|scope| {
         let (halted_w, closing) = (halted.clone(), &closing);
         scope.spawn(move || writer_loop(writer_ws, rx, halted_w, closing));
-        let caps = agent.capabilities_when_ready();
+        let caps = parts.offer.first_capabilities();
         let _ = tx.send(Outgoing::Text(caps.clone()));
         let (tx_t, halted_t) = (tx.clone(), halted.clone());
-        scope.spawn(move || ticker::run(agent, tx_t, halted_t, caps));
-        agent.set_session(Some(tx.clone()));
-        if agent.stopping() {
+        let ticks = ticker::Intervals {
+            heartbeat: cfg.heartbeat_interval,
+            ping: cfg.ping_interval,
+        };
+        scope.spawn(move || ticker::run(parts.offer, ticks, tx_t, halted_t, caps));
+        parts.status.attach(Some(tx.clone()));
+        if parts.status.stopping() {
             let _ = tx.send(Outgoing::Close(1001, "agent shutting down".into()));
         }
-        let end = read_loop(agent, &mut ws, &tx, closing, dead_after);
-        agent.set_session(None);
+        let end = read_loop(parts, &mut ws, &tx, closing, dead_after);
+        parts.status.attach(None);
         drop(halt);
         ws.get_ref().shutdown();
         end
     });
-    // Every job of this session stops now, freeing the GPU (docs/protocol.md,
-    // "Closing and reconnecting").
-    agent.jobs.cancel_all("the coordinator session ended");
+    parts.jobs.cancel_all("the coordinator session ended");
     end
 }
 
-fn read_loop(
-    agent: &Agent,
-    ws: &mut WebSocket<Duplex>,
+fn read_loop<S: Conn>(
+    parts: &Parts,
+    ws: &mut WebSocket<S>,
     tx: &Sender<Outgoing>,
     closing: &AtomicBool,
     dead_after: Duration,
 ) -> SessionEnd {
-    let ended = |kind, detail: String| SessionEnd {
-        authenticated: true,
-        kind,
-        detail,
-    };
+    let ended = SessionEnd::ended;
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => {
-                if let Some(reply) = handle_text(agent, t.as_str(), tx) {
+                if let Some(reply) = handle_text(parts.jobs, t.as_str(), tx) {
                     if tx.send_timeout(reply, dead_after).is_err() {
                         return ended(CloseKind::Unexpected, "outbound queue stuck".into());
                     }
@@ -258,12 +246,7 @@ fn read_loop(
                 return ended(kind, detail);
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(tungstenite::Error::Io(e)) if crate::net::timed_out(&e) => {
                 log::warn!(
                     "dead link: no inbound traffic for {:.1}s",
                     dead_after.as_secs_f64()
@@ -271,8 +254,10 @@ fn read_loop(
                 return ended(CloseKind::Unexpected, "dead link".into());
             }
             Err(tungstenite::Error::Capacity(e)) => {
-                let max_inbound = dial::max_inbound_message(agent.config.limits.max_request_bytes);
-                log::error!("refusing an inbound message: {e} (limit {max_inbound} bytes); dropping the connection");
+                log::error!(
+                    "refusing an inbound message: {e} (limit {} bytes); dropping the connection",
+                    parts.max_inbound
+                );
                 ws.get_ref().seal_writers();
                 let _ = ws.close(Some(CloseFrame {
                     code: CloseCode::Size,
@@ -288,12 +273,9 @@ fn read_loop(
 
 /// Completes a closing handshake the coordinator started: our Close reply goes
 /// out (and nothing after it), then we wait briefly for the server to hang up.
-fn finish_close(ws: &mut WebSocket<Duplex>) {
+fn finish_close<S: Conn>(ws: &mut WebSocket<S>) {
     ws.get_ref().seal_writers();
-    let _ = ws
-        .get_ref()
-        .socket()
-        .set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = ws.get_ref().set_read_timeout(Some(Duration::from_secs(2)));
     let _ = ws.flush();
     for _ in 0..64 {
         if ws.read().is_err() {
@@ -303,7 +285,7 @@ fn finish_close(ws: &mut WebSocket<Duplex>) {
 }
 
 /// Acts on one inbound text frame; returns a frame to send back, if any.
-fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgoing> {
+fn handle_text(jobs: &dyn Jobs, text: &str, tx: &Sender<Outgoing>) -> Option<Outgoing> {
     match parse_inbound(text) {
         Err(e) => {
             log::warn!(
@@ -313,10 +295,7 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             );
             None
         }
-        Ok(Inbound::Job(job)) => agent
-            .jobs
-            .submit(&agent.discovery, job, tx)
-            .map(Outgoing::from),
+        Ok(Inbound::Job(job)) => jobs.submit(job, tx).map(Outgoing::from),
         Ok(Inbound::MalformedJob {
             job_id: Some(id),
             problem,
@@ -347,7 +326,7 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
             None
         }
         Ok(Inbound::JobCancel { job_id }) => {
-            agent.jobs.cancel(&job_id);
+            jobs.cancel(&job_id);
             None
         }
         Ok(Inbound::ConfigUpdate) => {
@@ -368,8 +347,8 @@ fn handle_text(agent: &Agent, text: &str, tx: &Sender<Outgoing>) -> Option<Outgo
     }
 }
 
-fn writer_loop(
-    mut ws: WebSocket<Duplex>,
+fn writer_loop<S: Conn>(
+    mut ws: WebSocket<S>,
     rx: Receiver<Outgoing>,
     halted: Receiver<()>,
     closing: &AtomicBool,
@@ -402,3 +381,6 @@ fn writer_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

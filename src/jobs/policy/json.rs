@@ -153,9 +153,28 @@ impl fmt::Display for Place<'_> {
 }
 
 /// A walk stopped by the policy, or JSON serde_json would not read.
+#[derive(Debug)]
 pub(super) enum Walk {
     Refused(Refusal),
     Json(serde_json::Error),
+}
+
+impl fmt::Display for Walk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Walk::Refused(r) => write!(f, "{r}"),
+            Walk::Json(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Walk {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Walk::Refused(r) => Some(r),
+            Walk::Json(e) => Some(e),
+        }
+    }
 }
 
 pub(super) fn malformed(w: Walk) -> Refusal {

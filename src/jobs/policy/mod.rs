@@ -186,6 +186,21 @@ impl Refusal {
     }
 }
 
+/// Tests compare a refusal with the reason they expect.
+#[cfg(test)]
+impl PartialEq<&str> for Refusal {
+    fn eq(&self, reason: &&str) -> bool {
+        self.reason == *reason
+    }
+}
+
+#[cfg(test)]
+impl PartialEq<String> for Refusal {
+    fn eq(&self, reason: &String) -> bool {
+        self.reason == *reason
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "refused by provider policy: {}", self.reason)

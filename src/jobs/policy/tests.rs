@@ -7,14 +7,12 @@ fn policy() -> RequestPolicy {
     RequestPolicy::new(N)
 }
 
-fn shape_with(d: Dialect, raw: &str, p: &RequestPolicy) -> Result<(Value, Vec<String>), String> {
-    match apply(d, raw, "m", p) {
-        Ok(s) => {
-            let body: Value = serde_json::from_slice(&s.body).expect("body is JSON");
-            Ok((body, s.dropped))
-        }
-        Err(r) => Err(r.reason().to_owned()),
-    }
+/// The shaped body and the dropped fields, or the refusal.
+fn shape_with(d: Dialect, raw: &str, p: &RequestPolicy) -> Result<(Value, Vec<String>), Refusal> {
+    apply(d, raw, "m", p).map(|s| {
+        let body: Value = serde_json::from_slice(&s.body).expect("body is JSON");
+        (body, s.dropped)
+    })
 }
 
 /// The body the backend gets for `request` under the default policy.
@@ -37,7 +35,7 @@ fn refused(d: Dialect, request: Value) -> String {
 fn refused_with(d: Dialect, request: Value, p: &RequestPolicy) -> String {
     match shape_with(d, &request.to_string(), p) {
         Ok((body, _)) => panic!("not refused; body {body}"),
-        Err(reason) => reason,
+        Err(r) => r.reason().to_owned(),
     }
 }
 
@@ -557,6 +555,7 @@ fn openai_duplicate_content_keys_are_all_checked() {
     let raw = r#"{"messages":[{"role":"user","content":"hi","content":[{"type":"image_url","image_url":"https://e.com"}]}]}"#;
     assert!(shape_with(Dialect::OpenAi, raw, &policy())
         .unwrap_err()
+        .reason()
         .starts_with("remote media URL in messages[0].content[0]"));
 }
 

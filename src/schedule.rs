@@ -40,11 +40,49 @@ fn day_index(name: &str) -> Option<usize> {
         .position(|f| lower.len() >= 3 && f.starts_with(&lower))
 }
 
+/// Why a schedule's days or times cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleError {
+    NoDay,
+    UnknownDay(String),
+    /// Not `HH:MM` in range; `end`: 24:00 was allowed.
+    BadTime {
+        text: String,
+        end: bool,
+    },
+}
+
+impl std::fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScheduleError::NoDay => f.write_str("names no day"),
+            ScheduleError::UnknownDay(d) => write!(
+                f,
+                "unknown day {d:?} (Mon..Sun, a range such as Mon-Fri, or daily)"
+            ),
+            ScheduleError::BadTime { text, end } => write!(
+                f,
+                "must be a time HH:MM (00:00 to {}), got {text:?}",
+                if *end { "24:00" } else { "23:59" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ScheduleError {}
+
+// The config reports a problem as the text after its key.
+impl From<ScheduleError> for String {
+    fn from(e: ScheduleError) -> String {
+        e.to_string()
+    }
+}
+
 /// `Mon-Fri`, `Sat,Sun`, `Fri-Mon` (wraps), `daily`, or a list of those.
-pub fn parse_days(items: &[&str]) -> Result<[bool; 7], String> {
+pub fn parse_days(items: &[&str]) -> Result<[bool; 7], ScheduleError> {
     let mut days = [false; 7];
     if items.is_empty() {
-        return Err("names no day".into());
+        return Err(ScheduleError::NoDay);
     }
     for item in items.iter().flat_map(|i| i.split(',')) {
         let item = item.trim();
@@ -52,8 +90,7 @@ pub fn parse_days(items: &[&str]) -> Result<[bool; 7], String> {
             days = [true; 7];
             continue;
         }
-        let unknown =
-            |d: &str| format!("unknown day {d:?} (Mon..Sun, a range such as Mon-Fri, or daily)");
+        let unknown = |d: &str| ScheduleError::UnknownDay(d.to_owned());
         match item.split_once('-') {
             Some((a, b)) => {
                 let a = day_index(a).ok_or_else(|| unknown(a))?;
@@ -74,12 +111,10 @@ pub fn parse_days(items: &[&str]) -> Result<[bool; 7], String> {
 }
 
 /// `HH:MM` as minutes after midnight; `24:00` only where `end` allows it.
-pub fn parse_time(text: &str, end: bool) -> Result<u16, String> {
-    let bad = || {
-        format!(
-            "must be a time HH:MM (00:00 to {}), got {text:?}",
-            if end { "24:00" } else { "23:59" }
-        )
+pub fn parse_time(text: &str, end: bool) -> Result<u16, ScheduleError> {
+    let bad = || ScheduleError::BadTime {
+        text: text.to_owned(),
+        end,
     };
     let (h, m) = text.split_once(':').ok_or_else(bad)?;
     let two = |s: &str| {
@@ -272,6 +307,7 @@ mod tests {
         assert_eq!(parse_days(&["daily"]).unwrap(), [true; 7]);
         assert!(parse_days(&["Mo"])
             .unwrap_err()
+            .to_string()
             .contains("unknown day \"Mo\""));
         assert!(parse_days(&["Mon-Fry"]).is_err());
         assert!(parse_days(&[]).is_err());

@@ -11,7 +11,7 @@
 //! Selection is a pure function of the target and a variable lookup so the
 //! rules are unit-tested without touching the process environment.
 
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::{Endpoint, Scheme, UrlError};
 use base64::Engine as _;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -76,12 +76,58 @@ impl fmt::Debug for Proxy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfigError {
     pub var: &'static str,
-    pub problem: String,
+    pub problem: ProxyUrlError,
 }
 
 impl fmt::Display for ProxyConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.var, self.problem)
+    }
+}
+
+impl std::error::Error for ProxyConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.problem)
+    }
+}
+
+/// Why a proxy URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyUrlError {
+    /// `https://`: TLS to the proxy itself.
+    Https,
+    /// `socks4://`, `socks5h://`, ...: the scheme as written, lowercased.
+    Socks(String),
+    UnsupportedScheme(String),
+    /// The host and port part is not an address.
+    Address(UrlError),
+}
+
+impl fmt::Display for ProxyUrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyUrlError::Https => f.write_str(
+                "https:// proxies (TLS to the proxy) are not supported; \
+                 use an http:// proxy that allows CONNECT",
+            ),
+            ProxyUrlError::Socks(s) => write!(
+                f,
+                "{s}:// proxies are not supported; use an http:// proxy that allows CONNECT"
+            ),
+            ProxyUrlError::UnsupportedScheme(s) => {
+                write!(f, "unsupported proxy scheme {s:?}; use http://host:port")
+            }
+            ProxyUrlError::Address(e) => write!(f, "not a usable proxy address: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyUrlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyUrlError::Address(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -136,26 +182,14 @@ pub fn from_env(target: &Endpoint) -> Result<Option<Proxy>, ProxyConfigError> {
 type Credentials = Option<(String, String)>;
 
 /// `[http://][user[:pass]@]host[:port][/]`; errors never echo the input.
-fn parse_proxy_url(value: &str) -> Result<(Endpoint, Credentials), String> {
+fn parse_proxy_url(value: &str) -> Result<(Endpoint, Credentials), ProxyUrlError> {
     let rest = match value.split_once("://") {
         None => value, // curl and Go read a bare host:port as http://
         Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
             "http" => rest,
-            "https" => {
-                return Err("https:// proxies (TLS to the proxy) are not supported; \
-                            use an http:// proxy that allows CONNECT"
-                    .into())
-            }
-            s if s.starts_with("socks") => {
-                return Err(format!(
-                    "{s}:// proxies are not supported; use an http:// proxy that allows CONNECT"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "unsupported proxy scheme {other:?}; use http://host:port"
-                ))
-            }
+            "https" => return Err(ProxyUrlError::Https),
+            s if s.starts_with("socks") => return Err(ProxyUrlError::Socks(s.to_owned())),
+            other => return Err(ProxyUrlError::UnsupportedScheme(other.to_owned())),
         },
     };
     // The last '@' of the whole value ends the user info: a password pasted
@@ -172,8 +206,8 @@ fn parse_proxy_url(value: &str) -> Result<(Endpoint, Credentials), String> {
     });
     // Reuse the URL parser for host, port and IPv6 brackets; 80 is the default
     // port for an http:// proxy, as in Go and ureq.
-    let endpoint = Endpoint::parse(&format!("http://{hostport}/"))
-        .map_err(|e| format!("not a usable proxy address: {e}"))?;
+    let endpoint =
+        Endpoint::parse(&format!("http://{hostport}/")).map_err(ProxyUrlError::Address)?;
     Ok((endpoint, credentials))
 }
 
@@ -326,6 +360,15 @@ impl fmt::Display for TunnelError {
                 write!(f, "the proxy refused CONNECT: {status} {reason}")
             }
             TunnelError::Malformed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TunnelError::Io(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -618,7 +661,7 @@ mod tests {
         ] {
             let err = select(&target(COORD), env(&[("ALL_PROXY", value)])).unwrap_err();
             assert_eq!(err.var, "ALL_PROXY");
-            assert!(err.problem.contains(needle), "{value}: {err}");
+            assert!(err.problem.to_string().contains(needle), "{value}: {err}");
             let shown = err.to_string();
             assert!(
                 !shown.contains("hunt") && !shown.contains("er2"),
@@ -832,7 +875,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&e, TunnelError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+            matches!(&e, TunnelError::Io(io) if crate::net::timed_out(io)),
             "{e:?}"
         );
         assert!(t.elapsed() < Duration::from_secs(2));

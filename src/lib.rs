@@ -1,0 +1,41 @@
+//! usepod-edge: a Use Pod provider agent for edge GPUs, as a library; the
+//! binary (src/main.rs) parses the command line and calls [`commands`].
+//! docs/design.md draws the layers: no module uses one that uses it back
+//! (.ci/module-cycles checks that).
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod atomic_file;
+pub mod backend;
+pub mod cancel;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod decimal;
+pub mod discovery;
+pub mod doctor;
+pub mod endpoint;
+pub mod gate;
+pub mod hardware;
+pub mod hardware_snapshot;
+pub mod identity;
+pub mod jitter;
+pub mod jobs;
+pub mod json_fields;
+pub mod ledger;
+pub mod lock;
+pub mod metrics;
+pub mod net;
+pub mod outgoing;
+pub mod pair;
+pub mod pause;
+pub mod protocol;
+pub mod reconnect;
+pub mod schedule;
+pub mod session;
+pub mod shutdown;
+pub mod state;
+pub mod supervisor;
+pub mod untrusted;
