@@ -17,7 +17,6 @@ use crossbeam_channel::Sender;
 use queue::{Queued, WorkQueue};
 use registry::{Refusal, Registry};
 use run::JobLimits;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,23 +74,9 @@ impl Jobs {
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     while let Some(w) = queue.pop() {
-                        // A bug in one job must not kill this thread (the pool would
-                        // shrink silently) nor the other jobs: it fails that job only.
-                        let terminal = catch_unwind(AssertUnwindSafe(|| {
-                            run::execute(&w, &limits, &discovery, &metrics)
-                        }))
-                        .unwrap_or_else(|_| {
-                            log::error!(
-                                "job {} panicked; reported as internal error",
-                                w.job.job_id
-                            );
-                            Some(Outbound::job_error(
-                                &w.job.job_id,
-                                ErrorCode::Internal,
-                                "agent error while running the job",
-                                0,
-                            ))
-                        });
+                        // The binary aborts on panic (Cargo.toml), so there is no
+                        // unwinding to catch here: a panicking job ends the process.
+                        let terminal = run::execute(&w, &limits, &discovery, &metrics);
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
                         let delivered = registry.finish(&w.job.job_id, w.ticket)
