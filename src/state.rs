@@ -544,4 +544,89 @@ mod tests {
         // A field this version does not know is no reason to refuse the file.
         assert!(serde_json::from_str::<State>(r#"{"pid":1,"admitting":false}"#).is_ok());
     }
+
+    /// The keys of the file as the agent wrote them before it had a type
+    /// (`json!` in the writer): scripts and the tests read it.
+    #[test]
+    fn the_file_keeps_its_keys() {
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let s = State {
+            serving: Some(Serving {
+                admitting: false,
+                blocks: vec![crate::gate::BlockState {
+                    until: Some(crate::gate::At::default()),
+                    ..Default::default()
+                }],
+                power_mode: Some(crate::hardware::PowerMode { id: 2, name: None }),
+                ..Serving::default()
+            }),
+            ..State::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            keys(&v),
+            [
+                "backends",
+                "connection",
+                "heartbeat",
+                "interval_s",
+                "jobs",
+                "last_error",
+                "ledger",
+                "models_offered",
+                "pid",
+                "provider_id",
+                "public_key",
+                "serving",
+                "version",
+                "written_at",
+                "written_unix"
+            ]
+        );
+        assert_eq!(
+            keys(&v["connection"]),
+            [
+                "config_problem",
+                "coordinator",
+                "detail",
+                "since",
+                "since_unix",
+                "state"
+            ]
+        );
+        assert_eq!(
+            keys(&v["ledger"]),
+            [
+                "cancelled",
+                "done",
+                "errors",
+                "expected_micro_usdc",
+                "expected_usdc",
+                "input_tokens",
+                "jobs",
+                "lines_lost",
+                "output_tokens",
+                "path"
+            ]
+        );
+        assert_eq!(
+            keys(&v["serving"]),
+            ["admitting", "blocks", "notes", "power_mode", "schedule"]
+        );
+        assert_eq!(
+            keys(&v["serving"]["blocks"][0]),
+            ["detail", "reason", "since", "text", "until"]
+        );
+        assert_eq!(keys(&v["serving"]["blocks"][0]["since"]), ["at", "unix"]);
+        assert_eq!(v["serving"]["power_mode"], json!({"id": 2}));
+        let b = BackendState::default();
+        assert_eq!(
+            keys(&serde_json::to_value(b).unwrap()),
+            ["healthy", "kind", "models", "problem", "slots", "url"]
+        );
+    }
 }
