@@ -658,48 +658,45 @@ impl<'de, T: FromLeaf> Deserialize<'de> for Typed<T> {
     }
 }
 
-impl<'de, T: Fields> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor(PhantomData))
+/// What `Obj` and `List` take from an object or an array; from anything else
+/// (the default for the one they do not take), `wrong()`. The rest of a value
+/// that is not taken is read as any value is, so that bad JSON inside it is
+/// still reported as such.
+trait Container<'de>: Sized {
+    fn wrong() -> Self;
+
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        skip_map(map).map(|()| Self::wrong())
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        skip_seq(seq).map(|()| Self::wrong())
     }
 }
 
-struct ObjVisitor<T>(PhantomData<T>);
+// Out of line: one copy each, not one per section type.
+#[inline(never)]
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<String, Leaf>()?.is_some() {}
+    Ok(())
+}
 
-impl<'de, T: Fields> Visitor<'de> for ObjVisitor<T> {
-    type Value = Obj<T>;
+#[inline(never)]
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Leaf>()?.is_some() {}
+    Ok(())
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+impl<'de, T: Fields> Container<'de> for Obj<T> {
+    fn wrong() -> Self {
+        Obj::Wrong
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
-        Ok(Obj::Wrong)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Obj<T>, A::Error> {
-        drain_seq(seq).map(|()| Obj::Wrong)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<T>, A::Error> {
+
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut t = T::default();
         let mut unknown = Unknown::new();
         while let Some(key) = map.next_key::<String>()? {
             if !t.read(&key, &mut map)? {
-                // Read as any value is, so that bad JSON under an unknown key
-                // is still reported as such.
                 map.next_value::<Leaf>()?;
                 unknown.insert(key);
             }
@@ -708,55 +705,64 @@ impl<'de, T: Fields> Visitor<'de> for ObjVisitor<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ListVisitor(PhantomData))
+impl<'de, T: Deserialize<'de>> Container<'de> for List<T> {
+    fn wrong() -> Self {
+        List::Wrong
     }
-}
 
-struct ListVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
-    type Value = List<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<List<T>, E> {
-        Ok(List::Wrong)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
         Ok(List::Ok(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
-        LeafVisitor.visit_map(map).map(|_| List::Wrong)
+}
+
+impl<'de, T: Fields> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContainerVisitor(PhantomData))
     }
 }
 
-/// Reads the rest of a wrong array as the parser would any value, so that bad
-/// JSON inside it is still reported as such.
-fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<Leaf>()?.is_some() {}
-    Ok(())
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContainerVisitor(PhantomData))
+    }
+}
+
+struct ContainerVisitor<C>(PhantomData<C>);
+
+impl<'de, C: Container<'de>> Visitor<'de> for ContainerVisitor<C> {
+    type Value = C;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<C, E> {
+        Ok(C::wrong())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<C, A::Error> {
+        C::from_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<C, A::Error> {
+        C::from_map(map)
+    }
 }
 
 /// Turns raw settings into checked ones, naming the key of each problem.
