@@ -43,13 +43,7 @@ pub(super) fn openai_tools(value: &RawValue, policy: &RequestPolicy) -> Result<(
                     typed = true;
                 }
                 "function" => {
-                    let function = Place::Field(&at, "function");
-                    each_entry(value.get(), |key, value| {
-                        if key == "parameters" {
-                            schema(value, &Place::Field(&function, "parameters"), policy)?;
-                        }
-                        Ok(())
-                    })?;
+                    inner_schema(value, &Place::Field(&at, "function"), "parameters", policy)?
                 }
                 _ => {}
             }
@@ -137,13 +131,7 @@ pub(super) fn response_format(value: &RawValue, policy: &RequestPolicy) -> Resul
             }
             "schema" => schema(value, &Place::Field(&root, "schema"), policy)?,
             "json_schema" => {
-                let at = Place::Field(&root, "json_schema");
-                each_entry(value.get(), |key, value| {
-                    if key == "schema" {
-                        schema(value, &Place::Field(&at, "schema"), policy)?;
-                    }
-                    Ok(())
-                })?;
+                inner_schema(value, &Place::Field(&root, "json_schema"), "schema", policy)?
             }
             _ => {}
         }
@@ -173,4 +161,19 @@ pub(super) fn schema(
         )));
     }
     Ok(())
+}
+
+/// The schema under `key` of the object `value` (every copy of a repeated key).
+fn inner_schema(
+    value: &RawValue,
+    at: &Place<'_>,
+    key: &'static str,
+    policy: &RequestPolicy,
+) -> Result<(), Refusal> {
+    each_entry(value.get(), |k, v| {
+        if k == key {
+            schema(v, &Place::Field(at, key), policy)?;
+        }
+        Ok(())
+    })
 }
