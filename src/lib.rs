@@ -41,3 +41,4 @@ pub mod shutdown;
 pub mod state;
 pub mod supervisor;
 pub mod untrusted;
+pub mod upgrade;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use usepod_edge::cli::{self, Command, Parsed};
 use usepod_edge::commands::{self, EXIT_CONFIG};
-use usepod_edge::{doctor, ledger, pair, pause, state};
+use usepod_edge::{doctor, ledger, pair, pause, state, upgrade};
 
 fn main() -> ExitCode {
     let parsed = match cli::parse(std::env::args().skip(1)) {
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Parsed::Version => {
-            println!("usepod-edge {}", env!("CARGO_PKG_VERSION"));
+            println!("usepod-edge {}", usepod_edge::release::version::running());
             return ExitCode::SUCCESS;
         }
         Parsed::Go(cli) => cli,
@@ -29,6 +29,12 @@ fn main() -> ExitCode {
     if let Err(e) = commands::init_logging(cli.log_level.as_deref()) {
         eprintln!("usepod-edge: {e}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    // Release tooling needs no config.
+    match cli.command {
+        Command::ReleaseKey => return upgrade::sign::new_key(&cli.files),
+        Command::ReleaseSign => return upgrade::sign::sign_files(&cli.files),
+        _ => {}
     }
     let config = match commands::load_config(&cli) {
         Ok(c) => c,
@@ -52,6 +58,11 @@ fn main() -> ExitCode {
         }
         Command::Pause => pause::pause_cmd(&config, cli.drain),
         Command::Resume => pause::resume_cmd(&config),
+        Command::Upgrade => {
+            let path = commands::config_path(&cli).0;
+            upgrade::run(&config, &path, &cli.upgrade)
+        }
+        Command::ReleaseKey | Command::ReleaseSign => ExitCode::SUCCESS,
         Command::Run => commands::run(config),
     }
 }

@@ -17,6 +17,7 @@
 //!
 //! Plain `name=value` text, so that a POSIX shell can read and write them.
 
+use crate::json_fields::json_fields;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,19 +39,21 @@ pub fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// What `status` says about upgrades.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct UpgradeStatus {
-    pub from: String,
-    pub to: String,
-    pub at: u64,
-    /// `probation`, `confirmed` or `rolled-back`.
-    pub outcome: String,
-    pub detail: String,
-    /// Starts on probation that ended in a crash or an error exit.
-    pub failed_starts: u32,
-    /// A rollback waits for root to put the previous binary back.
-    pub restore_pending: bool,
+json_fields! {
+    /// What `status` says about upgrades.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct UpgradeStatus {
+        pub from: String,
+        pub to: String,
+        pub at: u64,
+        /// `probation`, `confirmed` or `rolled-back`.
+        pub outcome: String,
+        pub detail: String,
+        /// Starts on probation that ended in a crash or an error exit.
+        pub failed_starts: u32,
+        /// A rollback waits for root to put the previous binary back.
+        pub restore_pending: bool,
+    }
 }
 
 /// Pure: the status from the two files' texts.

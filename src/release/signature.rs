@@ -142,6 +142,11 @@ pub fn sign(seed: &[u8; 32], file_name: &str, bytes: &[u8]) -> String {
     )
 }
 
+/// Standard base64, as keys are written.
+pub fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
 /// The public key (base64) of the key made from `seed`.
 pub fn public_of(seed: &[u8; 32]) -> String {
     B64.encode(*KeyPair::from_seed(Seed::new(*seed)).pk)
