@@ -28,7 +28,7 @@ pub const HEADER: &str = "usepod-edge release signature v1";
 
 /// The project's release key: public half only. The maintainers hold the
 /// secret; `upgrade.trusted_keys` in the config adds an operator's own.
-pub const RELEASE_KEYS: &[&str] = &["I4n8DJ2XygV4D6OMftqOZpr1KNyObIoTG2S1aLBxGOQ="];
+pub const RELEASE_KEYS: &[&str] = &["KnofXt/1qPvXdYLXQQ7J30hDDLf0ZgnZVaoPVyYPTZU="];
 
 /// Why a release's signature does not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
