@@ -15,7 +15,6 @@ use crate::discovery::Target;
 use crate::json_fields::json_fields;
 use crate::protocol::Outbound;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -164,19 +163,6 @@ impl Tally {
         self.expected_micro_usdc = self
             .expected_micro_usdc
             .saturating_add(e.expected_micro_usdc);
-    }
-
-    pub fn to_json(self) -> Value {
-        json!({
-            "jobs": self.jobs,
-            "done": self.done,
-            "errors": self.errors,
-            "cancelled": self.cancelled,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "expected_micro_usdc": self.expected_micro_usdc,
-            "expected_usdc": usdc(self.expected_micro_usdc),
-        })
     }
 }
 
@@ -398,7 +384,7 @@ mod tests {
                 expected_micro_usdc: 22,
             }
         );
-        assert_eq!(t.to_json()["expected_usdc"], "0.000022");
+        assert_eq!(usdc(t.expected_micro_usdc), "0.000022");
     }
 
     #[test]
