@@ -3,6 +3,7 @@
 use super::writer::rotated;
 use super::{usdc, Entry, Tally};
 use crate::config::LedgerConfig;
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -335,33 +336,20 @@ pub fn render_text(base: &Path, s: &Summary, since: Option<i128>, by: Option<Gro
 }
 
 /// One tally in the `--json` report: the total, or a group under its key.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct TallyJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a str>,
-    pub jobs: u64,
-    pub done: u64,
-    pub errors: u64,
-    pub cancelled: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub expected_micro_usdc: u64,
-    pub expected_usdc: String,
+    pub tally: Tally,
 }
 
-impl<'a> TallyJson<'a> {
-    fn new(key: Option<&'a str>, t: &Tally) -> TallyJson<'a> {
-        TallyJson {
-            key,
-            jobs: t.jobs,
-            done: t.done,
-            errors: t.errors,
-            cancelled: t.cancelled,
-            input_tokens: t.input_tokens,
-            output_tokens: t.output_tokens,
-            expected_micro_usdc: t.expected_micro_usdc,
-            expected_usdc: usdc(t.expected_micro_usdc),
+impl Serialize for TallyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(key) = self.key {
+            m.serialize_entry("key", key)?;
         }
+        self.tally.serialize_fields(&mut m)?;
+        m.end()
     }
 }
 
@@ -397,11 +385,17 @@ pub fn render_json<'a>(
         files: s.files.iter().map(|f| f.display().to_string()).collect(),
         since: since.map(|t| crate::clock::rfc3339(system_time(t))),
         by: by.map(GroupBy::as_str),
-        total: TallyJson::new(None, &s.total),
+        total: TallyJson {
+            key: None,
+            tally: s.total,
+        },
         groups: s
             .groups
             .iter()
-            .map(|(k, t)| TallyJson::new(Some(k), t))
+            .map(|(k, t)| TallyJson {
+                key: Some(k),
+                tally: *t,
+            })
             .collect(),
         skipped_lines: s.skipped,
         skipped: s
