@@ -402,21 +402,6 @@ pub fn json_call<T: serde::de::DeserializeOwned>(
     total: Duration,
     max_body: usize,
 ) -> Result<JsonAnswer<T>, HttpError> {
-    let (status, bytes) = small_call(target, method, path, body, api_key, total, max_body)?;
-    Ok((status, serde_json::from_slice(&bytes)))
-}
-
-/// The untyped part of [`json_call`], out of line so each answer type adds only its parse.
-#[inline(never)]
-fn small_call(
-    target: &Endpoint,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    api_key: Option<&str>,
-    total: Duration,
-    max_body: usize,
-) -> Result<(u16, Vec<u8>), HttpError> {
     let json: &[(&str, &str)] = match body {
         Some(_) => &[("Content-Type", "application/json")],
         None => &[],
@@ -430,7 +415,7 @@ fn small_call(
     };
     let mut resp = send(target, &req, Limits::quick(total), &Cancel::default())?;
     let bytes = resp.read_to_end(max_body)?;
-    Ok((resp.status, bytes))
+    Ok((resp.status, serde_json::from_slice(&bytes)))
 }
 
 #[cfg(test)]
