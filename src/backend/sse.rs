@@ -155,6 +155,14 @@ impl EventSplitter {
         self.failed = false;
     }
 
+    /// Frees the buffer when its capacity grew past `max` (after a stream of huge events).
+    pub fn trim(&mut self, max: usize) {
+        if self.pending.capacity() > max {
+            self.pending = Vec::new();
+            self.released = 0;
+        }
+    }
+
     fn drop_released(&mut self) {
         // Moves the short unfinished tail to the front; no allocation.
         self.pending.drain(..self.released);
