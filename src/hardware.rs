@@ -13,7 +13,7 @@
 
 use crate::json_fields::json_fields;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map, Number, Value};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,7 @@ pub fn describe_with(root: &Path, run: &dyn Fn(&str, &[&str]) -> Option<String>)
         // answers [N/A] for everything (JetPack 6), so sysfs is the source.
         let gpus = parse_nvidia_smi(&text);
         if !gpus.is_empty() {
-            out.insert("gpus".into(), Value::Array(gpus));
+            out.insert("gpus".into(), json!(gpus));
         }
     }
 
@@ -242,7 +242,7 @@ fn nvpmodel_default(conf: &str) -> Option<u32> {
 
 /// nvidia-smi's view of each GPU (name, memory, utilization, temperature), off Tegra;
 /// `program` is `nvidia-smi` or a path to it.
-pub fn nvidia_smi(program: &str) -> Vec<Value> {
+pub fn nvidia_smi(program: &str) -> Vec<Gpu> {
     run_command(program, &NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT)
         .map(|text| parse_nvidia_smi(&text))
         .unwrap_or_default()
@@ -561,10 +561,24 @@ fn parse_millidegrees(text: &str) -> Option<f64> {
     (milli > MIN_VALID_MILLI_C).then(|| (milli as f64 / 100.0).round() / 10.0)
 }
 
-/// One object per line of `nvidia-smi --query-gpu=name,memory.total,
+/// One GPU as nvidia-smi describes it. Numbers keep the form nvidia-smi printed
+/// (`8192`, `12.5`); a column it could not fill (`[N/A]`) is left out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gpu {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_total_mb: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_used_mb: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilization_pct: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<Number>,
+}
+
+/// One [`Gpu`] per line of `nvidia-smi --query-gpu=name,memory.total,
 /// memory.used,utilization.gpu,temperature.gpu --format=csv,noheader,nounits`.
-/// `[N/A]` / `[Not Supported]` columns are left out rather than guessed.
-fn parse_nvidia_smi(text: &str) -> Vec<Value> {
+fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for line in text.lines() {
         // Split from the right so a comma in a GPU name cannot shift columns.
@@ -577,30 +591,23 @@ fn parse_nvidia_smi(text: &str) -> Vec<Value> {
         if name.is_empty() {
             continue;
         }
-        let mut gpu = Map::new();
-        gpu.insert("name".into(), json!(name));
-        let columns = [
-            "memory_total_mb",
-            "memory_used_mb",
-            "utilization_pct",
-            "temperature_c",
-        ];
-        for (key, value) in columns.into_iter().zip(&fields[1..]) {
-            if let Some(number) = smi_number(value) {
-                gpu.insert(key.into(), number);
-            }
-        }
-        gpus.push(Value::Object(gpu));
+        gpus.push(Gpu {
+            name: name.to_owned(),
+            memory_total_mb: smi_number(fields[1]),
+            memory_used_mb: smi_number(fields[2]),
+            utilization_pct: smi_number(fields[3]),
+            temperature_c: smi_number(fields[4]),
+        });
     }
     gpus
 }
 
 /// An integer, or a plain decimal such as `12.5`; anything else (`[N/A]`) is None.
-fn smi_number(value: &str) -> Option<Value> {
+fn smi_number(value: &str) -> Option<Number> {
     if let Ok(n) = value.parse::<i64>() {
-        return Some(json!(n));
+        return Some(n.into());
     }
-    crate::decimal::plain_decimal(value).map(|v| json!(v))
+    crate::decimal::plain_decimal(value).and_then(Number::from_f64)
 }
 
 /// Runs `program` and returns its stdout (capped) if it exits 0 within
@@ -672,10 +679,10 @@ mod tests {
 
     #[test]
     fn smi_numbers_are_integers_or_plain_decimals() {
-        assert_eq!(smi_number("45"), Some(json!(45)));
-        assert_eq!(smi_number("12.5"), Some(json!(12.5)));
-        assert_eq!(smi_number("-3.25"), Some(json!(-3.25)));
-        assert_eq!(smi_number("0.05"), Some(json!(0.05)));
+        assert_eq!(smi_number("45").map(Value::from), Some(json!(45)));
+        assert_eq!(smi_number("12.5").map(Value::from), Some(json!(12.5)));
+        assert_eq!(smi_number("-3.25").map(Value::from), Some(json!(-3.25)));
+        assert_eq!(smi_number("0.05").map(Value::from), Some(json!(0.05)));
         for bad in [
             "[N/A]",
             "[Not Supported]",
@@ -822,18 +829,20 @@ mod tests {
     fn nvidia_smi_output() {
         // JetPack 6 Orin, and unified-memory GB10: [N/A] columns are dropped.
         assert_eq!(
-            parse_nvidia_smi("Orin (nvgpu), [N/A], [N/A], [N/A], [N/A]\n"),
-            vec![json!({"name": "Orin (nvgpu)"})]
+            json!(parse_nvidia_smi(
+                "Orin (nvgpu), [N/A], [N/A], [N/A], [N/A]\n"
+            )),
+            json!([{"name": "Orin (nvgpu)"}])
         );
         assert_eq!(
-            parse_nvidia_smi("NVIDIA GB10, [N/A], [N/A], 3, 41\n"),
-            vec![json!({"name": "NVIDIA GB10", "utilization_pct": 3, "temperature_c": 41})]
+            json!(parse_nvidia_smi("NVIDIA GB10, [N/A], [N/A], 3, 41\n")),
+            json!([{"name": "NVIDIA GB10", "utilization_pct": 3, "temperature_c": 41}])
         );
         let two = "NVIDIA A100-SXM4-80GB, 81920, 0, 0, 33\nNVIDIA A100-SXM4-80GB, 81920, 512, [Not Supported], 35\n";
         let gpus = parse_nvidia_smi(two);
         assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[1]["memory_used_mb"], 512);
-        assert!(gpus[1].get("utilization_pct").is_none());
+        assert_eq!(gpus[1].memory_used_mb, Some(512.into()));
+        assert_eq!(gpus[1].utilization_pct, None);
         assert!(parse_nvidia_smi("").is_empty());
         assert!(parse_nvidia_smi("No devices were found\n").is_empty());
         // An empty answer adds no `gpus` key at all.

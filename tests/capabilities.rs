@@ -247,3 +247,31 @@ fn a_backend_model_allow_list_limits_what_is_advertised() {
         .collect();
     assert_eq!(ids, ["zeta-model"], "only the allow-listed model");
 }
+
+#[test]
+fn a_model_list_of_the_wrong_shape_is_named_by_discover() {
+    let _w = watchdog(Duration::from_secs(20), "capabilities_wrong_shape");
+    // An id that is a number: the list cannot be read, and discover says where and why.
+    let stub = StaticHttp::start(vec![
+        ("GET", "/health", 200, json!({"status": "ok"}).to_string()),
+        (
+            "GET",
+            "/v1/models",
+            200,
+            json!({"data": [{"id": 7}]}).to_string(),
+        ),
+    ]);
+    let mut s = Setup::new("wrongshape");
+    s.set("/backends", json!([{"kind": "vllm", "url": stub.url()}]));
+    let out = s.cli("discover");
+    assert!(!out.timed_out, "discover must exit: {}", out.describe());
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("GET /v1/models"))
+        .unwrap_or_else(|| panic!("no word on /v1/models:\n{}", out.describe()));
+    assert!(
+        line.contains("not the expected answer: invalid type: integer `7`, expected a string"),
+        "{line}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Talking to the local inference servers.
 
+pub mod answers;
 pub mod anthropic;
 mod kind;
 pub mod probe;

@@ -1,10 +1,12 @@
 //! What each backend kind answers to health, model-list and context-window
 //! probes (docs/protocol.md, "Backends"), and telling kinds apart by those answers.
 
+use super::answers::{ModelList, Props, Show, Tags};
 use super::BackendKind;
-use crate::client::{json_call, HttpError};
+use crate::client::{json_call, HttpError, JsonAnswer};
 use crate::endpoint::Endpoint;
-use serde_json::{json, Value};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Budget for each probe call; a hung backend costs at most a few of these.
@@ -39,65 +41,72 @@ impl Probe {
     }
 }
 
-fn get(url: &Endpoint, path: &str, key: Option<&str>) -> Result<(u16, Option<Value>), HttpError> {
+fn get<T: DeserializeOwned>(
+    url: &Endpoint,
+    path: &str,
+    key: Option<&str>,
+) -> Result<JsonAnswer<T>, HttpError> {
     json_call(url, "GET", path, None, key, PROBE_TIMEOUT, MAX_PROBE_BODY)
 }
 
-fn as_u32(v: Option<&Value>) -> Option<u32> {
-    v.and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > 0)
+/// A context length or slot count: zero and beyond u32 mean "not said".
+fn positive_u32(n: Option<u64>) -> Option<u32> {
+    n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0)
 }
 
 /// Model ids (and vLLM's `max_model_len`) from an OpenAI `/v1/models` answer.
-pub fn parse_openai_models(v: &Value) -> Vec<ModelInfo> {
-    let mut out: Vec<ModelInfo> = v
-        .get("data")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    Some(ModelInfo {
-                        id: m.get("id")?.as_str()?.to_owned(),
-                        context_window: as_u32(m.get("max_model_len")),
-                    })
-                })
-                .collect()
+pub fn openai_models(list: &ModelList) -> Vec<ModelInfo> {
+    let mut out: Vec<ModelInfo> = list
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(ModelInfo {
+                id: m.id.clone()?,
+                context_window: positive_u32(m.max_model_len),
+            })
         })
-        .unwrap_or_default();
+        .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     out
 }
 
 /// LM Studio's `/api/v0/models`: the loaded context if loaded, else the maximum.
-pub fn lmstudio_context(v: &Value, id: &str) -> Option<u32> {
-    let m = v
-        .get("data")?
-        .as_array()?
+pub fn lmstudio_context(list: &ModelList, id: &str) -> Option<u32> {
+    let m = list
+        .data
         .iter()
-        .find(|m| m.get("id").and_then(Value::as_str) == Some(id))?;
-    as_u32(m.get("loaded_context_length")).or_else(|| as_u32(m.get("max_context_length")))
+        .flatten()
+        .find(|m| m.id.as_deref() == Some(id))?;
+    positive_u32(m.loaded_context_length).or_else(|| positive_u32(m.max_context_length))
 }
 
-/// Ollama's `/api/show`: `model_info."<arch>.context_length"`.
-pub fn ollama_context(v: &Value) -> Option<u32> {
-    let info = v.get("model_info")?.as_object()?;
-    let arch = info.get("general.architecture").and_then(Value::as_str);
-    if let Some(n) = arch.and_then(|a| as_u32(info.get(&format!("{a}.context_length")))) {
-        return Some(n);
-    }
-    info.iter()
-        .find(|(k, _)| k.ends_with(".context_length"))
-        .and_then(|(_, v)| as_u32(Some(v)))
+/// Ollama's `/api/show`: `model_info."<arch>.context_length"`, else any context length.
+pub fn ollama_context(show: &Show) -> Option<u32> {
+    let info = show.model_info.as_ref()?;
+    let lengths = &info.context_lengths;
+    let of_arch = info
+        .architecture
+        .as_deref()
+        .and_then(|a| lengths.iter().find(|(arch, _)| arch == a));
+    of_arch
+        .or(lengths.first())
+        .and_then(|(_, n)| positive_u32(Some(*n)))
 }
 
 /// llama-server's `/props`: (n_ctx, total_slots).
-pub fn llamacpp_props(v: &Value) -> (Option<u32>, Option<u32>) {
+pub fn llamacpp_props(p: &Props) -> (Option<u32>, Option<u32>) {
+    let settings = p.default_generation_settings.as_ref().and_then(|s| s.n_ctx);
     (
-        as_u32(v.pointer("/default_generation_settings/n_ctx")).or_else(|| as_u32(v.get("n_ctx"))),
-        as_u32(v.get("total_slots")),
+        positive_u32(settings).or(positive_u32(p.n_ctx)),
+        positive_u32(p.total_slots),
     )
+}
+
+#[derive(Serialize)]
+struct ShowRequest<'a> {
+    model: &'a str,
 }
 
 /// Why a probe's GET did not give what was asked; `Probe::problem` says it.
@@ -111,6 +120,11 @@ enum ProbeError {
         path: &'static str,
         source: HttpError,
     },
+    /// 200, with a body that is not the answer the kind gives.
+    Unreadable {
+        path: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 impl std::fmt::Display for ProbeError {
@@ -118,6 +132,9 @@ impl std::fmt::Display for ProbeError {
         match self {
             ProbeError::Status { path, status } => write!(f, "GET {path} answered {status}"),
             ProbeError::Call { path, source } => write!(f, "GET {path}: {source}"),
+            ProbeError::Unreadable { path, source } => {
+                write!(f, "GET {path}: not the expected answer: {source}")
+            }
         }
     }
 }
@@ -127,14 +144,16 @@ impl std::error::Error for ProbeError {
         match self {
             ProbeError::Status { .. } => None,
             ProbeError::Call { source, .. } => Some(source),
+            ProbeError::Unreadable { source, .. } => Some(source),
         }
     }
 }
 
 fn models(url: &Endpoint, key: Option<&str>) -> Result<Vec<ModelInfo>, ProbeError> {
     let path = "/v1/models";
-    match get(url, path, key) {
-        Ok((200, Some(v))) => Ok(parse_openai_models(&v)),
+    match get::<ModelList>(url, path, key) {
+        Ok((200, Ok(list))) => Ok(openai_models(&list)),
+        Ok((200, Err(source))) => Err(ProbeError::Unreadable { path, source }),
         Ok((status, _)) => Err(ProbeError::Status { path, status }),
         Err(source) => Err(ProbeError::Call { path, source }),
     }
@@ -149,7 +168,7 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
         BackendKind::LmStudio => None,
     };
     if let Some(path) = health_path {
-        match get(url, path, key) {
+        match get::<IgnoredAny>(url, path, key) {
             Ok((200, _)) => {}
             Ok((503, _)) if kind == BackendKind::LlamaCpp => {
                 return Probe::down("loading the model (503)".into())
@@ -166,8 +185,8 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
     match kind {
         BackendKind::Vllm => {}
         BackendKind::LlamaCpp => {
-            if let Ok((200, Some(v))) = get(url, "/props", key) {
-                let (n_ctx, total_slots) = llamacpp_props(&v);
+            if let Ok((200, Ok(props))) = get::<Props>(url, "/props", key) {
+                let (n_ctx, total_slots) = llamacpp_props(&props);
                 slots = total_slots;
                 for m in &mut models {
                     m.context_window = m.context_window.or(n_ctx);
@@ -175,16 +194,18 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
             }
         }
         BackendKind::LmStudio => {
-            if let Ok((200, Some(v))) = get(url, "/api/v0/models", key) {
+            if let Ok((200, Ok(list))) = get::<ModelList>(url, "/api/v0/models", key) {
                 for m in &mut models {
-                    m.context_window = lmstudio_context(&v, &m.id);
+                    m.context_window = lmstudio_context(&list, &m.id);
                 }
             }
         }
         BackendKind::Ollama => {
             for m in &mut models {
-                let body = json!({ "model": m.id });
-                if let Ok((200, Some(v))) = json_call(
+                let Ok(body) = serde_json::to_vec(&ShowRequest { model: &m.id }) else {
+                    continue;
+                };
+                if let Ok((200, Ok(show))) = json_call::<Show>(
                     url,
                     "POST",
                     "/api/show",
@@ -193,7 +214,7 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
                     PROBE_TIMEOUT,
                     MAX_PROBE_BODY,
                 ) {
-                    m.context_window = ollama_context(&v);
+                    m.context_window = ollama_context(&show);
                 }
             }
         }
@@ -208,36 +229,41 @@ pub fn probe(kind: BackendKind, url: &Endpoint, key: Option<&str>) -> Probe {
 
 /// Which kind answers at `url`, judged by what it serves rather than its port.
 pub fn identify(url: &Endpoint) -> Option<BackendKind> {
-    if let Ok((200, Some(v))) = get(url, "/props", None) {
-        if v.get("default_generation_settings").is_some() || v.get("total_slots").is_some() {
+    if let Ok((200, Ok(p))) = get::<Props>(url, "/props", None) {
+        if p.default_generation_settings.is_some() || p.total_slots.is_some() {
             return Some(BackendKind::LlamaCpp);
         }
     }
-    if let Ok((200, Some(v))) = get(url, "/api/tags", None) {
-        if v.get("models").is_some_and(Value::is_array) {
-            return Some(BackendKind::Ollama);
-        }
+    if let Ok((200, Ok(Tags { models: Some(_) }))) = get(url, "/api/tags", None) {
+        return Some(BackendKind::Ollama);
     }
-    if let Ok((200, Some(v))) = get(url, "/api/v0/models", None) {
-        if v.get("data").is_some_and(Value::is_array) {
-            return Some(BackendKind::LmStudio);
-        }
+    let lists = |path| {
+        matches!(
+            get::<ModelList>(url, path, None),
+            Ok((200, Ok(ModelList { data: Some(_) })))
+        )
+    };
+    if lists("/api/v0/models") {
+        return Some(BackendKind::LmStudio);
     }
-    match get(url, "/v1/models", None) {
-        Ok((200, Some(v))) if v.get("data").is_some_and(Value::is_array) => Some(BackendKind::Vllm),
-        _ => None,
-    }
+    lists("/v1/models").then_some(BackendKind::Vllm)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn read<T: DeserializeOwned>(text: &str) -> T {
+        serde_json::from_str(text).unwrap()
+    }
+
     #[test]
     fn parses_each_kinds_shapes() {
-        let v = json!({"object":"list","data":[{"id":"b","max_model_len":4096},{"id":"a"},{"id":"a"},{"x":1}]});
+        let list = read(
+            r#"{"object":"list","data":[{"id":"b","max_model_len":4096},{"id":"a"},{"id":"a"},{"x":1}]}"#,
+        );
         assert_eq!(
-            parse_openai_models(&v),
+            openai_models(&list),
             vec![
                 ModelInfo {
                     id: "a".into(),
@@ -249,17 +275,27 @@ mod tests {
                 }
             ]
         );
-        let lm = json!({"data":[{"id":"m","loaded_context_length":8192,"max_context_length":32768},{"id":"n","max_context_length":4096}]});
+        let zero = read(r#"{"data":[{"id":"z","max_model_len":0}]}"#);
+        assert_eq!(openai_models(&zero)[0].context_window, None);
+        let lm = read(
+            r#"{"data":[{"id":"m","loaded_context_length":8192,"max_context_length":32768},{"id":"n","max_context_length":4096}]}"#,
+        );
         assert_eq!(lmstudio_context(&lm, "m"), Some(8192));
         assert_eq!(lmstudio_context(&lm, "n"), Some(4096));
         assert_eq!(lmstudio_context(&lm, "z"), None);
-        let ol =
-            json!({"model_info":{"general.architecture":"llama","llama.context_length":131072}});
-        assert_eq!(ollama_context(&ol), Some(131072));
-        let ol = json!({"model_info":{"qwen2.context_length":32768}});
+        let ol = read(
+            r#"{"model_info":{"clip.context_length":77,"general.architecture":"llama","llama.context_length":131072}}"#,
+        );
+        assert_eq!(ollama_context(&ol), Some(131072), "the architecture's own");
+        let ol = read(r#"{"model_info":{"qwen2.context_length":32768}}"#);
         assert_eq!(ollama_context(&ol), Some(32768));
-        let props = json!({"default_generation_settings":{"n_ctx":4096},"total_slots":4});
+        assert_eq!(ollama_context(&read(r#"{"license":"x"}"#)), None);
+        let props = read(r#"{"default_generation_settings":{"n_ctx":4096},"total_slots":4}"#);
         assert_eq!(llamacpp_props(&props), (Some(4096), Some(4)));
-        assert_eq!(llamacpp_props(&json!({})), (None, None));
+        assert_eq!(
+            llamacpp_props(&read(r#"{"n_ctx":2048}"#)),
+            (Some(2048), None)
+        );
+        assert_eq!(llamacpp_props(&read("{}")), (None, None));
     }
 }

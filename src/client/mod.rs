@@ -388,18 +388,21 @@ impl Response {
     }
 }
 
-/// GET (or POST with a JSON body) returning status and parsed JSON, for probes.
-pub fn json_call(
+/// A probe's answer: the status and the body read as `T` (the body's error when it is
+/// not one; callers that only look at the status ask for `IgnoredAny`).
+pub type JsonAnswer<T> = (u16, Result<T, serde_json::Error>);
+
+/// GET (or POST with a JSON body) returning the status and the body as `T`, for probes.
+pub fn json_call<T: serde::de::DeserializeOwned>(
     target: &Endpoint,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
     api_key: Option<&str>,
     total: Duration,
     max_body: usize,
-) -> Result<(u16, Option<serde_json::Value>), HttpError> {
-    let body_bytes = body.map(|b| b.to_string().into_bytes());
-    let json: &[(&str, &str)] = match body_bytes {
+) -> Result<JsonAnswer<T>, HttpError> {
+    let json: &[(&str, &str)] = match body {
         Some(_) => &[("Content-Type", "application/json")],
         None => &[],
     };
@@ -408,11 +411,11 @@ pub fn json_call(
         path,
         headers: json,
         api_key,
-        body: body_bytes.as_deref(),
+        body,
     };
     let mut resp = send(target, &req, Limits::quick(total), &Cancel::default())?;
     let bytes = resp.read_to_end(max_body)?;
-    Ok((resp.status, serde_json::from_slice(&bytes).ok()))
+    Ok((resp.status, serde_json::from_slice(&bytes)))
 }
 
 #[cfg(test)]

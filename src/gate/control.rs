@@ -10,7 +10,8 @@
 
 use crate::clock::{rfc3339, unix};
 use crate::config::Config;
-use serde_json::{json, Value};
+use crate::json_fields::json_fields;
+use serde::Serialize;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -55,18 +56,31 @@ pub enum ControlProblem {
     Format(FormatError),
 }
 
+json_fields! {
+    /// The file as `pause` writes it. `since` is for people reading the file; the
+    /// agent goes by `since_unix`.
+    #[derive(Debug, Default, Serialize)]
+    struct ControlFile {
+        paused: bool,
+        drain: bool,
+        since: String,
+        since_unix: Option<u64>,
+    }
+}
+
 /// What is wrong with the file's contents.
 #[derive(Debug)]
 pub enum FormatError {
-    NotJson(serde_json::Error),
+    /// Not JSON, or a key holds the wrong type (`"paused": "yes"`).
+    Invalid(serde_json::Error),
     NoSince,
 }
 
 impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FormatError::NotJson(e) => write!(f, "not JSON: {e}"),
-            FormatError::NoSince => f.write_str("no since_unix"),
+            FormatError::Invalid(e) => write!(f, "not a control file: {e}"),
+            FormatError::NoSince => f.write_str("paused without since_unix"),
         }
     }
 }
@@ -74,7 +88,7 @@ impl fmt::Display for FormatError {
 impl std::error::Error for FormatError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            FormatError::NotJson(e) => Some(e),
+            FormatError::Invalid(e) => Some(e),
             FormatError::NoSince => None,
         }
     }
@@ -139,17 +153,14 @@ pub fn read(path: &Path) -> Result<Option<Pause>, ControlError> {
 }
 
 fn parse(text: &str) -> Result<Option<Pause>, FormatError> {
-    let v: Value = serde_json::from_str(text).map_err(FormatError::NotJson)?;
-    if v["paused"] != json!(true) {
+    let file: ControlFile = serde_json::from_str(text).map_err(FormatError::Invalid)?;
+    if !file.paused {
         return Ok(None);
     }
-    let since = v["since_unix"]
-        .as_u64()
-        .ok_or(FormatError::NoSince)
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))?;
+    let since = file.since_unix.ok_or(FormatError::NoSince)?;
     Ok(Some(Pause {
-        since,
-        drain: v["drain"] == json!(true),
+        since: UNIX_EPOCH + Duration::from_secs(since),
+        drain: file.drain,
     }))
 }
 
@@ -159,14 +170,16 @@ pub fn write_pause(path: &Path, drain: bool, now: SystemTime) -> io::Result<Paus
         Ok(Some(p)) => p.since,
         _ => now,
     };
-    let text = json!({
-        "paused": true,
-        "drain": drain,
-        "since": rfc3339(since),
-        "since_unix": unix(since),
-    });
+    let file = ControlFile {
+        paused: true,
+        drain,
+        since: rfc3339(since),
+        since_unix: Some(unix(since)),
+    };
+    let mut text = serde_json::to_vec(&file).map_err(io::Error::other)?;
+    text.push(b'\n');
     crate::atomic_file::ensure_private_dir(path)?;
-    crate::atomic_file::write(path, format!("{text}\n").as_bytes(), 0o600)?;
+    crate::atomic_file::write(path, &text, 0o600)?;
     Ok(Pause { since, drain })
 }
 
@@ -247,7 +260,21 @@ mod tests {
                 drain: false
             })
         );
-        assert!(parse(r#"{"paused":true}"#).is_err());
+        assert_eq!(
+            parse(r#"{"paused":true}"#).unwrap_err().to_string(),
+            "paused without since_unix"
+        );
+        let wrong_type = parse(r#"{"paused":"yes","since_unix":5}"#).unwrap_err();
+        assert!(
+            wrong_type
+                .to_string()
+                .starts_with("not a control file: invalid type: string"),
+            "{wrong_type}"
+        );
         assert!(parse("paused").is_err());
+        // Keys a newer version may add are read past.
+        assert!(parse(r#"{"paused":true,"since_unix":5,"by":"x"}"#)
+            .unwrap()
+            .is_some());
     }
 }

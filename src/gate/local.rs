@@ -20,7 +20,7 @@
 //!   `gpu_busy_pct`, judged only while none of our jobs runs: with ours running the
 //!   load cannot be told apart, so the sample says nothing.
 
-use serde_json::Value;
+use crate::backend::answers::{Running, Slot};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,19 +43,9 @@ pub struct Ours {
     pub models: BTreeMap<String, (u32, u64)>,
 }
 
-fn busy_slot(slot: &Value) -> bool {
-    slot.get("is_processing")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-        || slot.get("state").and_then(Value::as_u64) == Some(1)
-}
-
 /// llama-server's `/slots` answer.
-pub fn llamacpp(slots: &Value, ours: u32) -> Signal {
-    let Some(slots) = slots.as_array() else {
-        return Signal::Unknown;
-    };
-    let busy = slots.iter().filter(|s| busy_slot(s)).count() as u32;
+pub fn llamacpp(slots: &[Slot], ours: u32) -> Signal {
+    let busy = slots.iter().filter(|s| s.busy()).count() as u32;
     let foreign = busy.saturating_sub(ours);
     if foreign == 0 {
         return Signal::Quiet;
@@ -119,20 +109,16 @@ pub struct Loaded {
     pub expires_at: String,
 }
 
-pub fn ollama_ps(v: &Value) -> Option<Vec<Loaded>> {
-    let models = v.get("models")?.as_array()?;
+/// Ollama's `/api/ps` answer: its loaded models (`model`, else `name`).
+pub fn ollama_ps(running: Running) -> Option<Vec<Loaded>> {
+    let models = running.models?;
     Some(
         models
-            .iter()
+            .into_iter()
             .filter_map(|m| {
-                let name = m.get("model").or_else(|| m.get("name"))?.as_str()?;
                 Some(Loaded {
-                    name: name.to_string(),
-                    expires_at: m
-                        .get("expires_at")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    name: m.model.or(m.name)?,
+                    expires_at: m.expires_at.unwrap_or_default(),
                 })
             })
             .collect(),
@@ -298,11 +284,16 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn read<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_json::from_str(text).unwrap()
+    }
 
     #[test]
     fn llamacpp_slots_beyond_ours() {
-        let slots = json!([{"id":0,"is_processing":true},{"id":1,"is_processing":true},{"id":2,"is_processing":false}]);
+        let slots: Vec<Slot> = read(
+            r#"[{"id":0,"is_processing":true},{"id":1,"is_processing":true},{"id":2,"is_processing":false}]"#,
+        );
         assert_eq!(llamacpp(&slots, 2), Signal::Quiet);
         assert_eq!(
             llamacpp(&slots, 3),
@@ -313,9 +304,11 @@ mod tests {
             llamacpp(&slots, 1),
             Signal::Busy("1 of its 3 slots busy with requests that are not ours".into())
         );
-        let old = json!([{"id":0,"state":1},{"id":1,"state":0}]);
+        let old: Vec<Slot> = read(r#"[{"id":0,"state":1},{"id":1,"state":0}]"#);
         assert!(matches!(llamacpp(&old, 0), Signal::Busy(_)));
-        assert_eq!(llamacpp(&json!({"error":"disabled"}), 0), Signal::Unknown);
+        assert_eq!(llamacpp(&[], 0), Signal::Quiet);
+        // `--no-slots` answers an error object: not a list, so no answer at all.
+        assert!(serde_json::from_str::<Vec<Slot>>(r#"{"error":"disabled"}"#).is_err());
     }
 
     #[test]
@@ -415,12 +408,15 @@ mod tests {
         // An unloaded model is no use.
         assert_eq!(ollama(Some((&before, &none)), &[], &none), Signal::Quiet);
         assert_eq!(
-            ollama_ps(
-                &json!({"models":[{"name":"a:latest","model":"a:latest","expires_at":"2026-01-01T00:00:00Z","size_vram":5}]})
-            ),
-            Some(vec![loaded("a:latest", "2026-01-01T00:00:00Z")])
+            ollama_ps(read(
+                r#"{"models":[{"name":"a:latest","model":"a:latest","expires_at":"2026-01-01T00:00:00Z","size_vram":5},{"name":"b"}]}"#
+            )),
+            Some(vec![
+                loaded("a:latest", "2026-01-01T00:00:00Z"),
+                loaded("b", "")
+            ])
         );
-        assert_eq!(ollama_ps(&json!({})), None);
+        assert_eq!(ollama_ps(read("{}")), None);
     }
 
     #[test]

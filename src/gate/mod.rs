@@ -12,17 +12,18 @@ pub mod local;
 pub mod sensors;
 pub mod tz;
 
+use crate::backend::answers::Slot;
 use crate::backend::BackendKind;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::discovery::Discovery;
-use crate::hardware::PowerMode;
+use crate::hardware::{Gpu, PowerMode};
 use crate::jobs::Jobs;
 use crate::json_fields::json_fields;
 use crate::schedule;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::Number;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -402,7 +403,7 @@ struct Monitor {
     unsupported: HashMap<String, Instant>,
     smi_missing_until: Option<Instant>,
     /// The last nvidia-smi answer and when it was taken.
-    smi: Option<(Instant, Vec<Value>)>,
+    smi: Option<(Instant, Vec<Gpu>)>,
     warned: Option<String>,
 }
 
@@ -538,14 +539,14 @@ impl Monitor {
         true
     }
 
-    fn step_heat(&mut self, config: &Config, wall: SystemTime, jetson: bool, smi: &[Value]) {
+    fn step_heat(&mut self, config: &Config, wall: SystemTime, jetson: bool, smi: &[Gpu]) {
         let mut readings: Vec<(String, f64)> = crate::hardware::thermal_readings(&self.root)
             .into_iter()
             .filter(|(k, _)| sensors::guarded_zone(k))
             .collect();
         if !jetson {
             for (i, g) in smi.iter().enumerate() {
-                if let Some(t) = g["temperature_c"].as_f64() {
+                if let Some(t) = g.temperature_c.as_ref().and_then(Number::as_f64) {
                     readings.push((format!("GPU {i}"), t));
                 }
             }
@@ -583,7 +584,7 @@ impl Monitor {
         &mut self,
         agent: &Host,
         jetson: bool,
-        smi: Option<&[Value]>,
+        smi: Option<&[Gpu]>,
         mono: Instant,
     ) -> local::Signal {
         let lf = &agent.config.local_first;
@@ -611,18 +612,20 @@ impl Monitor {
             let who = format!("{} at {url}", target.kind.as_str());
             let key = target.api_key.as_deref();
             let signal = match target.kind {
-                BackendKind::LlamaCpp => match probe_json(&target.url, "/slots", key) {
-                    Answer::Body(v) => local::llamacpp(&v, mine.running),
-                    Answer::Missing => self.mark_unsupported(url, &who, "/slots"),
-                    Answer::Failed => local::Signal::Unknown,
-                },
+                BackendKind::LlamaCpp => {
+                    match probe_json::<Vec<Slot>>(&target.url, "/slots", key) {
+                        Answer::Body(slots) => local::llamacpp(&slots, mine.running),
+                        Answer::Missing => self.mark_unsupported(url, &who, "/slots"),
+                        Answer::Failed => local::Signal::Unknown,
+                    }
+                }
                 BackendKind::Vllm => match probe_text(&target.url, "/metrics", key) {
                     Answer::Body(t) => local::vllm(&t, mine.running),
                     Answer::Missing => self.mark_unsupported(url, &who, "/metrics"),
                     Answer::Failed => local::Signal::Unknown,
                 },
                 BackendKind::Ollama => match probe_json(&target.url, "/api/ps", key) {
-                    Answer::Body(v) => match local::ollama_ps(&v) {
+                    Answer::Body(running) => match local::ollama_ps(running) {
                         Some(now) => {
                             let before = self.ollama.get(&url);
                             let s =
@@ -655,7 +658,7 @@ impl Monitor {
             if let Some(smi) = smi {
                 let load = smi
                     .iter()
-                    .filter_map(|g| g["utilization_pct"].as_f64())
+                    .filter_map(|g| g.utilization_pct.as_ref().and_then(Number::as_f64))
                     .reduce(f64::max);
                 self.smi_signal = local::gpu(load, running, lf.gpu_busy_pct);
             }
@@ -682,9 +685,13 @@ enum Answer<T> {
 const SIGNAL_TIMEOUT: Duration = Duration::from_millis(1500);
 const MAX_SIGNAL_BODY: usize = 1 << 20;
 
-fn probe_json(url: &crate::endpoint::Endpoint, path: &str, key: Option<&str>) -> Answer<Value> {
+fn probe_json<T: serde::de::DeserializeOwned>(
+    url: &crate::endpoint::Endpoint,
+    path: &str,
+    key: Option<&str>,
+) -> Answer<T> {
     match crate::client::json_call(url, "GET", path, None, key, SIGNAL_TIMEOUT, MAX_SIGNAL_BODY) {
-        Ok((200, Some(v))) => Answer::Body(v),
+        Ok((200, Ok(v))) => Answer::Body(v),
         Ok((404 | 405 | 501, _)) => Answer::Missing,
         _ => Answer::Failed,
     }

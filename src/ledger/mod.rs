@@ -12,10 +12,11 @@ pub use report::{show, GroupBy};
 pub use writer::Ledger;
 
 use crate::discovery::Target;
-use crate::json_fields::json_fields;
+use crate::json_fields::{self, json_fields, Fields};
 use crate::protocol::Outbound;
+use serde::de::{Deserializer, MapAccess};
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -139,16 +140,20 @@ impl Finished<'_> {
     }
 }
 
-/// Sums of ledger lines: for `usepod-edge ledger` and the running totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub jobs: u64,
-    pub done: u64,
-    pub errors: u64,
-    pub cancelled: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub expected_micro_usdc: u64,
+json_fields! {
+    /// Sums of ledger lines: for `usepod-edge ledger` and the running totals. Written
+    /// as its fields plus `expected_usdc` (for people reading it), by
+    /// [`Tally::serialize_fields`], wherever a tally is part of an object.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Tally {
+        pub jobs: u64,
+        pub done: u64,
+        pub errors: u64,
+        pub cancelled: u64,
+        pub input_tokens: u64,
+        pub output_tokens: u64,
+        pub expected_micro_usdc: u64,
+    }
 }
 
 impl Tally {
@@ -166,62 +171,59 @@ impl Tally {
             .saturating_add(e.expected_micro_usdc);
     }
 
-    pub fn to_json(self) -> Value {
-        json!({
-            "jobs": self.jobs,
-            "done": self.done,
-            "errors": self.errors,
-            "cancelled": self.cancelled,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "expected_micro_usdc": self.expected_micro_usdc,
-            "expected_usdc": usdc(self.expected_micro_usdc),
-        })
+    /// The tally's entries of an object being written. (Not `#[serde(flatten)]`: the
+    /// state file also reads it back, and flatten costs serde's buffering machinery.)
+    pub fn serialize_fields<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
+        m.serialize_entry("jobs", &self.jobs)?;
+        m.serialize_entry("done", &self.done)?;
+        m.serialize_entry("errors", &self.errors)?;
+        m.serialize_entry("cancelled", &self.cancelled)?;
+        m.serialize_entry("input_tokens", &self.input_tokens)?;
+        m.serialize_entry("output_tokens", &self.output_tokens)?;
+        m.serialize_entry("expected_micro_usdc", &self.expected_micro_usdc)?;
+        m.serialize_entry("expected_usdc", &usdc(self.expected_micro_usdc))
     }
 }
 
-json_fields! {
-    /// The `ledger` object of the state file: the [`Tally`] of what this process has
-    /// recorded since it started, where, and how many lines it could not write.
-    /// (The tally's fields are spelled out rather than `#[serde(flatten)]`ed: that
-    /// costs serde's buffering machinery in the binary.)
-    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-    pub struct LedgerState {
-        pub jobs: u64,
-        pub done: u64,
-        pub errors: u64,
-        pub cancelled: u64,
-        pub input_tokens: u64,
-        pub output_tokens: u64,
-        pub expected_micro_usdc: u64,
-        /// `expected_micro_usdc` in USDC, for people reading the file.
-        pub expected_usdc: String,
-        pub path: String,
-        pub lines_lost: u64,
+/// The `ledger` object of the state file: the [`Tally`] of what this process has
+/// recorded since it started, where, and how many lines it could not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    pub tally: Tally,
+    pub path: String,
+    pub lines_lost: u64,
+}
+
+impl Serialize for LedgerState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        self.tally.serialize_fields(&mut m)?;
+        m.serialize_entry("path", &self.path)?;
+        m.serialize_entry("lines_lost", &self.lines_lost)?;
+        m.end()
     }
 }
 
-impl LedgerState {
-    pub fn new(t: Tally, path: String, lines_lost: u64) -> LedgerState {
-        LedgerState {
-            jobs: t.jobs,
-            done: t.done,
-            errors: t.errors,
-            cancelled: t.cancelled,
-            input_tokens: t.input_tokens,
-            output_tokens: t.output_tokens,
-            expected_micro_usdc: t.expected_micro_usdc,
-            expected_usdc: usdc(t.expected_micro_usdc),
-            path,
-            lines_lost,
+impl Fields for LedgerState {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "path" => json_fields::set(&mut self.path, map),
+            "lines_lost" => json_fields::set(&mut self.lines_lost, map),
+            _ => self.tally.read(key, map),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for LedgerState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        json_fields::object(d)
     }
 }
 
 /// The Prometheus counters for the `ledger` object of the state file.
 pub fn prometheus(ledger: &LedgerState) -> String {
     let mut out = String::new();
-    let t = ledger;
+    let t = &ledger.tally;
     for (name, value, help) in [
         ("jobs", t.jobs, "jobs recorded in the earnings ledger"),
         ("errors", t.errors, "ledger jobs answered with job_error"),
@@ -398,17 +400,20 @@ mod tests {
                 expected_micro_usdc: 22,
             }
         );
-        assert_eq!(t.to_json()["expected_usdc"], "0.000022");
+        assert_eq!(usdc(t.expected_micro_usdc), "0.000022");
     }
 
     #[test]
     fn prometheus_counters() {
         let t = prometheus(&LedgerState {
-            jobs: 4,
-            errors: 1,
-            input_tokens: 24,
-            output_tokens: 12,
-            expected_micro_usdc: 22,
+            tally: Tally {
+                jobs: 4,
+                errors: 1,
+                input_tokens: 24,
+                output_tokens: 12,
+                expected_micro_usdc: 22,
+                ..Tally::default()
+            },
             ..LedgerState::default()
         });
         for line in [

@@ -3,7 +3,8 @@
 use super::writer::rotated;
 use super::{usdc, Entry, Tally};
 use crate::config::LedgerConfig;
-use serde_json::{json, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader};
@@ -334,27 +335,78 @@ pub fn render_text(base: &Path, s: &Summary, since: Option<i128>, by: Option<Gro
     out
 }
 
+/// One tally in the `--json` report: the total, or a group under its key.
+#[derive(Debug)]
+pub struct TallyJson<'a> {
+    pub key: Option<&'a str>,
+    pub tally: Tally,
+}
+
+impl Serialize for TallyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(key) = self.key {
+            m.serialize_entry("key", key)?;
+        }
+        self.tally.serialize_fields(&mut m)?;
+        m.end()
+    }
+}
+
+/// A line that is not a ledger entry.
+#[derive(Debug, Serialize)]
+pub struct SkippedLine {
+    pub file: String,
+    pub line: u64,
+}
+
+/// The `--json` report.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    pub path: String,
+    pub files: Vec<String>,
+    pub since: Option<String>,
+    pub by: Option<&'static str>,
+    pub total: TallyJson<'a>,
+    pub groups: Vec<TallyJson<'a>>,
+    pub skipped_lines: u64,
+    pub skipped: Vec<SkippedLine>,
+}
+
 /// Pure: the `--json` report.
-pub fn render_json(base: &Path, s: &Summary, since: Option<i128>, by: Option<GroupBy>) -> Value {
-    let groups: Vec<Value> = s
-        .groups
-        .iter()
-        .map(|(k, t)| {
-            let mut v = t.to_json();
-            v["key"] = json!(k);
-            v
-        })
-        .collect();
-    json!({
-        "path": base.display().to_string(),
-        "files": s.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-        "since": since.map(|t| crate::clock::rfc3339(system_time(t))),
-        "by": by.map(GroupBy::as_str),
-        "total": s.total.to_json(),
-        "groups": groups,
-        "skipped_lines": s.skipped,
-        "skipped": s.skips.iter().map(|(f, n)| json!({"file": f.display().to_string(), "line": n})).collect::<Vec<_>>(),
-    })
+pub fn render_json<'a>(
+    base: &Path,
+    s: &'a Summary,
+    since: Option<i128>,
+    by: Option<GroupBy>,
+) -> JsonReport<'a> {
+    JsonReport {
+        path: base.display().to_string(),
+        files: s.files.iter().map(|f| f.display().to_string()).collect(),
+        since: since.map(|t| crate::clock::rfc3339(system_time(t))),
+        by: by.map(GroupBy::as_str),
+        total: TallyJson {
+            key: None,
+            tally: s.total,
+        },
+        groups: s
+            .groups
+            .iter()
+            .map(|(k, t)| TallyJson {
+                key: Some(k),
+                tally: *t,
+            })
+            .collect(),
+        skipped_lines: s.skipped,
+        skipped: s
+            .skips
+            .iter()
+            .map(|(f, n)| SkippedLine {
+                file: f.display().to_string(),
+                line: *n,
+            })
+            .collect(),
+    }
 }
 
 /// `usepod-edge ledger [--since DATE] [--by day|model] [--json]`: 0 when every
@@ -387,8 +439,14 @@ pub fn show(
         }
     }
     if as_json {
-        let v = render_json(&cfg.path, &summary, since, by);
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let report = render_json(&cfg.path, &summary, since, by);
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("usepod-edge: cannot write the ledger report as JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
         print!("{}", render_text(&cfg.path, &summary, since, by));
     }
@@ -660,7 +718,8 @@ mod tests {
         let text = render_text(Path::new("l"), &s, None, Some(GroupBy::Model));
         assert!(!text.contains('\x1b'), "{text}");
         assert!(text.contains("evil\\x1b[2J\\nmodel"), "{text}");
-        let v = render_json(Path::new("l"), &s, None, Some(GroupBy::Model));
+        let v = serde_json::to_value(render_json(Path::new("l"), &s, None, Some(GroupBy::Model)))
+            .unwrap();
         assert_eq!(
             v["groups"][0]["key"], "evil\x1b[2J\nmodel",
             "JSON escapes it itself"
@@ -670,7 +729,8 @@ mod tests {
     #[test]
     fn the_json_report() {
         let s = summary(&sample(), None, Some(GroupBy::Model));
-        let v = render_json(Path::new("/l.jsonl"), &s, Some(0), Some(GroupBy::Model));
+        let report = render_json(Path::new("/l.jsonl"), &s, Some(0), Some(GroupBy::Model));
+        let v = serde_json::to_value(report).unwrap();
         assert_eq!(v["since"], "1970-01-01T00:00:00.000000000+00:00");
         assert_eq!(v["by"], "model");
         assert_eq!(v["total"]["expected_micro_usdc"], 1_000_008);
@@ -678,5 +738,7 @@ mod tests {
         assert_eq!(v["groups"][1]["key"], "b");
         assert_eq!(v["groups"][1]["done"], 2);
         assert_eq!(v["skipped_lines"], 0);
+        assert_eq!(v["total"].get("key"), None, "the total has no key");
+        assert_eq!(v["files"], serde_json::json!([]));
     }
 }

@@ -146,11 +146,11 @@ impl Ledger {
 
     /// The `ledger` object of the state file.
     pub fn snapshot(&self) -> LedgerState {
-        LedgerState::new(
-            self.totals(),
-            self.path.display().to_string(),
-            self.lost.load(Ordering::Relaxed),
-        )
+        LedgerState {
+            tally: self.totals(),
+            path: self.path.display().to_string(),
+            lines_lost: self.lost.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -497,8 +497,12 @@ mod tests {
         assert!(l.flush(Duration::from_secs(5)));
         assert_eq!(l.totals().expected_micro_usdc, 2 * 2500);
         let snap = l.snapshot();
-        assert_eq!((snap.jobs, snap.lines_lost), (2, 0));
-        assert_eq!(snap.expected_usdc, "0.005000");
+        assert_eq!((snap.tally.jobs, snap.lines_lost), (2, 0));
+        let written = serde_json::to_value(&snap).unwrap();
+        assert_eq!(written["expected_usdc"], "0.005000");
+        assert_eq!(written["jobs"], 2);
+        let read: LedgerState = serde_json::from_value(written).unwrap();
+        assert_eq!(read, snap, "the state file reads back what it wrote");
         assert_eq!(std::fs::read_to_string(&c.path).unwrap().lines().count(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -53,6 +53,7 @@ const OPENAI_FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "seed",
+    // At most 16 strings of at most 1 KiB: the backend tests each one at every token.
     "stop",
     "temperature",
     "top_p",
@@ -87,6 +88,7 @@ const ANTHROPIC_FIELDS: &[&str] = &[
     // Clamped.
     "max_tokens",
     "metadata",
+    // Bounded like OpenAI's `stop`.
     "stop_sequences",
     "temperature",
     "top_k",
@@ -106,6 +108,10 @@ const MAX_DROPPED_NAMES: usize = 32;
 const MAX_BLOCK_NESTING: usize = 4;
 /// OpenAI's own limit on `logit_bias`.
 const MAX_LOGIT_BIAS: usize = 300;
+/// Strings in `stop` / `stop_sequences` (OpenAI's own limit is 4; Anthropic sets none
+/// that is documented), and the raw JSON bytes of each.
+const MAX_STOP_SEQUENCES: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
 /// Characters of a client value quoted in a refusal.
 const QUOTE_CHARS: usize = 40;
 /// Characters of a dropped field's name kept for the log.
@@ -499,6 +505,7 @@ fn check_field(
             }
             Ok(Emit::Raw)
         }
+        "stop" | "stop_sequences" => stop_strings(name, value),
         "tools" => {
             match dialect {
                 Dialect::OpenAi => openai_tools(value, policy)?,
@@ -600,3 +607,36 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests;
+
+/// `stop` / `stop_sequences`: a string or an array of at most [`MAX_STOP_SEQUENCES`]
+/// strings, each at most [`MAX_STOP_BYTES`] of JSON text.
+fn stop_strings(name: &str, value: &RawValue) -> Result<Emit, Refusal> {
+    let one = |v: &RawValue| match kind(v.get()) {
+        Kind::String if v.get().len() <= MAX_STOP_BYTES => Ok(()),
+        Kind::String => Err(Refusal::new(format!(
+            "a `{name}` string is {} bytes, over the limit of {MAX_STOP_BYTES}",
+            v.get().len()
+        ))),
+        got => Err(Refusal::new(format!(
+            "`{name}` must hold strings (got {})",
+            got.article()
+        ))),
+    };
+    match kind(value.get()) {
+        Kind::Null => Ok(Emit::Omit),
+        Kind::String => one(value).map(|()| Emit::Raw),
+        Kind::Array => {
+            let over = || {
+                Refusal::new(format!(
+                    "`{name}` has more than {MAX_STOP_SEQUENCES} entries"
+                ))
+            };
+            each_element(value.get(), MAX_STOP_SEQUENCES, over, |_, v| one(v))?;
+            Ok(Emit::Raw)
+        }
+        got => Err(Refusal::new(format!(
+            "`{name}` must be a string or an array of strings (got {})",
+            got.article()
+        ))),
+    }
+}

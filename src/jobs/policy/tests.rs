@@ -1472,3 +1472,42 @@ fn url_classification() {
     assert!(!is_scheme_url("1a://x"));
     assert!(!is_scheme_url("data:audio/wav;base64,AA//"));
 }
+
+#[test]
+fn stop_strings_are_bounded_in_both_dialects() {
+    for (d, name) in [
+        (Dialect::OpenAi, "stop"),
+        (Dialect::Anthropic, "stop_sequences"),
+    ] {
+        let base = |value: Value| {
+            let mut r = json!({"messages": [user("hi")]});
+            r[name] = value;
+            r
+        };
+        let sixteen: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+        passes_with(d, base(json!(sixteen)), &policy());
+        passes_with(d, base(json!("END")), &policy());
+        passes_with(d, base(json!("x".repeat(1022))), &policy());
+        let mut seventeen = sixteen.clone();
+        seventeen.push("s16".into());
+        assert_eq!(
+            refused(d, base(json!(seventeen))),
+            format!("`{name}` has more than 16 entries")
+        );
+        assert_eq!(
+            refused(d, base(json!(["a", "x".repeat(1023)]))),
+            format!("a `{name}` string is 1025 bytes, over the limit of 1024")
+        );
+        assert_eq!(
+            refused(d, base(json!(["a", 7]))),
+            format!("`{name}` must hold strings (got a number)")
+        );
+        assert_eq!(
+            refused(d, base(json!({"a": 1}))),
+            format!("`{name}` must be a string or an array of strings (got an object)")
+        );
+        // null means absent, as for every optional.
+        let (body, _) = shape_with(d, &base(Value::Null).to_string(), &policy()).unwrap();
+        assert_eq!(body.get(name), None, "{body}");
+    }
+}
