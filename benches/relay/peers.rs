@@ -453,7 +453,11 @@ pub fn compare(glibc: &str) {
         "{ROUNDS} rounds of {JOBS} jobs x {EVENTS} events, {AT_ONCE} at a time (CPU: median round; frames: per job); \
          paced: {PACED_JOBS} jobs x {PACED_EVENTS} events at 1 event/ms (latency added over reading the backend directly; system calls from strace -c, all threads).\n"
     );
-    println!("| agent | CPU per 1k events | vs musl | syscr / syscw per event | paced: reads / writes / all syscalls per event | allocs per event (burst / paced) | frames per job | added latency p50 / p99 |");
+    println!(
+        "| agent | CPU per 1k events | vs musl | syscr / syscw per event | paced: reads / writes / all syscalls per event | allocs per event (burst / paced) | frames per job | paced latency p50 / p99 (direct: {:.0} / {:.0} µs) |",
+        pct(&direct_lat, 50.0),
+        pct(&direct_lat, 99.0)
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let musl_cpu = peers
         .first()
@@ -485,7 +489,7 @@ pub fn compare(glibc: &str) {
             }
             _ => "–".into(),
         };
-        let lat = |q: f64| pct(&p.latencies, q) - pct(&direct_lat, q);
+        let lat = |q: f64| pct(&p.latencies, q);
         println!(
             "| {} | {cpu_s} | {vs} | {:.2} / {:.2} | {st} | {allocs} | {:.1} | {:.0} / {:.0} µs |",
             p.label,
