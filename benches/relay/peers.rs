@@ -233,6 +233,7 @@ fn run_jobs(
     let mut sent = 0;
     let (mut done, mut frames, mut got) = (0, 0u64, 0u64);
     let mut lat = Vec::new();
+    let mut pending: std::collections::HashMap<String, Vec<u8>> = Default::default();
     while sent < at_once.min(jobs) {
         let id = new_job_id();
         conn.send_json(&job_frame(&id, events, pace_us));
@@ -257,11 +258,20 @@ fn run_jobs(
             Some("job_chunk") => {
                 frames += 1;
                 let at = ns_of(m.at);
-                let data = B64.decode(v["data"].as_str().unwrap()).unwrap();
-                for t in common::stamps(&data) {
+                // Another agent may cut chunks inside an event: stamps are read up to
+                // the last event boundary only, the rest kept for the next chunk.
+                let id = v["job_id"].as_str().unwrap().to_string();
+                let buf = pending.entry(id).or_default();
+                buf.extend(B64.decode(v["data"].as_str().unwrap()).unwrap());
+                let cut = buf
+                    .windows(2)
+                    .rposition(|w| w == b"\n\n")
+                    .map_or(0, |i| i + 2);
+                for t in common::stamps(&buf[..cut]) {
                     got += 1;
                     lat.push(at.saturating_sub(t) as f64 / 1000.0);
                 }
+                buf.drain(..cut);
             }
             Some("job_done") => {
                 done += 1;
