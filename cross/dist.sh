@@ -6,6 +6,11 @@
 #
 # Environment: DIST_TARGETS (default: aarch64-unknown-linux-musl x86_64-unknown-linux-musl),
 # DIST_MAX_BYTES_AARCH64 (default 2300000, the design card's budget), USEPOD_NO_INSTALL=1 (never install anything).
+#
+# Signing (README, "Upgrading"): with USEPOD_EDGE_SIGNING_KEY_FILE (a key file from
+# `usepod-edge release-key`) or USEPOD_EDGE_SIGNING_KEY (its base64 seed, a CI secret) set, each
+# binary gets a detached signature dist/<binary>.sig, written by one of the binaries just built
+# (`release-sign`, run here as --version is). DIST_REQUIRE_SIGNATURE=1 fails without a key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +77,23 @@ done
 
 (cd dist && sha256sum "${built[@]}" > SHA256SUMS)
 
+signed=no
+if [ -n "${USEPOD_EDGE_SIGNING_KEY_FILE:-}" ] || [ -n "${USEPOD_EDGE_SIGNING_KEY:-}" ]; then
+    # Any of the binaries can sign: the first target's, under its runner.
+    first=${DIST_TARGETS%% *}
+    runner=$(runner_for "$first")
+    signer="./dist/usepod-edge-$version-$first"
+    files=()
+    for f in "${built[@]}"; do files+=("dist/$f"); done
+    # shellcheck disable=SC2086 # runner is one word or empty
+    $runner "$signer" release-sign "${files[@]}" >&2 || fail "signing failed"
+    signed=yes
+elif [ "${DIST_REQUIRE_SIGNATURE:-0}" = 1 ]; then
+    fail "DIST_REQUIRE_SIGNATURE=1 but neither USEPOD_EDGE_SIGNING_KEY_FILE nor USEPOD_EDGE_SIGNING_KEY is set"
+else
+    echo "dist: not signed (no USEPOD_EDGE_SIGNING_KEY_FILE or USEPOD_EDGE_SIGNING_KEY)" >&2
+fi
+
 echo
 echo "dist/ (version $version):"
 over=0
@@ -86,4 +108,7 @@ for f in "${built[@]}"; do
     esac
 done
 echo "  SHA256SUMS"
+if [ "$signed" = yes ]; then
+    echo "  <binary>.sig for each (release signatures)"
+fi
 exit "$over"

@@ -65,6 +65,9 @@ install_file() {
 install -d "$DESTDIR$BINDIR"
 install -m 0755 "$BIN" "$DESTDIR$BINDIR/usepod-edge"
 say "$BINDIR/usepod-edge ($("$DESTDIR$BINDIR/usepod-edge" --version 2>/dev/null || echo "built for another machine"))"
+# The probation script the init files run before each start (rolls a failed upgrade back).
+install -m 0755 init/usepod-edge-probation "$DESTDIR$BINDIR/usepod-edge-probation"
+say "$BINDIR/usepod-edge-probation"
 
 case "$INIT" in
     systemd)

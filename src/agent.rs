@@ -251,6 +251,16 @@ impl session::Status for Agent {
     fn authenticated(&self, detail: String) {
         self.set_config_problem(None);
         self.set_link("connected", detail);
+        // A new binary on probation has now proved itself (src/probation.rs).
+        let dir = crate::probation::dir(&self.config.key_path);
+        match crate::probation::confirm(&dir, &crate::release::version::running()) {
+            Ok(true) => log::info!("upgrade confirmed: this binary held an authenticated session"),
+            Ok(false) => {}
+            Err(e) => log::warn!(
+                "cannot end this binary's probation in {}: {e}",
+                dir.display()
+            ),
+        }
     }
 
     fn attach(&self, queue: Option<Sender<Outgoing>>) {

@@ -14,6 +14,9 @@ pub enum Command {
     Pause,
     Resume,
     Ledger,
+    Upgrade,
+    ReleaseKey,
+    ReleaseSign,
 }
 
 /// `ledger --since DATE --by day|model`
@@ -37,6 +40,10 @@ pub struct Cli {
     pub ledger: LedgerArgs,
     /// `pause --drain`: wait until the running jobs have finished
     pub drain: bool,
+    /// `upgrade --from ... --sig ... --dry-run --allow-downgrade`
+    pub upgrade: crate::upgrade::Args,
+    /// `release-key PATH`, `release-sign FILE...`
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +73,15 @@ commands:
   pause      the running agent stops taking jobs and withdraws its models;
              running jobs finish (--drain waits for them); lasts until resume
   resume     the running agent takes jobs again
+  upgrade    install a signed release in place of this binary and restart the
+             running agent on it: --from PATH|URL (signature: --sig, default
+             the same with .sig), --dry-run checks everything but swaps
+             nothing, --allow-downgrade; rolled back if it fails its starts
+
+release tooling (README, \"Upgrading\"):
+  release-key PATH     write a new signing key, print its public key
+  release-sign FILE..  write FILE.sig with the key in $USEPOD_EDGE_SIGNING_KEY_FILE
+                       (or base64 in $USEPOD_EDGE_SIGNING_KEY)
 
 options:
   -c, --config PATH      config file (env USEPOD_EDGE_CONFIG; default
@@ -104,6 +120,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
     let mut force = false;
     let mut ledger = LedgerArgs::default();
     let mut drain = false;
+    let mut upgrade = crate::upgrade::Args::default();
+    let mut files = Vec::new();
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -132,7 +150,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
                 ledger.by = Some(by);
             }
             "--drain" => drain = true,
+            "--from" => upgrade.from = Some(value("--from")?),
+            "--sig" => upgrade.sig = Some(value("--sig")?),
+            "--dry-run" => upgrade.dry_run = true,
+            "--allow-downgrade" => upgrade.allow_downgrade = true,
             w if w.starts_with('-') => return Err(UsageError(format!("unknown option {w}"))),
+            w if matches!(command, Some(Command::ReleaseKey | Command::ReleaseSign)) => {
+                files.push(PathBuf::from(w));
+            }
             w => {
                 let c = match w {
                     "run" => Command::Run,
@@ -145,6 +170,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
                     "ledger" => Command::Ledger,
                     "pause" => Command::Pause,
                     "resume" => Command::Resume,
+                    "upgrade" => Command::Upgrade,
+                    "release-key" => Command::ReleaseKey,
+                    "release-sign" => Command::ReleaseSign,
                     other => return Err(UsageError(format!("unknown command {other:?}"))),
                 };
                 if command.replace(c).is_some() {
@@ -162,6 +190,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
         force,
         ledger,
         drain,
+        upgrade,
+        files,
     }))
 }
 
@@ -190,7 +220,9 @@ mod tests {
                 api: None,
                 force: false,
                 ledger: LedgerArgs::default(),
-                drain: false
+                drain: false,
+                upgrade: Default::default(),
+                files: Vec::new(),
             })
         );
         assert_eq!(
@@ -203,7 +235,9 @@ mod tests {
                 api: None,
                 force: false,
                 ledger: LedgerArgs::default(),
-                drain: false
+                drain: false,
+                upgrade: Default::default(),
+                files: Vec::new(),
             })
         );
         assert_eq!(p(&["run", "--version"]).unwrap(), Parsed::Version);
@@ -237,6 +271,29 @@ mod tests {
             "--by wants day or model, got \"week\""
         );
         assert!(refused(&["ledger", "--since"]).contains("needs a value"));
+    }
+
+    #[test]
+    fn upgrade_and_release_tooling() {
+        let Parsed::Go(c) = p(&["upgrade", "--from", "https://x/b", "--dry-run"]).unwrap() else {
+            panic!("upgrade parses")
+        };
+        assert_eq!(c.command, Command::Upgrade);
+        assert_eq!(
+            c.upgrade,
+            crate::upgrade::Args {
+                from: Some("https://x/b".into()),
+                sig: None,
+                dry_run: true,
+                allow_downgrade: false
+            }
+        );
+        let Parsed::Go(c) = p(&["release-sign", "a", "b"]).unwrap() else {
+            panic!("release-sign parses")
+        };
+        assert_eq!(c.command, Command::ReleaseSign);
+        assert_eq!(c.files, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert!(refused(&["upgrade", "extra"]).contains("unknown command"));
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub fn discover(config: &Config) -> ExitCode {
 }
 
 pub fn run(config: Config) -> ExitCode {
+    if crate::release::version::test_trailer().is_some_and(|t| t.crash_on_run) {
+        panic!("test hook: this build crashes as it starts (USEPOD_EDGE_TEST_TRAILER)");
+    }
     let (identity, created) = match Identity::load_or_create(&config.key_path) {
         Ok(r) => r,
         Err(e) => {
@@ -244,7 +247,7 @@ pub fn run(config: Config) -> ExitCode {
     log::info!(
         target: TARGET,
         "usepod-edge {} public key {} provider_id {}",
-        env!("CARGO_PKG_VERSION"),
+        crate::release::version::running(),
         identity.public_b64(),
         pid.as_deref().unwrap_or("(none yet)")
     );
@@ -284,6 +287,7 @@ pub fn run(config: Config) -> ExitCode {
     supervisor::run(&agent, &wake_rx);
     // Lines of the last jobs may still be queued for the ledger.
     agent.jobs.ledger.flush(std::time::Duration::from_secs(2));
+    let status = shutdown::exit_status(&agent);
     log::info!(target: TARGET, "stopped");
-    ExitCode::SUCCESS
+    ExitCode::from(status)
 }

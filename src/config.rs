@@ -168,6 +168,14 @@ pub struct Config {
     /// Serving windows in local time; empty serves at all hours.
     pub schedule: Vec<crate::schedule::Window>,
     pub local_first: LocalFirst,
+    pub upgrade: UpgradeConfig,
+}
+
+/// `upgrade`: ed25519 public keys trusted to sign releases besides the
+/// built-in release key (an operator's own builds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    pub trusted_keys: Vec<[u8; 32]>,
 }
 
 /// Local reporting: the state file `usepod-edge status` reads, and an optional
@@ -342,6 +350,14 @@ json_fields! {
         ledger: Section<RawLedger>,
         schedule: Option<List<Obj<RawWindow>>>,
         local_first: Section<RawLocalFirst>,
+        upgrade: Section<RawUpgrade>,
+    }
+}
+
+json_fields! {
+    #[derive(Default)]
+    struct RawUpgrade {
+        trusted_keys: Opt<Vec<Typed<String>>>,
     }
 }
 
@@ -917,6 +933,7 @@ fn build(
     let limits = build_limits(&mut w, &mut raw.limits)?;
     let schedule = build_schedule(&mut w, &mut raw.schedule)?;
     let local_first = build_local_first(&mut w, &mut raw.local_first)?;
+    let upgrade = build_upgrade(&mut w, &mut raw.upgrade)?;
 
     let mut st = w.section(&mut raw.status, "status")?;
     let state_file = match w
@@ -942,6 +959,7 @@ fn build(
         ledger,
         schedule,
         local_first,
+        upgrade,
         source,
         coordinator,
         key_path,
@@ -1246,6 +1264,33 @@ fn build_local_first(
     })
 }
 
+fn build_upgrade(
+    w: &mut Checker,
+    raw: &mut Section<RawUpgrade>,
+) -> Result<UpgradeConfig, ConfigError> {
+    let mut u = w.section(raw, "upgrade")?;
+    let key = "upgrade.trusted_keys";
+    let keys = w
+        .names(
+            &mut u.trusted_keys,
+            key,
+            "must be a list of ed25519 public keys (base64)",
+            "must be an ed25519 public key: standard base64 of 32 bytes",
+        )?
+        .unwrap_or_default();
+    let mut trusted_keys = Vec::new();
+    for (j, k) in keys.iter().enumerate() {
+        let Some(bytes) = crate::release::signature::b64_array(k) else {
+            return Err(w.err(
+                &format!("{key}[{j}]"),
+                "must be an ed25519 public key: standard base64 of 32 bytes",
+            ));
+        };
+        trusted_keys.push(bytes);
+    }
+    Ok(UpgradeConfig { trusted_keys })
+}
+
 fn build_coordinator(
     w: &mut Checker,
     raw: &mut Section<RawCoordinator>,
@@ -1514,6 +1559,39 @@ mod tests {
         );
         let e = problem(r#"{"limits":{"allow_fields":"grammar"}}"#);
         assert_eq!(e.key, "limits.allow_fields");
+    }
+
+    #[test]
+    fn upgrade_trusted_keys() {
+        assert!(parse("{}").unwrap().upgrade.trusted_keys.is_empty());
+        let key = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+        let c = parse(&format!(r#"{{"upgrade":{{"trusted_keys":["{key}"]}}}}"#)).unwrap();
+        assert_eq!(
+            c.upgrade.trusted_keys,
+            [crate::release::signature::b64_array::<32>(key).unwrap()]
+        );
+        let e = problem(&format!(
+            r#"{{"upgrade":{{"trusted_keys":["{key}","AAAA"]}}}}"#
+        ));
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            (
+                "upgrade.trusted_keys[1]",
+                "must be an ed25519 public key: standard base64 of 32 bytes"
+            )
+        );
+        assert_eq!(
+            problem(r#"{"upgrade":{"trusted_keys":"x"}}"#).key,
+            "upgrade.trusted_keys"
+        );
+        let c = parse(r#"{"upgrade":{"trusted_key":[]}}"#).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.ends_with("unknown key upgrade.trusted_key ignored")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The program: what `main` does, in the library so that a bench-only binary with a
 //! counting allocator (benches/alloc_count) runs exactly the agent that ships.
 
+use std::process::ExitCode;
 use crate::cli::{self, Command, Parsed};
 use crate::commands::{self, EXIT_CONFIG};
-use crate::{doctor, ledger, pair, pause, state};
-use std::process::ExitCode;
+use crate::{doctor, ledger, pair, pause, state, upgrade};
 
 /// The whole command line: parse, set up logging and config, run the command.
 pub fn main() -> ExitCode {
@@ -21,7 +21,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Parsed::Version => {
-            println!("usepod-edge {}", env!("CARGO_PKG_VERSION"));
+            println!("usepod-edge {}", crate::release::version::running());
             return ExitCode::SUCCESS;
         }
         Parsed::Go(cli) => cli,
@@ -29,6 +29,12 @@ pub fn main() -> ExitCode {
     if let Err(e) = commands::init_logging(cli.log_level.as_deref()) {
         eprintln!("usepod-edge: {e}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    // Release tooling needs no config.
+    match cli.command {
+        Command::ReleaseKey => return upgrade::sign::new_key(&cli.files),
+        Command::ReleaseSign => return upgrade::sign::sign_files(&cli.files),
+        _ => {}
     }
     let config = match commands::load_config(&cli) {
         Ok(c) => c,
@@ -52,6 +58,11 @@ pub fn main() -> ExitCode {
         }
         Command::Pause => pause::pause_cmd(&config, cli.drain),
         Command::Resume => pause::resume_cmd(&config),
+        Command::Upgrade => {
+            let path = commands::config_path(&cli).0;
+            upgrade::run(&config, &path, &cli.upgrade)
+        }
+        Command::ReleaseKey | Command::ReleaseSign => ExitCode::SUCCESS,
         Command::Run => commands::run(config),
     }
 }

@@ -1,10 +1,13 @@
-//! SIGTERM/SIGINT: drain, then close the session with 1001 and exit 0. A second
-//! signal exits at once. SIGHUP is logged: a config reload is a restart.
+//! SIGTERM/SIGINT: drain, then close the session with 1001 and exit 0. SIGUSR1
+//! (sent by `upgrade` once a new binary is in place): the same drain, then
+//! exit 75 ([`EXIT_RESTART`]) for the service manager to start the new binary.
+//! A second signal exits at once. SIGHUP is logged: a config reload is a restart.
 
 use crate::agent::Agent;
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +18,30 @@ const POLL: Duration = Duration::from_millis(20);
 /// Exit status when a second signal cuts the drain short.
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// Exit status after a drain asked for by SIGUSR1: "start me again". The init
+/// files restart on it (systemd: RestartForceExitStatus=75; the SysV and
+/// OpenRC supervisors restart on any exit but a stop's).
+pub const EXIT_RESTART: u8 = 75;
+
+/// Set when the drain was asked for by SIGUSR1.
+static RESTART: AtomicBool = AtomicBool::new(false);
+
+/// The status a drained agent exits with; on probation, the exit is noted as
+/// graceful first (src/probation.rs).
+pub fn exit_status(agent: &Agent) -> u8 {
+    crate::probation::note_stop(
+        &crate::probation::dir(&agent.config.key_path),
+        &crate::release::version::running(),
+    );
+    if RESTART.load(Ordering::SeqCst) {
+        EXIT_RESTART
+    } else {
+        0
+    }
+}
+
 pub fn install(agent: Arc<Agent>, wake: Sender<()>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -32,6 +57,10 @@ pub fn install(agent: Arc<Agent>, wake: Sender<()>) -> std::io::Result<()> {
                     }
                     _ => {
                         draining = true;
+                        if sig == SIGUSR1 {
+                            log::info!("SIGUSR1: restarting for an upgrade");
+                            RESTART.store(true, Ordering::SeqCst);
+                        }
                         let (agent, wake) = (Arc::clone(&agent), wake.clone());
                         let spawned = std::thread::Builder::new()
                             .name("drain".into())
@@ -76,11 +105,11 @@ fn drain(agent: &Agent, wake: &Sender<()>) {
         && !wait_for(CLOSE_GRACE, || !agent.has_session())
     {
         log::warn!("the coordinator did not answer our Close; exiting anyway");
-        std::process::exit(0);
+        std::process::exit(i32::from(exit_status(agent)));
     }
     // Normally the supervisor has returned by now and main exits 0 first. A
     // session still being dialled closes itself once authenticated; this bounds it.
     std::thread::sleep(CLOSE_GRACE * 3);
     log::warn!("shutdown did not finish in time; exiting");
-    std::process::exit(0);
+    std::process::exit(i32::from(exit_status(agent)));
 }

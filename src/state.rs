@@ -45,6 +45,10 @@ json_fields! {
         pub running: Option<bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
         pub stale: Option<bool>,
+        /// `status`'s reading of the upgrade files (src/probation.rs), never in
+        /// the file itself.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub upgrade: Option<crate::probation::UpgradeStatus>,
     }
 }
 
@@ -137,7 +141,7 @@ pub fn snapshot(agent: &Agent) -> State {
     });
     State {
         pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: crate::release::version::running(),
         written_at: rfc3339(now),
         written_unix: unix(now),
         interval_s: agent.config.status.interval.as_secs_f64(),
@@ -169,6 +173,7 @@ pub fn snapshot(agent: &Agent) -> State {
         serving: Some(agent.gate.status()),
         running: None,
         stale: None,
+        upgrade: None,
     }
 }
 
@@ -373,10 +378,12 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
     };
     let now = unix(SystemTime::now());
     let verdict = assess(&state, now, pid_alive(state.pid));
+    let upgrade = crate::probation::status(&crate::probation::dir(&config.key_path));
     if as_json {
         let shown = State {
             running: Some(verdict == Verdict::Running),
             stale: Some(matches!(verdict, Verdict::Stale { .. })),
+            upgrade,
             ..state
         };
         println!(
@@ -385,10 +392,36 @@ pub fn show(config: &Config, as_json: bool) -> ExitCode {
         );
     } else {
         print_human(&state, &verdict, now);
+        if let Some(u) = &upgrade {
+            print_upgrade(u, now);
+        }
     }
     match verdict {
         Verdict::Running => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
+    }
+}
+
+fn print_upgrade(u: &crate::probation::UpgradeStatus, now: u64) {
+    let when = ago(now, u.at);
+    match u.outcome.as_str() {
+        "rolled-back" => {
+            println!(
+                "last upgrade: {} -> {} ROLLED BACK {when} ago: {}",
+                u.from, u.to, u.detail
+            );
+            if u.restore_pending {
+                println!(
+                    "rollback: {} runs as .prev until the service is restarted as root",
+                    u.from
+                );
+            }
+        }
+        "probation" => println!(
+            "last upgrade: {} -> {} {when} ago, on probation ({} failed start(s) so far)",
+            u.from, u.to, u.failed_starts
+        ),
+        other => println!("last upgrade: {} -> {} {when} ago: {other}", u.from, u.to),
     }
 }
 

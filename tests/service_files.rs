@@ -10,10 +10,9 @@
 //! Without the tools the tests say SKIPPED locally and fail in CI, which installs them
 //! (`.ci/run`: Debian packages `systemd` and `openrc`; neither becomes this machine's init).
 //!
-//! The OpenRC script is loaded, not started: Debian's openrc package runs services
-//! through dpkg's start-stop-daemon, which lacks the `--stdout`/`--stderr` that OpenRC's
-//! own (Alpine, Gentoo) provides for `output_log`, so a start here would test Debian's
-//! variant, not the one the script is written for.
+//! The OpenRC script is loaded, not started (starting needs OpenRC as this machine's init
+//! for supervise-daemon's state); it runs under supervise-daemon, which respawns the agent
+//! through the probation script (the script itself is run in tests/upgrade.rs).
 
 mod support;
 
@@ -97,8 +96,11 @@ fn the_systemd_unit_as_installed_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/usepod-edge.service"))
         .expect("install.sh put the unit in etc/systemd/system");
     assert!(
-        unit.contains("ExecStart=/usr/local/bin/usepod-edge --config"),
-        "the unit runs the binary from PREFIX/bin:\n{unit}"
+        unit.contains("ExecStart=/usr/local/bin/usepod-edge --config")
+            && unit.contains("ExecStartPre=+/usr/local/bin/usepod-edge-probation check /usr/local/bin/usepod-edge /var/lib/usepod-edge")
+            && unit.contains("RestartForceExitStatus=75"),
+        "the unit runs the binary from PREFIX/bin, the probation script first, and restarts \
+         it after an upgrade's drain:\n{unit}"
     );
     // verify also checks that each Exec command exists on this machine: point the unit at
     // the binary install.sh put in the scratch root. Nothing else changes.
@@ -163,8 +165,15 @@ fn the_openrc_script_as_installed_loads_in_openrc_run() {
     let script = std::fs::read_to_string(&script_path).expect("install.sh put the script in");
     assert!(
         script.starts_with("#!/sbin/openrc-run\n")
-            && script.contains("command=\"/usr/local/bin/usepod-edge\""),
-        "an openrc-run script running the binary from PREFIX/bin:\n{script}"
+            && script.contains("daemon=\"/usr/local/bin/usepod-edge\"")
+            && script.contains("probation=\"/usr/local/bin/usepod-edge-probation\"")
+            && script.contains("\nsupervisor=supervise-daemon\n"),
+        "an openrc-run script running the binary from PREFIX/bin under supervise-daemon, \
+         through the probation script:\n{script}"
+    );
+    assert!(
+        root.join("usr/local/bin/usepod-edge-probation").is_file(),
+        "install.sh put the probation script beside the binary"
     );
     let syntax = run(Command::new("sh").arg("-n").arg(&script_path));
     assert!(

@@ -13,6 +13,7 @@ pub mod fake_backend;
 pub mod identity;
 pub mod jobs;
 pub mod proxy;
+pub mod service;
 pub mod stub_http;
 pub mod tls;
 
