@@ -1,10 +1,10 @@
 //! The program: what `main` does, in the library so that a bench-only binary with a
 //! counting allocator (benches/alloc_count) runs exactly the agent that ships.
 
-use std::process::ExitCode;
 use crate::cli::{self, Command, Parsed};
 use crate::commands::{self, EXIT_CONFIG};
 use crate::{doctor, ledger, pair, pause, state, upgrade};
+use std::process::ExitCode;
 
 /// The whole command line: parse, set up logging and config, run the command.
 pub fn main() -> ExitCode {
