@@ -88,12 +88,30 @@ install: ## BIN (target/release/usepod-edge), init script for this system, confi
 # (default 60), see fuzz/README.md. fleet-sim: seconds (its checks also run, quietly, under
 # `cargo test --all-targets`); fleet: ~1 min for FLEET_N agents (default 200) plus the
 # release build; mind memory (~2-5 MB per agent) and open files (~5 per agent here).
-.PHONY: bench soak fuzz fuzz-build fleet-sim fleet
+.PHONY: bench bench-usepod soak fuzz fuzz-build fleet-sim fleet
 FUZZ_SECONDS ?= 60
 FLEET_N ?= 200
 
-bench: ## relay overhead vs a same-run baseline, footprint, binary sizes (prints a table)
-	$(CARGO) bench --bench relay
+# bench also builds the shipped x86_64 musl binary, a baseline revision's (BENCH_BASELINE:
+# main when HEAD is elsewhere, else HEAD~1; BENCH_BASELINE=none skips it) in a worktree
+# under target/bench-baseline, and the agent with a counting allocator; usepod-agent
+# 0.3.5 joins when `make bench-usepod` installed it. BENCH_PEERS_ONLY=1: the comparison only.
+MUSL_X86 := x86_64-unknown-linux-musl
+USEPOD_AGENT := tests/.cache/usepod-agent/bin/usepod-agent
+BENCH_BASELINE ?= $(shell if [ "$$(git rev-parse -q --verify main 2>/dev/null)" != "$$(git rev-parse HEAD)" ] \
+  && git rev-parse -q --verify main >/dev/null; then echo main; else echo HEAD~1; fi)
+
+bench: ## relay overhead vs a same-run baseline; musl, glibc, baseline rev, usepod-agent side by side
+	bash cross/musl-env.sh --no-install $(CARGO) build --release --target $(MUSL_X86) --bin usepod-edge
+	if [ "$(BENCH_BASELINE)" != none ]; then \
+	  BENCH_BASELINE_BIN=$$(bash benches/baseline.sh "$(BENCH_BASELINE)") || exit 1; \
+	  export BENCH_BASELINE_BIN BENCH_BASELINE_REV=$$(git rev-parse --short "$(BENCH_BASELINE)"); fi; \
+	if [ -x $(USEPOD_AGENT) ]; then export BENCH_USEPOD_BIN=$(USEPOD_AGENT); fi; \
+	BENCH_MUSL_BIN=target/$(MUSL_X86)/release/usepod-edge \
+	  $(CARGO) bench --features bench-alloc --bench relay
+
+bench-usepod: ## install usepod-agent 0.3.5 into tests/.cache (crates.io) for make bench; never run by test or CI
+	[ -x $(USEPOD_AGENT) ] || $(CARGO) install usepod-agent --version 0.3.5 --locked --root tests/.cache/usepod-agent
 
 soak: ## 10,000 jobs over 200 reconnect cycles; RSS/fds/threads end vs after warm-up (±10%)
 	$(CARGO) bench --bench soak

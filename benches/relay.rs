@@ -14,6 +14,9 @@ mod support;
 
 mod common;
 
+#[path = "relay/peers.rs"]
+mod peers;
+
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -131,6 +134,10 @@ fn row(what: &str, direct: String, agent: String, ratio: String) -> Row {
 fn main() {
     if !invoked_as_bench() {
         println!("relay bench: built; run it with `make bench` (cargo bench --bench relay)");
+        return;
+    }
+    if std::env::var_os("BENCH_PEERS_ONLY").is_some() {
+        peers::compare(support::agent::BIN);
         return;
     }
     let idle_s: u64 = std::env::var("BENCH_IDLE_S")
@@ -375,4 +382,5 @@ fn main() {
     );
     drop(conn);
     drop(agent);
+    peers::compare(support::agent::BIN);
 }

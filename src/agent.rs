@@ -8,7 +8,7 @@ use crate::hardware_snapshot::HardwareSnapshot;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::lock::lock;
-use crate::outgoing::Outgoing;
+use crate::outgoing::{Outbox, Outgoing};
 use crate::protocol::{HeartbeatStats, JobRequest, ModelOffer, OfferLimits, Outbound};
 use crate::session::{self, Change, Parts};
 use crossbeam_channel::Sender;
@@ -198,7 +198,7 @@ impl crate::gate::Lend for Agent {
 }
 
 impl session::Jobs for Agent {
-    fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound> {
+    fn submit(&self, job: JobRequest, out: &Outbox) -> Option<Outbound> {
         self.jobs.submit(&self.discovery, job, out)
     }
 

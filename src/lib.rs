@@ -17,6 +17,7 @@ pub mod decimal;
 pub mod discovery;
 pub mod doctor;
 pub mod endpoint;
+pub mod entry;
 pub mod gate;
 pub mod hardware;
 pub mod hardware_snapshot;

@@ -373,6 +373,24 @@ impl Outbound {
         }
     }
 
+    /// The text of `Outbound::job_chunk(job_id, sse)`, written into `out` (cleared
+    /// first) instead of a new String: a relay reuses one buffer for every frame.
+    pub fn write_job_chunk(out: &mut Vec<u8>, job_id: &str, sse: &[u8]) {
+        use base64::Engine as _;
+        out.clear();
+        out.extend_from_slice(br#"{"type":"job_chunk","job_id":"#);
+        // Writing a &str into a Vec cannot fail; it escapes as serde would.
+        let _ = serde_json::to_writer(&mut *out, job_id);
+        out.extend_from_slice(br#","data":""#);
+        let at = out.len();
+        out.resize(at + base64::encoded_len(sse.len(), true).unwrap_or(0), 0);
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(sse, &mut out[at..])
+            .unwrap_or(0);
+        out.truncate(at + n);
+        out.extend_from_slice(br#""}"#);
+    }
+
     pub fn job_error(
         job_id: &str,
         error_code: ErrorCode,
@@ -398,6 +416,32 @@ mod tests {
     fn golden(msg: &Outbound, expected: Value) {
         let got: Value = serde_json::from_str(&msg.to_text()).unwrap();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn written_job_chunk_is_the_serialized_one_byte_for_byte() {
+        let mut buf = Vec::new();
+        for (id, sse) in [
+            (ID, &b"data: x\n\n"[..]),
+            (ID, &b""[..]),
+            (ID, &b"\x00\xff\xfe data: {\"a\":\"\\u00e9\"}\r\n\r\n"[..]),
+            // Not a UUID: still escaped as serde escapes it.
+            ("a\"b\\c\u{1}", &b"ab"[..]),
+        ] {
+            Outbound::write_job_chunk(&mut buf, id, sse);
+            assert_eq!(buf, Outbound::job_chunk(id, sse).to_text().into_bytes());
+        }
+    }
+
+    #[test]
+    fn job_chunk_buffer_is_reused_not_regrown() {
+        let mut buf = Vec::new();
+        Outbound::write_job_chunk(&mut buf, ID, &[b'x'; 600]);
+        let (cap, ptr) = (buf.capacity(), buf.as_ptr());
+        for n in [0, 10, 300, 600] {
+            Outbound::write_job_chunk(&mut buf, ID, &vec![b'y'; n]);
+            assert_eq!((buf.capacity(), buf.as_ptr()), (cap, ptr));
+        }
     }
 
     #[test]

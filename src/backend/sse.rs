@@ -3,7 +3,9 @@
 //!
 //! Everything here is pure so it can be fuzzed and unit-tested without a backend.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Error when a backend stream cannot be framed.
@@ -52,8 +54,12 @@ enum LineState {
 #[derive(Debug, Clone)]
 pub struct EventSplitter {
     max_event_bytes: usize,
-    /// Bytes after the last boundary, all already scanned.
+    /// Bytes after the last boundary, all already scanned, behind the `released` bytes
+    /// the previous push lent out. One buffer reused for the whole stream (and, through
+    /// [`EventSplitter::reset`], for the next), so relaying allocates nothing per event.
     pending: Vec<u8>,
+    /// How many leading bytes of `pending` the last push returned; dropped at the next.
+    released: usize,
     state: LineState,
     /// Set once the limit was exceeded: the stream is mid-event at an unknown point, so
     /// nothing after it can be framed reliably.
@@ -65,6 +71,7 @@ impl EventSplitter {
         EventSplitter {
             max_event_bytes,
             pending: Vec::new(),
+            released: 0,
             state: LineState::LineStart,
             failed: false,
         }
@@ -77,31 +84,38 @@ impl EventSplitter {
     /// Err when the incomplete tail exceeds `max_event_bytes`; the splitter then stays
     /// failed and every later push returns the same error.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
+        self.push_ready(bytes).map(<[u8]>::to_vec)
+    }
+
+    /// [`EventSplitter::push`] without a copy: the completed events are lent from the
+    /// splitter's own buffer until the next call.
+    pub fn push_ready(&mut self, bytes: &[u8]) -> Result<&[u8], SseError> {
         if self.failed {
             return Err(self.too_large());
         }
+        self.drop_released();
         let base = self.pending.len();
         // Only the new bytes are scanned; `state` carries what the old ones left open.
-        let mut cut = None;
+        let mut cut = 0;
         for (offset, &byte) in bytes.iter().enumerate() {
             let after = base + offset + 1;
             self.state = match (byte, self.state) {
                 (b'\n', LineState::AfterCr { ended_event }) => {
                     if ended_event {
-                        cut = Some(after);
+                        cut = after;
                     }
                     LineState::LineStart
                 }
                 (b'\n', state) => {
                     if state == LineState::LineStart {
-                        cut = Some(after);
+                        cut = after;
                     }
                     LineState::LineStart
                 }
                 (b'\r', state) => {
                     let blank = state != LineState::MidLine;
                     if blank {
-                        cut = Some(after);
+                        cut = after;
                     }
                     LineState::AfterCr { ended_event: blank }
                 }
@@ -109,26 +123,50 @@ impl EventSplitter {
             };
         }
         self.pending.extend_from_slice(bytes);
-        let complete = match cut {
-            Some(cut) if cut <= self.pending.len() => {
-                let tail = self.pending.split_off(cut);
-                std::mem::replace(&mut self.pending, tail)
-            }
-            _ => Vec::new(),
-        };
-        if self.pending.len() > self.max_event_bytes {
+        if self.pending.len() - cut > self.max_event_bytes {
             self.failed = true;
             self.pending = Vec::new();
             return Err(self.too_large());
         }
-        Ok(complete)
+        self.released = cut;
+        Ok(&self.pending[..cut])
     }
 
     /// Bytes received after the last boundary (a stream that ended without a final blank
     /// line). The splitter is then ready for a new stream.
     pub fn take_rest(&mut self) -> Vec<u8> {
+        self.rest().to_vec()
+    }
+
+    /// [`EventSplitter::take_rest`] without a copy, lent until the next call; the
+    /// splitter keeps its buffer for the next stream.
+    pub fn rest(&mut self) -> &[u8] {
+        self.drop_released();
         self.state = LineState::LineStart;
-        std::mem::take(&mut self.pending)
+        self.released = self.pending.len();
+        &self.pending
+    }
+
+    /// Ready for a new stream, keeping the buffer (and its capacity).
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        self.released = 0;
+        self.state = LineState::LineStart;
+        self.failed = false;
+    }
+
+    /// Frees the buffer when its capacity grew past `max` (after a stream of huge events).
+    pub fn trim(&mut self, max: usize) {
+        if self.pending.capacity() > max {
+            self.pending = Vec::new();
+            self.released = 0;
+        }
+    }
+
+    fn drop_released(&mut self) {
+        // Moves the short unfinished tail to the front; no allocation.
+        self.pending.drain(..self.released);
+        self.released = 0;
     }
 
     fn too_large(&self) -> SseError {
@@ -145,15 +183,45 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Fields of the event being parsed, until its blank line.
-#[derive(Default)]
-struct EventBuilder {
-    event: Option<String>,
+/// Parses complete events, reusing its buffers from one call (and one stream) to the
+/// next, so counting a relayed stream allocates nothing per event.
+#[derive(Debug, Default)]
+pub struct EventParser {
+    /// The fields of the event being parsed, until its blank line.
+    event: String,
+    has_event: bool,
     data: String,
     has_data: bool,
 }
 
-impl EventBuilder {
+impl EventParser {
+    /// Calls `f(event name, data)` for every event in `bytes` (lossy UTF-8), as
+    /// [`parse_events`] returns them.
+    pub fn each(&mut self, bytes: &[u8], mut f: impl FnMut(Option<&str>, &str)) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut rest = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        while !rest.is_empty() {
+            let (line, next) = match rest.find(['\r', '\n']) {
+                Some(at) => {
+                    let (line, terminator) = rest.split_at(at);
+                    let next = terminator
+                        .strip_prefix("\r\n")
+                        .or_else(|| terminator.get(1..))
+                        .unwrap_or("");
+                    (line, next)
+                }
+                None => (rest, ""),
+            };
+            if line.is_empty() {
+                self.dispatch(&mut f);
+            } else {
+                self.field(line);
+            }
+            rest = next;
+        }
+        self.dispatch(&mut f);
+    }
+
     fn field(&mut self, line: &str) {
         if line.starts_with(':') {
             return;
@@ -163,7 +231,11 @@ impl EventBuilder {
             None => (line, ""),
         };
         match name {
-            "event" => self.event = Some(value.to_owned()).filter(|v| !v.is_empty()),
+            "event" => {
+                self.event.clear();
+                self.event.push_str(value);
+                self.has_event = !value.is_empty();
+            }
             "data" => {
                 if self.has_data {
                     self.data.push('\n');
@@ -175,14 +247,13 @@ impl EventBuilder {
         }
     }
 
-    fn dispatch(&mut self, events: &mut Vec<SseEvent>) {
-        let built = std::mem::take(self);
-        if built.has_data {
-            events.push(SseEvent {
-                event: built.event,
-                data: built.data,
-            });
+    fn dispatch(&mut self, f: &mut impl FnMut(Option<&str>, &str)) {
+        if self.has_data {
+            f(self.has_event.then_some(self.event.as_str()), &self.data);
         }
+        self.data.clear();
+        self.has_data = false;
+        self.has_event = false;
     }
 }
 
@@ -192,30 +263,13 @@ impl EventBuilder {
 /// An event not closed by a blank line at the end of `bytes` is still returned: fed the
 /// output of `take_rest`, this lets a stream cut short of its last blank line still count.
 pub fn parse_events(bytes: &[u8]) -> Vec<SseEvent> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut rest = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut events = Vec::new();
-    let mut builder = EventBuilder::default();
-    while !rest.is_empty() {
-        let (line, next) = match rest.find(['\r', '\n']) {
-            Some(at) => {
-                let (line, terminator) = rest.split_at(at);
-                let next = terminator
-                    .strip_prefix("\r\n")
-                    .or_else(|| terminator.get(1..))
-                    .unwrap_or("");
-                (line, next)
-            }
-            None => (rest, ""),
-        };
-        if line.is_empty() {
-            builder.dispatch(&mut events);
-        } else {
-            builder.field(line);
-        }
-        rest = next;
-    }
-    builder.dispatch(&mut events);
+    EventParser::default().each(bytes, |event, data| {
+        events.push(SseEvent {
+            event: event.map(str::to_owned),
+            data: data.to_owned(),
+        })
+    });
     events
 }
 
@@ -229,17 +283,135 @@ pub struct Usage {
 impl Usage {
     /// Later reports replace earlier ones key by key: Anthropic's message_delta carries the
     /// final output count, and may omit the input count message_start already gave.
-    fn update(&mut self, usage: Option<&Value>, input_key: &str, output_key: &str) {
-        let Some(usage) = usage.and_then(Value::as_object) else {
+    fn update(&mut self, usage: Option<&RawValue>, anthropic: bool) {
+        let Some(usage) = usage.and_then(object::<UsageFields>) else {
             return;
         };
-        if let Some(input) = usage.get(input_key).and_then(Value::as_u64) {
+        let (input, output) = match anthropic {
+            true => (usage.input_tokens, usage.output_tokens),
+            false => (usage.prompt_tokens, usage.completion_tokens),
+        };
+        if let Some(input) = input.and_then(count) {
             self.input = Some(input);
         }
-        if let Some(output) = usage.get(output_key).and_then(Value::as_u64) {
+        if let Some(output) = output.and_then(count) {
             self.output = Some(output);
         }
     }
+}
+
+// The shapes read from each event, borrowed from its data: every field stays raw JSON
+// until it is needed, and nothing is built for the fields skipped, so observing an event
+// allocates nothing (a `serde_json::Value` tree cost a dozen allocations per event).
+
+/// The top-level fields of either an OpenAI chunk or an Anthropic event.
+#[derive(Deserialize)]
+struct EventFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    delta: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+}
+
+/// The token counts, under either vendor's names (each shape reads its own pair).
+#[derive(Deserialize)]
+struct UsageFields<'a> {
+    #[serde(borrow, default)]
+    input_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    output_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    completion_tokens: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MessageFields<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceFields<'a> {
+    #[serde(borrow, default)]
+    delta: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+/// An OpenAI delta's generated text, any of its names (`reasoning` is the newer
+/// vLLM/Ollama name for `reasoning_content`; thinking tokens are generated and billed like
+/// any other); also Anthropic's `stop_reason` in a message_delta.
+#[derive(Deserialize)]
+struct DeltaFields<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stop_reason: Option<&'a RawValue>,
+}
+
+/// The first element of a JSON array, the rest skipped unbuilt.
+struct First<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for First<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = First<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<First<'de>, A::Error> {
+                let first = seq.next_element::<&'de RawValue>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// `raw` read as `T` when it is a JSON object (a struct would also take an array).
+fn object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    let text = raw.get();
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// A JSON string, borrowed unless it has escapes.
+fn string(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let text = raw?.get();
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// A non-negative integer that fits u64, as `Value::as_u64` reads one.
+fn count(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A string other than "": what a delta emits when it emits text. Judged on the raw
+/// text, which for any string but "" is longer than its two quotes.
+fn nonempty_string(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get().starts_with('"') && r.get() != "\"\"")
 }
 
 /// Running accounting of a streamed response.
@@ -255,68 +427,66 @@ impl StreamStats {
     /// Update from one event's data, in either the OpenAI chat-completions chunk shape or
     /// the Anthropic Messages event shape. Data that is not a JSON object is ignored.
     pub fn observe(&mut self, event: &SseEvent) {
-        let data = event.data.trim();
+        self.observe_data(event.event.as_deref(), &event.data);
+    }
+
+    /// [`StreamStats::observe`] for an event as [`EventParser::each`] lends it.
+    pub fn observe_data(&mut self, event: Option<&str>, data: &str) {
+        let data = data.trim();
         if data == "[DONE]" {
             self.done = true;
             return;
         }
-        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(data) else {
+        if !data.starts_with('{') {
+            return;
+        }
+        let Ok(fields) = serde_json::from_str::<EventFields>(data) else {
             return;
         };
         // Anthropic repeats the event name as `type`; the `event:` line is the fallback.
-        let kind = object
-            .get("type")
-            .and_then(Value::as_str)
-            .or(event.event.as_deref());
-        match kind {
+        let kind = string(fields.kind);
+        match kind.as_deref().or(event) {
             Some("message_start") => {
-                let usage = object.get("message").and_then(|m| m.get("usage"));
-                self.usage.update(usage, "input_tokens", "output_tokens");
+                let message = fields.message.and_then(object::<MessageFields>);
+                self.usage.update(message.and_then(|m| m.usage), true);
             }
             Some("message_delta") => {
-                self.usage
-                    .update(object.get("usage"), "input_tokens", "output_tokens");
-                let stop = object
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str);
-                if let Some(stop) = stop {
-                    self.finish_reason = Some(stop.to_owned());
-                }
+                self.usage.update(fields.usage, true);
+                let delta = fields.delta.and_then(object::<DeltaFields>);
+                self.set_finish_reason(delta.and_then(|d| d.stop_reason));
             }
             Some("content_block_delta") => self.content_events += 1,
             Some("message_stop") => self.done = true,
-            _ => self.observe_openai(&object),
+            _ => self.observe_openai(&fields),
         }
     }
 
-    fn observe_openai(&mut self, chunk: &Map<String, Value>) {
-        self.usage
-            .update(chunk.get("usage"), "prompt_tokens", "completion_tokens");
-        let Some(choice) = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|choices| choices.first())
-        else {
+    fn observe_openai(&mut self, chunk: &EventFields) {
+        self.usage.update(chunk.usage, false);
+        let choices = chunk
+            .choices
+            .and_then(|c| serde_json::from_str::<First>(c.get()).ok());
+        let Some(choice) = choices.and_then(|c| c.0).and_then(object::<ChoiceFields>) else {
             return;
         };
-        if let Some(delta) = choice.get("delta") {
-            // `reasoning` is the newer vLLM/Ollama name for `reasoning_content`; thinking
-            // tokens are generated and billed like any other.
-            let emitted = ["content", "reasoning_content", "reasoning"]
-                .iter()
-                .any(|key| {
-                    delta
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| !s.is_empty())
-                });
-            if emitted {
+        if let Some(delta) = choice.delta.and_then(object::<DeltaFields>) {
+            if nonempty_string(delta.content)
+                || nonempty_string(delta.reasoning_content)
+                || nonempty_string(delta.reasoning)
+            {
                 self.content_events += 1;
             }
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_owned());
+        self.set_finish_reason(choice.finish_reason);
+    }
+
+    /// Stored when it is a string; allocates only when it changes (once a stream).
+    fn set_finish_reason(&mut self, raw: Option<&RawValue>) {
+        let Some(reason) = string(raw) else {
+            return;
+        };
+        if self.finish_reason.as_deref() != Some(&*reason) {
+            self.finish_reason = Some(reason.into_owned());
         }
     }
 
@@ -491,6 +661,73 @@ mod tests {
         }
         assert_eq!(result, Err(SseError::EventTooLarge { limit: 1000 }));
         assert!(s.pending.capacity() <= 2000);
+    }
+
+    #[test]
+    fn lent_events_and_rest_match_the_copying_calls_and_reuse_one_buffer() {
+        let stream = b"data: 1\n\ndata: 2\n\nda";
+        let mut s = EventSplitter::new(1024);
+        assert_eq!(s.push_ready(stream).unwrap(), b"data: 1\n\ndata: 2\n\n");
+        assert_eq!(s.push_ready(b"ta: 3\n").unwrap(), b"");
+        assert_eq!(s.push_ready(b"\n").unwrap(), b"data: 3\n\n");
+        assert_eq!(s.rest(), b"");
+        // The next stream, after a reset, starts clean in the same buffer.
+        s.push_ready(b"data: half").unwrap();
+        s.reset();
+        let (cap, ptr) = (s.pending.capacity(), s.pending.as_ptr());
+        assert_eq!(s.push_ready(b"data: a\n\ndata: b").unwrap(), b"data: a\n\n");
+        assert_eq!(s.rest(), b"data: b");
+        assert_eq!(s.rest(), b"");
+        assert_eq!((s.pending.capacity(), s.pending.as_ptr()), (cap, ptr));
+    }
+
+    #[test]
+    fn event_parser_reused_across_calls_gives_what_parse_events_gives() {
+        let mut parser = EventParser::default();
+        for bytes in [
+            &b"event: a\ndata: 1\ndata: 2\n\n"[..],
+            b"data: no name now\n\n",
+            b"event: b\n\ndata: x\n\n",
+            b"data: cut",
+            b"\n\n",
+        ] {
+            let mut got = Vec::new();
+            parser.each(bytes, |event, data| got.push(ev(event, data)));
+            assert_eq!(got, parse_events(bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_read_like_values() {
+        let mut stats = StreamStats::default();
+        stats.observe(&data(
+            r#"{"type":"message_\u0073tart","message":{"usage":{"input_tokens":3}}}"#,
+        ));
+        stats.observe(&data(
+            r#"{"choices":[{"delta":{"content":"\n"},"finish_reason":"st\u006fp"}]}"#,
+        ));
+        assert_eq!(stats.usage.input, Some(3));
+        assert_eq!(stats.content_events, 1);
+        assert_eq!(stats.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn only_the_first_choice_counts_and_usage_names_follow_the_shape() {
+        let mut stats = StreamStats::default();
+        stats.observe(&data(
+            r#"{"choices":[{"delta":{}},{"delta":{"content":"x"}}],"usage":{"input_tokens":9}}"#,
+        ));
+        stats.observe(&data(
+            r#"{"type":"message_delta","usage":{"prompt_tokens":9,"output_tokens":2}}"#,
+        ));
+        assert_eq!(stats.content_events, 0);
+        assert_eq!(
+            stats.usage,
+            Usage {
+                input: None,
+                output: Some(2)
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Jobs: admission (slots), a fixed pool of worker threads, cancel.
 
 mod backend_error;
+mod buffers;
 pub mod policy;
 mod queue;
 mod registry;
@@ -11,9 +12,8 @@ use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
-use crate::outgoing::Outgoing;
+use crate::outgoing::Outbox;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
-use crossbeam_channel::Sender;
 use queue::{Queued, WorkQueue};
 use registry::{Refusal, Registry};
 use run::JobLimits;
@@ -27,7 +27,7 @@ pub struct Work {
     pub route: crate::discovery::Route,
     pub cancel: Cancel,
     pub ticket: u64,
-    pub tx: Sender<Outgoing>,
+    pub out: Outbox,
     pub received: Instant,
 }
 
@@ -73,10 +73,11 @@ impl Jobs {
                 .name(format!("job-{i}"))
                 .stack_size(256 * 1024)
                 .spawn(move || {
+                    let mut bufs = buffers::Buffers::new(run::MAX_EVENT_BYTES);
                     while let Some(w) = queue.pop() {
                         // The binary aborts on panic (Cargo.toml), so there is no
                         // unwinding to catch here: a panicking job ends the process.
-                        let terminal = run::execute(&w, &limits, &discovery, &metrics);
+                        let terminal = run::execute(&w, &limits, &discovery, &metrics, &mut bufs);
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
                         let delivered = registry.finish(&w.job.job_id, w.ticket)
@@ -138,12 +139,7 @@ impl Jobs {
     }
 
     /// Admits a job or answers at once with the frame that refuses it.
-    pub fn submit(
-        &self,
-        discovery: &Discovery,
-        job: JobRequest,
-        tx: &Sender<Outgoing>,
-    ) -> Option<Outbound> {
+    pub fn submit(&self, discovery: &Discovery, job: JobRequest, out: &Outbox) -> Option<Outbound> {
         if self.closed.load(Ordering::SeqCst) {
             let why = "this agent is shutting down".to_owned();
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
@@ -202,7 +198,7 @@ impl Jobs {
             route,
             cancel,
             ticket,
-            tx: tx.clone(),
+            out: out.clone(),
             received: Instant::now(),
         };
         if let Err(w) = self.queue.push(work) {

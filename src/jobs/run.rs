@@ -1,17 +1,16 @@
 //! Running one job against its backend and relaying the stream.
 
 use super::backend_error::{classify_http, classify_status};
+use super::buffers::Buffers;
 use super::policy::{self, RequestPolicy};
 use super::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
-use crate::backend::sse::{parse_events, EventSplitter, StreamStats};
+use crate::backend::sse::{EventParser, StreamStats};
 use crate::client::{self, HttpError, Request, Response};
 use crate::config::Config;
 use crate::discovery::{mark_no_messages, Discovery};
 use crate::metrics::{Metrics, Sample};
-use crate::outgoing::Outgoing;
 use crate::protocol::{ErrorCode, JobFormat, Outbound, Tokens};
-use crossbeam_channel::SendTimeoutError;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ use std::time::{Duration, Instant};
 /// Largest single SSE event accepted from a backend (an endless line must not
 /// exhaust memory).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-const READ_BUF: usize = 16 * 1024;
 
 /// Output bound when neither the operator nor the backend names one.
 const FALLBACK_MAX_OUTPUT_TOKENS: u32 = 8192;
@@ -114,17 +112,7 @@ fn internal(message: impl Into<String>) -> Failure {
 /// Queues a frame of this job; waits while the outbound queue is full (the
 /// coordinator pushes back) but gives up once the job is cancelled.
 pub fn send_frame(w: &Work, frame: Outbound) -> bool {
-    let mut msg = Outgoing::Job(w.cancel.clone(), frame.to_text());
-    loop {
-        if w.cancel.is_cancelled() {
-            return false;
-        }
-        match w.tx.send_timeout(msg, Duration::from_millis(50)) {
-            Ok(()) => return true,
-            Err(SendTimeoutError::Timeout(m)) => msg = m,
-            Err(SendTimeoutError::Disconnected(_)) => return false,
-        }
-    }
+    w.out.send_job(&w.cancel, frame.to_text().as_bytes())
 }
 
 /// Runs the job, records how it went, and returns its terminal frame (None
@@ -134,10 +122,12 @@ pub fn execute(
     limits: &JobLimits,
     discovery: &Discovery,
     metrics: &Metrics,
+    bufs: &mut Buffers,
 ) -> Option<Outbound> {
     let mut p = Progress::default();
     let id = &w.job.job_id;
-    let result = relay(w, limits, &mut p);
+    let result = relay(w, limits, &mut p, bufs);
+    bufs.trim();
     let output = p.stats.output_tokens();
     let ttfb_ms = p
         .first_chunk
@@ -196,7 +186,12 @@ enum Plan {
     AnthropicTranslated,
 }
 
-fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> {
+fn relay(
+    w: &Work,
+    limits: &JobLimits,
+    p: &mut Progress,
+    bufs: &mut Buffers,
+) -> Result<(), Failure> {
     let target = &w.route.target;
     let mut plan = match w.job.format {
         JobFormat::OpenAi => Plan::OpenAi,
@@ -285,64 +280,50 @@ fn relay(w: &Work, limits: &JobLimits, p: &mut Progress) -> Result<(), Failure> 
         if fell_back {
             mark_no_messages(target);
         }
-        return stream(w, &mut resp, translator, p);
+        return stream(w, &mut resp, translator, p, bufs);
     }
 }
 
-/// Relays the SSE body as job_chunk frames cut on event boundaries, each sent
-/// as soon as it is complete.
+/// Relays the SSE body as job_chunk frames cut on event boundaries. Whatever one read
+/// completed goes out at once in one frame: events that arrived together share it, and
+/// none waits for another.
 fn stream(
     w: &Work,
     resp: &mut Response,
     mut translator: Option<StreamTranslator>,
     p: &mut Progress,
+    bufs: &mut Buffers,
 ) -> Result<(), Failure> {
-    let mut splitter = EventSplitter::new(MAX_EVENT_BYTES);
-    let mut buf = vec![0u8; READ_BUF];
-    let forward = |ready: Vec<u8>, p: &mut Progress, translator: &mut Option<StreamTranslator>| {
-        if ready.is_empty() {
-            return true;
-        }
-        let events = parse_events(&ready);
-        for ev in &events {
-            p.stats.observe(ev);
-        }
-        let out = match translator {
-            Some(t) => events
-                .iter()
-                .flat_map(|e| t.on_openai_data(&e.data))
-                .collect(),
-            None => ready,
-        };
-        if out.is_empty() {
-            return true;
-        }
-        p.first_chunk.get_or_insert_with(Instant::now);
-        send_frame(w, Outbound::job_chunk(&w.job.job_id, &out))
-    };
+    bufs.start();
+    let Buffers {
+        read,
+        splitter,
+        parser,
+        frame,
+    } = bufs;
     let started = Instant::now();
     loop {
-        let n = resp.read_body(&mut buf)?;
+        let n = resp.read_body(read)?;
+        let ready = if n == 0 {
+            splitter.rest()
+        } else {
+            splitter
+                .push_ready(&read[..n])
+                .map_err(|e| internal(format!("backend stream refused: {e}")))?
+        };
+        if !forward(w, ready, p, &mut translator, parser, frame) {
+            return Err(Failure::Stopped);
+        }
         if n == 0 {
             break;
         }
-        let ready = splitter
-            .push(&buf[..n])
-            .map_err(|e| internal(format!("backend stream refused: {e}")))?;
-        if !forward(ready, p, &mut translator) {
-            return Err(Failure::Stopped);
-        }
-    }
-    let rest = splitter.take_rest();
-    if !forward(rest, p, &mut translator) {
-        return Err(Failure::Stopped);
     }
     // Only a stream that really ended is finished as a message: after EOF without
     // [DONE] the translator must not invent content_block_stop/message_stop (the
     // client would read a broken stream as a complete, `end_turn` answer).
     if let Some(t) = translator.as_mut().filter(|_| p.stats.done) {
         let tail = t.finish();
-        if !tail.is_empty() && !send_frame(w, Outbound::job_chunk(&w.job.job_id, &tail)) {
+        if !tail.is_empty() && !send_chunk(w, frame, &tail) {
             return Err(Failure::Stopped);
         }
     }
@@ -353,4 +334,47 @@ fn stream(
         )));
     }
     Ok(())
+}
+
+/// Counts the complete events in `ready` and sends them (translated, for a translated
+/// job) as one job_chunk; false when the job stopped.
+fn forward(
+    w: &Work,
+    ready: &[u8],
+    p: &mut Progress,
+    translator: &mut Option<StreamTranslator>,
+    parser: &mut EventParser,
+    frame: &mut Vec<u8>,
+) -> bool {
+    if ready.is_empty() {
+        return true;
+    }
+    let stats = &mut p.stats;
+    let translated;
+    let out = match translator {
+        None => {
+            parser.each(ready, |event, data| stats.observe_data(event, data));
+            ready
+        }
+        Some(t) => {
+            let mut out = Vec::new();
+            parser.each(ready, |event, data| {
+                stats.observe_data(event, data);
+                out.extend(t.on_openai_data(data));
+            });
+            translated = out;
+            &translated[..]
+        }
+    };
+    if out.is_empty() {
+        return true;
+    }
+    p.first_chunk.get_or_insert_with(Instant::now);
+    send_chunk(w, frame, out)
+}
+
+/// One job_chunk of `sse`, built in the reused `frame` buffer.
+fn send_chunk(w: &Work, frame: &mut Vec<u8>, sse: &[u8]) -> bool {
+    Outbound::write_job_chunk(frame, &w.job.job_id, sse);
+    w.out.send_job(&w.cancel, frame)
 }

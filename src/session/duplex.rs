@@ -43,6 +43,8 @@ pub struct Duplex {
     /// Writer handles stop at the seal; the reader's handle sends the Close reply.
     is_writer: bool,
     raw: Vec<u8>,
+    /// TLS records of one write; reused, so a write allocates nothing of ours.
+    sealed_out: Vec<u8>,
 }
 
 /// A socket read that a signal does not fail: reads on sockets with a timeout
@@ -79,6 +81,7 @@ impl Duplex {
             sock,
             is_writer: false,
             raw: Vec::new(),
+            sealed_out: Vec::new(),
         })
     }
 
@@ -89,6 +92,7 @@ impl Duplex {
             sock: self.sock.try_clone()?,
             is_writer: true,
             raw: Vec::new(),
+            sealed_out: Vec::new(),
         })
     }
 
@@ -212,14 +216,15 @@ impl Write for Duplex {
             Some(tls) => {
                 let mut st = lock(tls);
                 self.refuse_if_sealed()?;
-                let mut out = Vec::with_capacity(buf.len() + 64);
+                let out = &mut self.sealed_out;
+                out.clear();
                 let mut rest = buf;
                 while !rest.is_empty() {
                     let n = st.conn.writer().write(rest)?;
                     rest = &rest[n..];
                     // Drain records as we go: rustls caps its own send buffer.
                     while st.conn.wants_write() {
-                        st.conn.write_tls(&mut out)?;
+                        st.conn.write_tls(out)?;
                     }
                     if n == 0 && !rest.is_empty() {
                         return Err(io::Error::new(
@@ -230,7 +235,11 @@ impl Write for Duplex {
                 }
                 let mut sock = lock(&self.shared.socket);
                 drop(st);
-                sock.write_all(&out)?;
+                sock.write_all(out)?;
+                // One huge frame should not keep its records' memory for good.
+                if out.capacity() > 64 * 1024 {
+                    *out = Vec::new();
+                }
             }
         }
         Ok(buf.len())

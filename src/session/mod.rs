@@ -14,6 +14,7 @@ mod duplex;
 mod error;
 mod handshake;
 mod ticker;
+mod wire;
 
 pub use conn::Conn;
 pub use dial::{dial, max_inbound_message, timeouts, trust_anchors, ENV_SSL_CERT_FILE};
@@ -23,7 +24,7 @@ pub use error::{HandshakeError, NonceError, SessionError};
 use crate::config::CoordinatorConfig;
 use crate::identity::Identity;
 use crate::lock::lock;
-use crate::outgoing::{Outgoing, OUTBOUND_CAPACITY};
+use crate::outgoing::{Outbox, Outgoing, OUTBOUND_CAPACITY};
 use crate::protocol::{parse_inbound, ErrorCode, HeartbeatStats, Inbound, JobRequest, Outbound};
 use crate::reconnect::{classify_close, CloseKind};
 use crate::untrusted::{self, shown};
@@ -34,12 +35,13 @@ use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+use wire::{Frame, Wire};
 
 /// Where the coordinator's jobs go.
 pub trait Jobs: Sync {
     /// Admits a job, whose frames then go to `out`, or returns the frame
     /// that refuses it at once.
-    fn submit(&self, job: JobRequest, out: &Sender<Outgoing>) -> Option<Outbound>;
+    fn submit(&self, job: JobRequest, out: &Outbox) -> Option<Outbound>;
     /// job_cancel: stops the job if it is running or queued.
     fn cancel(&self, job_id: &str);
     /// The session ended: every job of it stops, freeing the GPU
@@ -129,7 +131,7 @@ pub fn run(parts: &Parts) -> SessionEnd {
 }
 
 /// Authenticates over an upgraded connection, then serves it to its end.
-pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
+pub fn serve<S: Conn + 'static>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
     let cfg = parts.coordinator;
     let provider_id = {
         let identity = lock(parts.identity);
@@ -172,12 +174,8 @@ pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
     {
         return SessionEnd::ended(CloseKind::Unexpected, format!("socket setup: {e}"));
     }
-    let writer_ws = match conn.writer() {
-        Ok(w) => WebSocket::from_raw_socket(
-            w,
-            tungstenite::protocol::Role::Client,
-            Some(dial::ws_config(parts.max_inbound)),
-        ),
+    let wire = match conn.writer() {
+        Ok(w) => Arc::new(Wire::new(w)),
         Err(e) => return SessionEnd::ended(CloseKind::Unexpected, format!("socket clone: {e}")),
     };
 
@@ -187,10 +185,11 @@ pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
     // Set when we sent our own Close: the server's answer then needs no reply.
     let closing = AtomicBool::new(false);
     let end = std::thread::scope(|scope| {
-        let (halted_w, closing) = (halted.clone(), &closing);
-        scope.spawn(move || writer_loop(writer_ws, rx, halted_w, closing));
+        // Out before the writer thread or any job can send: capabilities come first.
         let caps = parts.offer.first_capabilities();
-        let _ = tx.send(Outgoing::Text(caps.clone()));
+        let _ = wire.send(Frame::Text(caps.as_bytes()));
+        let (halted_w, closing, wire_w) = (halted.clone(), &closing, &*wire);
+        scope.spawn(move || writer_loop(wire_w, rx, halted_w, closing));
         let (tx_t, halted_t) = (tx.clone(), halted.clone());
         let ticks = ticker::Intervals {
             heartbeat: cfg.heartbeat_interval,
@@ -201,7 +200,8 @@ pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
         if parts.status.stopping() {
             let _ = tx.send(Outgoing::Close(1001, "agent shutting down".into()));
         }
-        let end = read_loop(parts, &mut ws, &tx, closing, dead_after);
+        let outbox = Outbox::new(tx.clone(), wire.clone());
+        let end = read_loop(parts, &mut ws, &outbox, closing, dead_after);
         parts.status.attach(None);
         drop(halt);
         ws.get_ref().shutdown();
@@ -214,7 +214,7 @@ pub fn serve<S: Conn>(mut ws: WebSocket<S>, parts: &Parts) -> SessionEnd {
 fn read_loop<S: Conn>(
     parts: &Parts,
     ws: &mut WebSocket<S>,
-    tx: &Sender<Outgoing>,
+    out: &Outbox,
     closing: &AtomicBool,
     dead_after: Duration,
 ) -> SessionEnd {
@@ -222,8 +222,8 @@ fn read_loop<S: Conn>(
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => {
-                if let Some(reply) = handle_text(parts.jobs, t.as_str(), tx) {
-                    if tx.send_timeout(reply, dead_after).is_err() {
+                if let Some(reply) = handle_text(parts.jobs, t.as_str(), out) {
+                    if out.queue().send_timeout(reply, dead_after).is_err() {
                         return ended(CloseKind::Unexpected, "outbound queue stuck".into());
                     }
                 }
@@ -285,7 +285,7 @@ fn finish_close<S: Conn>(ws: &mut WebSocket<S>) {
 }
 
 /// Acts on one inbound text frame; returns a frame to send back, if any.
-fn handle_text(jobs: &dyn Jobs, text: &str, tx: &Sender<Outgoing>) -> Option<Outgoing> {
+fn handle_text(jobs: &dyn Jobs, text: &str, out: &Outbox) -> Option<Outgoing> {
     match parse_inbound(text) {
         Err(e) => {
             log::warn!(
@@ -295,7 +295,7 @@ fn handle_text(jobs: &dyn Jobs, text: &str, tx: &Sender<Outgoing>) -> Option<Out
             );
             None
         }
-        Ok(Inbound::Job(job)) => jobs.submit(job, tx).map(Outgoing::from),
+        Ok(Inbound::Job(job)) => jobs.submit(job, out).map(Outgoing::from),
         Ok(Inbound::MalformedJob {
             job_id: Some(id),
             problem,
@@ -348,7 +348,7 @@ fn handle_text(jobs: &dyn Jobs, text: &str, tx: &Sender<Outgoing>) -> Option<Out
 }
 
 fn writer_loop<S: Conn>(
-    mut ws: WebSocket<S>,
+    wire: &Wire<S>,
     rx: Receiver<Outgoing>,
     halted: Receiver<()>,
     closing: &AtomicBool,
@@ -358,25 +358,19 @@ fn writer_loop<S: Conn>(
             recv(rx) -> m => match m { Ok(m) => m, Err(_) => return },
             recv(halted) -> _ => return,
         };
-        let res = match msg {
-            Outgoing::Text(t) => ws.send(Message::text(t)),
-            Outgoing::Job(cancel, _) if cancel.is_cancelled() => continue,
-            Outgoing::Job(_, t) => ws.send(Message::text(t)),
-            Outgoing::Ping => ws.send(Message::Ping(Default::default())),
+        let res = match &msg {
+            Outgoing::Text(t) => wire.send(Frame::Text(t.as_bytes())),
+            Outgoing::Ping => wire.send(Frame::Ping),
             Outgoing::Close(code, reason) => {
                 closing.store(true, Ordering::SeqCst);
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
-                let _ = ws.send(Message::Close(Some(frame)));
+                let _ = wire.send(Frame::Close(*code, reason));
                 return;
             }
         };
+        // A failed write shut the connection, which wakes the reader so the session
+        // ends instead of waiting for a timeout.
         if let Err(e) = res {
             log::debug!("writer stopping: {e}");
-            // Wakes the reader so the session ends instead of waiting for a timeout.
-            ws.get_ref().shutdown();
             return;
         }
     }

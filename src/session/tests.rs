@@ -103,7 +103,7 @@ struct FakeJobs {
 }
 
 impl Jobs for FakeJobs {
-    fn submit(&self, job: JobRequest, _: &Sender<Outgoing>) -> Option<Outbound> {
+    fn submit(&self, job: JobRequest, _: &crate::outgoing::Outbox) -> Option<Outbound> {
         lock(&self.submitted).push(job.job_id.clone());
         self.refuse
             .map(|why| Outbound::job_error(&job.job_id, ErrorCode::OutOfCapacity, why, 0))
