@@ -16,6 +16,8 @@ use crate::lock::lock;
 use crate::outgoing::Direct;
 use std::io;
 use std::sync::Mutex;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
 
 /// A frame this side sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,35 +27,25 @@ pub enum Frame<'a> {
     Close(u16, &'a str),
 }
 
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-
-/// Appends one final, masked client frame (RFC 6455 section 5.2) to `out`.
+/// Appends one final, masked client frame (RFC 6455 section 5.2) to `out`: the header
+/// by tungstenite, the payload written and masked in place.
 pub fn encode(out: &mut Vec<u8>, frame: Frame, mask: [u8; 4]) {
     let code;
-    let (opcode, head, body): (u8, &[u8], &[u8]) = match frame {
-        Frame::Text(text) => (OP_TEXT, &[], text),
-        Frame::Ping => (OP_PING, &[], &[]),
+    let (opcode, head, body): (OpCode, &[u8], &[u8]) = match frame {
+        Frame::Text(text) => (OpCode::Data(Data::Text), &[], text),
+        Frame::Ping => (OpCode::Control(Control::Ping), &[], &[]),
         Frame::Close(c, reason) => {
             code = c.to_be_bytes();
-            (OP_CLOSE, &code, reason.as_bytes())
+            (OpCode::Control(Control::Close), &code, reason.as_bytes())
         }
     };
-    let len = head.len() + body.len();
-    out.push(0x80 | opcode);
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
+    let header = FrameHeader {
+        opcode,
+        mask: Some(mask),
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = header.format((head.len() + body.len()) as u64, out);
     let at = out.len();
     out.extend_from_slice(head);
     out.extend_from_slice(body);
