@@ -315,8 +315,9 @@ struct EventFields<'a> {
     usage: Option<&'a RawValue>,
     #[serde(borrow, default)]
     delta: Option<&'a RawValue>,
+    /// Read in place rather than captured raw: see [`FirstObject`].
     #[serde(borrow, default)]
-    choices: Option<&'a RawValue>,
+    choices: FirstObject<ChoiceFields<'a>>,
 }
 
 /// The token counts, under either vendor's names (each shape reads its own pair).
@@ -361,27 +362,76 @@ struct DeltaFields<'a> {
     stop_reason: Option<&'a RawValue>,
 }
 
-/// The first element of a JSON array, the rest skipped unbuilt.
-struct First<'a>(Option<&'a RawValue>);
+/// The first element of a JSON array when it is an object, read as `T`; any other value,
+/// or a first element that is not an object, reads as None. Parsed in place: captured as a
+/// `RawValue` first, `[{"delta":{..}}]` nests two deep, and serde_json skips such a value
+/// with a stack it allocates afresh in every parse (two allocations per relayed event).
+struct FirstObject<T>(Option<T>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for First<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = First<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<First<'de>, A::Error> {
-                let first = seq.next_element::<&'de RawValue>()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(First(first))
-            }
+impl<T> Default for FirstObject<T> {
+    fn default() -> Self {
+        FirstObject(None)
+    }
+}
+
+/// Reads one value for [`FirstObject`]: the array when `array`, else its element.
+struct Shape<T> {
+    array: bool,
+    read: std::marker::PhantomData<T>,
+}
+
+/// Any scalar is not the shape looked for.
+macro_rules! not_the_shape {
+    ($($name:ident: $ty:ty),*) => {$(
+        fn $name<E: serde::de::Error>(self, _: $ty) -> Result<Option<T>, E> {
+            Ok(None)
         }
-        d.deserialize_seq(Visit)
+    )*};
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Shape<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    not_the_shape!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        let first = match self.array {
+            true => seq.next_element_seed(Shape {
+                array: false,
+                read: self.read,
+            })?,
+            false => None,
+        };
+        serde::de::IgnoredAny.visit_seq(seq)?;
+        Ok(first.flatten())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        if self.array {
+            serde::de::IgnoredAny.visit_map(map)?;
+            return Ok(None);
+        }
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for Shape<T> {
+    type Value = Option<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FirstObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let shape = Shape {
+            array: true,
+            read: std::marker::PhantomData,
+        };
+        d.deserialize_any(shape).map(FirstObject)
     }
 }
 
@@ -463,10 +513,7 @@ impl StreamStats {
 
     fn observe_openai(&mut self, chunk: &EventFields) {
         self.usage.update(chunk.usage, false);
-        let choices = chunk
-            .choices
-            .and_then(|c| serde_json::from_str::<First>(c.get()).ok());
-        let Some(choice) = choices.and_then(|c| c.0).and_then(object::<ChoiceFields>) else {
+        let Some(choice) = &chunk.choices.0 else {
             return;
         };
         if let Some(delta) = choice.delta.and_then(object::<DeltaFields>) {
@@ -1017,6 +1064,11 @@ data: {"type":"message_stop"}
             r#"{"choices":[null]}"#,
             r#"{"choices":[{"delta":"text"}]}"#,
             r#"{"choices":[{"delta":{"content":5},"finish_reason":7}]}"#,
+            r#"{"choices":[[{"delta":{"content":"x"}}]]}"#,
+            r#"{"choices":{"delta":{"content":"x"}}}"#,
+            r#"{"choices":[1,{"delta":{"content":"x"}}]}"#,
+            r#"{"choices":true}"#,
+            r#"{"choices":null}"#,
             r#"{"usage":[1]}"#,
             r#"{"type":"message_start"}"#,
             r#"{"type":"message_start","message":{"usage":null}}"#,
@@ -1032,6 +1084,25 @@ data: {"type":"message_stop"}
         assert_eq!(stats.finish_reason, None);
         stats.observe(&data(" [DONE] "));
         assert!(stats.done);
+    }
+
+    #[test]
+    fn usage_counts_beside_choices_of_any_shape() {
+        let mut stats = StreamStats::default();
+        for choices in [
+            r#""x""#,
+            "[]",
+            "[null]",
+            r#"[[{"delta":{}}]]"#,
+            r#"{"a":[1]}"#,
+            "-1.5",
+        ] {
+            stats.observe(&data(&format!(
+                r#"{{"choices":{choices},"usage":{{"completion_tokens":4}}}}"#
+            )));
+            assert_eq!(stats.usage.output, Some(4), "{choices}");
+            stats.usage.output = None;
+        }
     }
 
     #[test]
