@@ -277,10 +277,9 @@ fn check_new(
                 return Err(fail("identity", newbin::said(&out)));
             }
         }
-        Err(_) => println!(
-            "no identity at {} yet: not checked",
-            config.key_path.display()
-        ),
+        // No identity yet (never paired or run), or one this user cannot read: the
+        // new binary cannot be held to it, and the operator is told which.
+        Err(e) => println!("identity not checked: {e}"),
     }
     println!("new binary: {new_text}, runs here, accepts the config and the identity");
     Ok(new_text)
