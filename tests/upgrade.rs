@@ -572,3 +572,71 @@ fn a_release_fetched_over_http_is_checked_like_a_file() {
     assert_eq!(std::fs::read(&svc.daemon).unwrap(), installed);
     assert!(!PathBuf::from(format!("{}.prev", svc.daemon.display())).exists());
 }
+
+/// A coordinator that cannot be reached is not the new binary's fault: it stays on
+/// probation (no failed start, nothing restored) for as long as the coordinator is away,
+/// and is confirmed once it authenticates.
+#[test]
+fn an_unreachable_coordinator_does_not_roll_an_upgrade_back() {
+    let _w = watchdog(Duration::from_secs(150), "upgrade_unreachable");
+    let Some((svc, coord, pid, conn)) = service(
+        "an_unreachable_coordinator_does_not_roll_an_upgrade_back",
+        &[("RESPAWN_DELAY", "0"), ("PROBATION_MAX_FAILURES", "1")],
+    ) else {
+        return;
+    };
+    let port = coord.port();
+    drop(conn);
+    drop(coord);
+    let work = TempDir::new("upgrade-unreachable");
+    let good = build(work.path(), "good", &format!("version={NEW_VERSION}"));
+    sign(&good, &SEED);
+    let child = cli(&svc, &["upgrade", "--from", good.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    support::register_child(child.id());
+    // The old agent drains and exits 75; the supervisor starts the new binary, which
+    // keeps trying a coordinator that refuses every connection.
+    assert!(
+        wait_until(S10, || svc.pid().is_some_and(|p| p != pid && alive(p))),
+        "the new binary did not start\n{}",
+        svc.log()
+    );
+    let new_pid = svc.pid().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(svc.pid(), Some(new_pid), "it was restarted:\n{}", svc.log());
+    assert!(alive(new_pid));
+    assert_eq!(
+        std::fs::read(&svc.daemon).unwrap(),
+        std::fs::read(&good).unwrap(),
+        "the new binary is still installed"
+    );
+    assert!(!svc.log().contains("restored the previous binary"));
+    let st = status(&svc);
+    assert!(!st.contains("ROLLED BACK"), "{st}");
+
+    // The coordinator is back where it was: the new binary authenticates, and is confirmed.
+    let coord = Coordinator::start_plain_on(port);
+    let Some(conn) = coord.try_accept(Duration::from_secs(60)) else {
+        panic!("the new binary did not reconnect\n{}", svc.log());
+    };
+    conn.authenticate(Some("prov-service"));
+    conn.expect_capabilities(S10);
+    let out = finish(child, "upgrade");
+    assert_eq!(out.code, Some(0), "upgrade: {}", out.text);
+    assert!(out.text.contains("upgrade confirmed"), "{}", out.text);
+    let confirmed = |st: &str| {
+        st.lines().any(|l| {
+            l.starts_with(&format!("last upgrade: {VERSION} -> {NEW_VERSION} "))
+                && l.ends_with(": confirmed")
+        })
+    };
+    assert!(
+        wait_until(S10, || confirmed(&status(&svc))),
+        "status:\n{}",
+        status(&svc)
+    );
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop: {}", out.text);
+    assert!(!alive(new_pid));
+}
