@@ -448,3 +448,195 @@ fn release_key_writes_a_private_key_and_prints_its_public_half() {
     assert!(!out.status.success());
     assert!(text(&out).contains("no signing key"), "{}", text(&out));
 }
+
+/// Serves `files` (path → bytes) over plain HTTP on 127.0.0.1, one request per
+/// connection, 404 for anything else; records each request line.
+struct Files {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Files {
+    fn serve(files: Vec<(&'static str, Vec<u8>)>) -> Files {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(mut sock) = sock else { return };
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                // The rest of the head.
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(line.trim_end().to_owned());
+                let _ = match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) => sock
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| sock.write_all(body)),
+                    None => sock.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        Files { port, seen }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+#[test]
+fn a_release_fetched_over_http_is_checked_like_a_file() {
+    let _w = watchdog(Duration::from_secs(120), "upgrade_url");
+    // No agent needs to run: a dry run stops before the swap and the restart.
+    let mut svc = Service::install("upgrade_url");
+    svc.env
+        .push(("USEPOD_EDGE_TEST_TRAILER".into(), "1".into()));
+    let coord = Coordinator::start_plain();
+    let mut config = base_config(&coord.url(), None, &svc.state_dir.join("identity.key"));
+    config["upgrade"] = json!({"trusted_keys": [signature::public_of(&SEED)]});
+    svc.write_config(&config);
+    // An identity, which the new binary must read as the old one does.
+    support::identity::write_identity_file(
+        &svc.state_dir.join("identity.key"),
+        &support::identity::usepod_identity_text([5; 32], None),
+    );
+    let out = cli(&svc, &["identity"]).output().unwrap();
+    assert!(out.status.success(), "identity: {}", text(&out));
+    let installed = std::fs::read(&svc.daemon).unwrap();
+
+    let work = TempDir::new("upgrade-url-builds");
+    let good = build(work.path(), "good", &format!("version={NEW_VERSION}"));
+    sign(&good, &SEED);
+    let good_bytes = std::fs::read(&good).unwrap();
+    let good_sig = std::fs::read(format!("{}.sig", good.display())).unwrap();
+    let mut tampered = good_bytes.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x40;
+    let files = Files::serve(vec![
+        ("/r/usepod-edge", good_bytes),
+        ("/r/usepod-edge.sig", good_sig.clone()),
+        ("/t/usepod-edge", tampered),
+        ("/t/usepod-edge.sig", good_sig),
+        ("/nosig/usepod-edge", b"x".to_vec()),
+    ]);
+
+    let run = |from: &str| {
+        let args = ["upgrade", "--from", from, "--dry-run"];
+        finish(cli(&svc, &args).spawn().expect("run upgrade"), "upgrade")
+    };
+    let out2 = run(&files.url("/r/usepod-edge"));
+    assert_eq!(out2.code, Some(0), "{}", out2.text);
+    assert!(
+        out2.text.contains("dry run")
+            && out2.text.contains("signature: good")
+            && out2.text.contains("accepts the config and the identity")
+            && !out2.text.contains("not checked"),
+        "{}",
+        out2.text
+    );
+    assert_eq!(
+        *files.seen.lock().unwrap(),
+        [
+            "GET /r/usepod-edge HTTP/1.1",
+            "GET /r/usepod-edge.sig HTTP/1.1"
+        ],
+        "the binary and `<url>.sig`, once each"
+    );
+
+    let out = run(&files.url("/t/usepod-edge"));
+    assert_eq!(out.code, Some(1), "{}", out.text);
+    assert!(
+        out.text.contains("is not the one that was signed"),
+        "{}",
+        out.text
+    );
+    let out = run(&files.url("/nosig/usepod-edge"));
+    assert_eq!(out.code, Some(1), "{}", out.text);
+    assert!(out.text.contains("HTTP 404"), "{}", out.text);
+    assert_eq!(std::fs::read(&svc.daemon).unwrap(), installed);
+    assert!(!PathBuf::from(format!("{}.prev", svc.daemon.display())).exists());
+}
+
+/// A coordinator that cannot be reached is not the new binary's fault: it stays on
+/// probation (no failed start, nothing restored) for as long as the coordinator is away,
+/// and is confirmed once it authenticates.
+#[test]
+fn an_unreachable_coordinator_does_not_roll_an_upgrade_back() {
+    let _w = watchdog(Duration::from_secs(150), "upgrade_unreachable");
+    let Some((svc, coord, pid, conn)) = service(
+        "an_unreachable_coordinator_does_not_roll_an_upgrade_back",
+        &[("RESPAWN_DELAY", "0"), ("PROBATION_MAX_FAILURES", "1")],
+    ) else {
+        return;
+    };
+    let port = coord.port();
+    drop(conn);
+    drop(coord);
+    let work = TempDir::new("upgrade-unreachable");
+    let good = build(work.path(), "good", &format!("version={NEW_VERSION}"));
+    sign(&good, &SEED);
+    let child = cli(&svc, &["upgrade", "--from", good.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    support::register_child(child.id());
+    // The old agent drains and exits 75; the supervisor starts the new binary, which
+    // keeps trying a coordinator that refuses every connection.
+    assert!(
+        wait_until(S10, || svc.pid().is_some_and(|p| p != pid && alive(p))),
+        "the new binary did not start\n{}",
+        svc.log()
+    );
+    let new_pid = svc.pid().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(svc.pid(), Some(new_pid), "it was restarted:\n{}", svc.log());
+    assert!(alive(new_pid));
+    assert_eq!(
+        std::fs::read(&svc.daemon).unwrap(),
+        std::fs::read(&good).unwrap(),
+        "the new binary is still installed"
+    );
+    assert!(!svc.log().contains("restored the previous binary"));
+    let st = status(&svc);
+    assert!(!st.contains("ROLLED BACK"), "{st}");
+
+    // The coordinator is back where it was: the new binary authenticates, and is confirmed.
+    let coord = Coordinator::start_plain_on(port);
+    let Some(conn) = coord.try_accept(Duration::from_secs(60)) else {
+        panic!("the new binary did not reconnect\n{}", svc.log());
+    };
+    conn.authenticate(Some("prov-service"));
+    conn.expect_capabilities(S10);
+    let out = finish(child, "upgrade");
+    assert_eq!(out.code, Some(0), "upgrade: {}", out.text);
+    assert!(out.text.contains("upgrade confirmed"), "{}", out.text);
+    let confirmed = |st: &str| {
+        st.lines().any(|l| {
+            l.starts_with(&format!("last upgrade: {VERSION} -> {NEW_VERSION} "))
+                && l.ends_with(": confirmed")
+        })
+    };
+    assert!(
+        wait_until(S10, || confirmed(&status(&svc))),
+        "status:\n{}",
+        status(&svc)
+    );
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop: {}", out.text);
+    assert!(!alive(new_pid));
+}

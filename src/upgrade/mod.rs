@@ -265,7 +265,7 @@ fn check_new(
     if !out.status.success() {
         return Err(fail("validate", newbin::said(&out)));
     }
-    match Identity::load(&config.key_path) {
+    let checked = match Identity::load(&config.key_path) {
         Ok(id) => {
             let out = newbin::run(
                 staged,
@@ -276,13 +276,16 @@ fn check_new(
             if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains(&want) {
                 return Err(fail("identity", newbin::said(&out)));
             }
+            "the config and the identity"
         }
-        Err(_) => println!(
-            "no identity at {} yet: not checked",
-            config.key_path.display()
-        ),
-    }
-    println!("new binary: {new_text}, runs here, accepts the config and the identity");
+        // No identity yet (never paired or run), or one this user cannot read: the
+        // new binary cannot be held to it, and the operator is told which.
+        Err(e) => {
+            println!("identity not checked: {e}");
+            "the config"
+        }
+    };
+    println!("new binary: {new_text}, runs here, accepts {checked}");
     Ok(new_text)
 }
 

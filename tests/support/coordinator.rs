@@ -61,8 +61,18 @@ impl Coordinator {
         Coordinator::start(None)
     }
 
+    /// A plain `ws://` coordinator on 127.0.0.1:`port`: one that comes back where an
+    /// earlier one (dropped) was.
+    pub fn start_plain_on(port: u16) -> Coordinator {
+        Coordinator::start_on(port, None)
+    }
+
     fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Coordinator {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind coordinator");
+        Coordinator::start_on(0, tls)
+    }
+
+    fn start_on(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Coordinator {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind coordinator");
         let port = listener.local_addr().expect("local addr").port();
         let (tx, rx) = unbounded();
         let stats = Arc::new(Stats::default());
