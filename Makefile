@@ -102,7 +102,7 @@ BENCH_BASELINE ?= $(shell if [ "$$(git rev-parse -q --verify main 2>/dev/null)" 
   && git rev-parse -q --verify main >/dev/null; then echo main; else echo HEAD~1; fi)
 
 bench: ## relay overhead vs a same-run baseline; musl, glibc, baseline rev, usepod-agent side by side
-	bash cross/musl-env.sh --no-install $(CARGO) build --release --target $(MUSL_X86) --bin usepod-edge
+	MUSL_SHIPPED=1 bash cross/musl-env.sh --no-install $(CARGO) build --release --target $(MUSL_X86) --bin usepod-edge
 	if [ "$(BENCH_BASELINE)" != none ]; then \
 	  BENCH_BASELINE_BIN=$$(bash benches/baseline.sh "$(BENCH_BASELINE)") || exit 1; \
 	  export BENCH_BASELINE_BIN BENCH_BASELINE_REV=$$(git rev-parse --short "$(BENCH_BASELINE)"); fi; \

@@ -13,6 +13,8 @@
 # (`release-sign`, run here as --version is). DIST_REQUIRE_SIGNATURE=1 fails without a key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The shipped build's link flags (cross/musl-env.sh).
+export MUSL_SHIPPED=1
 
 DIST_TARGETS=${DIST_TARGETS:-"aarch64-unknown-linux-musl x86_64-unknown-linux-musl"}
 DIST_MAX_BYTES_AARCH64=${DIST_MAX_BYTES_AARCH64:-2300000}
@@ -48,6 +50,8 @@ for t in $DIST_TARGETS; do
     echo "dist: $t built in $((SECONDS - start)) s" >&2
 
     out="dist/usepod-edge-$version-$t"
+    # A signature of an earlier build must not sit beside this one.
+    rm -f "$out.sig"
     cp "$TARGET_DIR/$t/release/usepod-edge" "$out.tmp"
     info=$(file -b "$out.tmp")
     case "$info" in

@@ -87,12 +87,20 @@ musl_export() {
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="$lld"
     # Identical code folding: lld merges identical functions (generic
     # instantiations, mostly), 14 KB off a binary that has a 2.0 MB budget.
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS:--C link-arg=--icf=all}"
+    # MUSL_SHIPPED=1 (cross/dist.sh, make bench): the binary operators run also goes
+    # without .eh_frame_hdr, the index an unwinder searches (71 KB on aarch64). With
+    # panic = "abort" nothing unwinds; only a RUST_BACKTRACE backtrace reads it, and it
+    # then prints no frames (a stripped binary has no names to show anyway). Test builds
+    # keep it: the test harness unwinds to report a failing test.
+    local shipped=""
+    [ "${MUSL_SHIPPED:-0}" = 1 ] && shipped=" -C link-arg=--no-eh-frame-hdr"
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS:--C link-arg=--icf=all$shipped}"
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static
     # x86_64: the same toolchain, so both builds are made the same way.
     export CC_x86_64_unknown_linux_musl=clang
     export AR_x86_64_unknown_linux_musl=llvm-ar
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER="$lld"
+    [ -z "$shipped" ] || export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS:-${shipped# }}"
     # armv7 (32-bit ARM boards); not built by `make dist`, works the same way.
     export CC_armv7_unknown_linux_musleabihf=clang
     export AR_armv7_unknown_linux_musleabihf=llvm-ar
