@@ -52,28 +52,17 @@ fn through_agent(conn: &Conn, k: usize, events: u64, pace_us: u64) -> (Vec<Stamp
     let mut done = 0;
     let mut last = t0;
     while done < k {
-        let m = conn
-            .recv(Duration::from_secs(60))
-            .expect("agent went silent during the bench");
-        let InboundKind::Text(text) = m.kind else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&text).expect("json frame");
-        let Some(i) = v["job_id"]
-            .as_str()
-            .and_then(|j| ids.iter().position(|x| x == j))
-        else {
-            continue;
-        };
+        let JobFrame { v, at, job: i } =
+            next_job_frame(conn, &ids, Duration::from_secs(60), "bench");
         match v["type"].as_str() {
             Some("job_chunk") => {
-                let at = ns_of(m.at);
+                let at = ns_of(at);
                 let data = B64.decode(v["data"].as_str().unwrap()).unwrap();
                 stamps[i].extend(common::stamps(&data).into_iter().map(|t| (t, at)));
             }
             Some("job_done") => {
                 done += 1;
-                last = m.at;
+                last = at;
             }
             _ => panic!("job failed during the bench: {v}"),
         }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::agent::{Agent, Setup};
-use support::coordinator::{Conn, InboundKind};
+use support::coordinator::Conn;
 use support::jobs::{new_job_id, offered_ids, wait_offer};
 
 const MODEL: &str = "m";
@@ -66,19 +66,8 @@ fn run_batch(conn: &Conn, n: usize) {
     let mut events = vec![0u64; n];
     let mut done = 0;
     while done < n {
-        let m = conn
-            .recv(Duration::from_secs(20))
-            .expect("agent went silent during the soak");
-        let InboundKind::Text(text) = m.kind else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&text).expect("json");
-        let Some(i) = v["job_id"]
-            .as_str()
-            .and_then(|j| ids.iter().position(|x| x == j))
-        else {
-            continue;
-        };
+        let JobFrame { v, job: i, .. } =
+            next_job_frame(conn, &ids, Duration::from_secs(20), "soak");
         match v["type"].as_str() {
             Some("job_chunk") => {
                 let data = B64.decode(v["data"].as_str().unwrap()).unwrap();

@@ -191,6 +191,41 @@ fn stream(w: &mut TcpStream, model: &str, n: u64, pace: Duration) -> bool {
         && w.write_all(b"0\r\n\r\n").is_ok()
 }
 
+/// A frame about one of the jobs a bench sent, as the coordinator read it.
+pub struct JobFrame {
+    pub v: Value,
+    /// When the coordinator read it.
+    pub at: Instant,
+    /// Which of the jobs (its index in `ids`).
+    pub job: usize,
+}
+
+/// The next text frame about one of `ids`'s jobs (anything else is skipped); panics,
+/// naming `what`, when the agent is silent for `wait`.
+pub fn next_job_frame(
+    conn: &crate::support::coordinator::Conn,
+    ids: &[String],
+    wait: Duration,
+    what: &str,
+) -> JobFrame {
+    loop {
+        let m = conn
+            .recv(wait)
+            .unwrap_or_else(|| panic!("agent went silent during the {what}"));
+        let crate::support::coordinator::InboundKind::Text(text) = m.kind else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&text).expect("json frame");
+        let Some(job) = v["job_id"]
+            .as_str()
+            .and_then(|j| ids.iter().position(|x| x == j))
+        else {
+            continue;
+        };
+        return JobFrame { v, at: m.at, job };
+    }
+}
+
 /// The `"t":NANOS` stamps of the content events in `sse`.
 pub fn stamps(sse: &[u8]) -> Vec<u64> {
     let mut out = Vec::new();

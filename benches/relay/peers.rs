@@ -12,7 +12,7 @@
 
 use super::common::{self, *};
 use super::support::agent::{Agent, Setup};
-use super::support::coordinator::{Conn, Coordinator, InboundKind};
+use super::support::coordinator::{Conn, Coordinator};
 use super::support::jobs::{new_job_id, wait_offer};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -241,23 +241,11 @@ fn run_jobs(
         sent += 1;
     }
     while done < jobs {
-        let m = conn
-            .recv(Duration::from_secs(60))
-            .expect("agent went silent during the bench");
-        let InboundKind::Text(text) = m.kind else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&text).expect("json frame");
-        if !v["job_id"]
-            .as_str()
-            .is_some_and(|j| ids.iter().any(|x| x == j))
-        {
-            continue;
-        }
+        let JobFrame { v, at, .. } = next_job_frame(conn, &ids, Duration::from_secs(60), "bench");
         match v["type"].as_str() {
             Some("job_chunk") => {
                 frames += 1;
-                let at = ns_of(m.at);
+                let at = ns_of(at);
                 // Another agent may cut chunks inside an event: stamps are read up to
                 // the last event boundary only, the rest kept for the next chunk.
                 let id = v["job_id"].as_str().unwrap().to_string();
