@@ -109,8 +109,9 @@ fn internal(message: impl Into<String>) -> Failure {
     Failure::Error(ErrorCode::Internal, message.into())
 }
 
-/// Queues a frame of this job; waits while the outbound queue is full (the
-/// coordinator pushes back) but gives up once the job is cancelled.
+/// Sends a frame of this job on the connection from this thread (a slow coordinator
+/// pushes back by blocking the write); false, nothing sent, once the job is cancelled
+/// or the connection is gone.
 pub fn send_frame(w: &Work, frame: Outbound) -> bool {
     w.out.send_job(&w.cancel, frame.to_text().as_bytes())
 }
