@@ -124,7 +124,12 @@ fn llamacpp_stub(n_ctx: Option<u64>) -> StaticHttp {
         settings["n_ctx"] = json!(n);
     }
     StaticHttp::start(vec![
-        ("GET", "/health", 200, json!({"status": "ok"}).to_string()),
+        (
+            "GET",
+            "/health",
+            200,
+            json!({"status": "ok"}).to_string().into(),
+        ),
         (
             "GET",
             "/v1/models",
@@ -134,13 +139,16 @@ fn llamacpp_stub(n_ctx: Option<u64>) -> StaticHttp {
                 {"id": "alpha-model", "object": "model", "owned_by": "llamacpp"},
                 {"id": "free-model", "object": "model", "owned_by": "llamacpp"}
             ]})
-            .to_string(),
+            .to_string()
+            .into(),
         ),
         (
             "GET",
             "/props",
             200,
-            json!({"default_generation_settings": settings, "total_slots": 2}).to_string(),
+            json!({"default_generation_settings": settings, "total_slots": 2})
+                .to_string()
+                .into(),
         ),
     ])
 }
@@ -253,12 +261,17 @@ fn a_model_list_of_the_wrong_shape_is_named_by_discover() {
     let _w = watchdog(Duration::from_secs(20), "capabilities_wrong_shape");
     // An id that is a number: the list cannot be read, and discover says where and why.
     let stub = StaticHttp::start(vec![
-        ("GET", "/health", 200, json!({"status": "ok"}).to_string()),
+        (
+            "GET",
+            "/health",
+            200,
+            json!({"status": "ok"}).to_string().into(),
+        ),
         (
             "GET",
             "/v1/models",
             200,
-            json!({"data": [{"id": 7}]}).to_string(),
+            json!({"data": [{"id": 7}]}).to_string().into(),
         ),
     ]);
     let mut s = Setup::new("wrongshape");

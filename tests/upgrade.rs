@@ -25,6 +25,7 @@ use serde_json::json;
 use support::agent::{base_config, AGENT_ENV, BIN, VERSION};
 use support::coordinator::Coordinator;
 use support::service::{alive, start_stop_daemon, Out, Service, S10};
+use support::stub_http::StaticHttp;
 use support::{wait_until, watchdog, TempDir};
 use usepod_edge::release::{elf, signature};
 
@@ -132,6 +133,21 @@ fn service(
 fn status(svc: &Service) -> String {
     let out = cli(svc, &["status"]).output().unwrap();
     text(&out)
+}
+
+/// Whether `status` says the last upgrade, to the test's newer version, was confirmed.
+fn confirmed(status: &str) -> bool {
+    status.lines().any(|l| {
+        l.starts_with(&format!("last upgrade: {VERSION} -> {NEW_VERSION} "))
+            && l.ends_with(": confirmed")
+    })
+}
+
+/// `stop` through the init script, which must succeed and end the agent at `pid`.
+fn stop(svc: &Service, pid: u32) {
+    let out = svc.run("stop");
+    assert_eq!(out.code, Some(0), "stop: {}", out.text);
+    assert!(!alive(pid), "the agent outlived stop");
 }
 
 #[test]
@@ -283,15 +299,9 @@ fn a_signed_newer_build_upgrades_and_bad_builds_are_refused() {
         status(&svc)
     );
     let st = status(&svc);
-    assert!(
-        st.contains(&format!("last upgrade: {VERSION} -> {NEW_VERSION}"))
-            && st.contains("confirmed"),
-        "{st}"
-    );
+    assert!(confirmed(&st), "{st}");
 
-    let out = svc.run("stop");
-    assert_eq!(out.code, Some(0), "stop: {}", out.text);
-    assert!(!alive(new_pid));
+    stop(&svc, new_pid);
 }
 
 #[test]
@@ -371,9 +381,7 @@ fn a_build_that_crashes_at_start_is_rolled_back() {
     assert_eq!(v["upgrade"]["outcome"], "rolled-back", "{v}");
     assert_eq!(v["upgrade"]["failed_starts"], 2, "{v}");
 
-    let out = svc.run("stop");
-    assert_eq!(out.code, Some(0), "stop: {}", out.text);
-    assert!(!alive(now));
+    stop(&svc, now);
 }
 
 /// A crash is not an upgrade: the SysV supervisor starts a killed agent again.
@@ -405,9 +413,7 @@ fn the_sysv_supervisor_starts_a_crashed_agent_again() {
         "{}",
         svc.log()
     );
-    let out = svc.run("stop");
-    assert_eq!(out.code, Some(0), "stop: {}", out.text);
-    assert!(!alive(now));
+    stop(&svc, now);
     assert_eq!(svc.run("status").code, Some(3));
 }
 
@@ -449,57 +455,6 @@ fn release_key_writes_a_private_key_and_prints_its_public_half() {
     assert!(text(&out).contains("no signing key"), "{}", text(&out));
 }
 
-/// Serves `files` (path → bytes) over plain HTTP on 127.0.0.1, one request per
-/// connection, 404 for anything else; records each request line.
-struct Files {
-    port: u16,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Files {
-    fn serve(files: Vec<(&'static str, Vec<u8>)>) -> Files {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for sock in listener.incoming() {
-                let Ok(mut sock) = sock else { return };
-                let mut reader = BufReader::new(sock.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                // The rest of the head.
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                    header.clear();
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                log.lock().unwrap().push(line.trim_end().to_owned());
-                let _ = match files.iter().find(|(p, _)| *p == path) {
-                    Some((_, body)) => sock
-                        .write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                body.len()
-                            )
-                            .as_bytes(),
-                        )
-                        .and_then(|()| sock.write_all(body)),
-                    None => sock.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    ),
-                };
-            }
-        });
-        Files { port, seen }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
 #[test]
 fn a_release_fetched_over_http_is_checked_like_a_file() {
     let _w = watchdog(Duration::from_secs(120), "upgrade_url");
@@ -528,19 +483,20 @@ fn a_release_fetched_over_http_is_checked_like_a_file() {
     let mut tampered = good_bytes.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x40;
-    let files = Files::serve(vec![
-        ("/r/usepod-edge", good_bytes),
-        ("/r/usepod-edge.sig", good_sig.clone()),
-        ("/t/usepod-edge", tampered),
-        ("/t/usepod-edge.sig", good_sig),
-        ("/nosig/usepod-edge", b"x".to_vec()),
+    let files = StaticHttp::start(vec![
+        ("GET", "/r/usepod-edge", 200, good_bytes),
+        ("GET", "/r/usepod-edge.sig", 200, good_sig.clone()),
+        ("GET", "/t/usepod-edge", 200, tampered),
+        ("GET", "/t/usepod-edge.sig", 200, good_sig),
+        ("GET", "/nosig/usepod-edge", 200, b"x".to_vec()),
     ]);
+    let url = |path: &str| format!("{}{path}", files.url());
 
     let run = |from: &str| {
         let args = ["upgrade", "--from", from, "--dry-run"];
         finish(cli(&svc, &args).spawn().expect("run upgrade"), "upgrade")
     };
-    let out2 = run(&files.url("/r/usepod-edge"));
+    let out2 = run(&url("/r/usepod-edge"));
     assert_eq!(out2.code, Some(0), "{}", out2.text);
     assert!(
         out2.text.contains("dry run")
@@ -551,22 +507,19 @@ fn a_release_fetched_over_http_is_checked_like_a_file() {
         out2.text
     );
     assert_eq!(
-        *files.seen.lock().unwrap(),
-        [
-            "GET /r/usepod-edge HTTP/1.1",
-            "GET /r/usepod-edge.sig HTTP/1.1"
-        ],
+        *files.requests.lock().unwrap(),
+        ["GET /r/usepod-edge", "GET /r/usepod-edge.sig"],
         "the binary and `<url>.sig`, once each"
     );
 
-    let out = run(&files.url("/t/usepod-edge"));
+    let out = run(&url("/t/usepod-edge"));
     assert_eq!(out.code, Some(1), "{}", out.text);
     assert!(
         out.text.contains("is not the one that was signed"),
         "{}",
         out.text
     );
-    let out = run(&files.url("/nosig/usepod-edge"));
+    let out = run(&url("/nosig/usepod-edge"));
     assert_eq!(out.code, Some(1), "{}", out.text);
     assert!(out.text.contains("HTTP 404"), "{}", out.text);
     assert_eq!(std::fs::read(&svc.daemon).unwrap(), installed);
@@ -625,18 +578,10 @@ fn an_unreachable_coordinator_does_not_roll_an_upgrade_back() {
     let out = finish(child, "upgrade");
     assert_eq!(out.code, Some(0), "upgrade: {}", out.text);
     assert!(out.text.contains("upgrade confirmed"), "{}", out.text);
-    let confirmed = |st: &str| {
-        st.lines().any(|l| {
-            l.starts_with(&format!("last upgrade: {VERSION} -> {NEW_VERSION} "))
-                && l.ends_with(": confirmed")
-        })
-    };
     assert!(
         wait_until(S10, || confirmed(&status(&svc))),
         "status:\n{}",
         status(&svc)
     );
-    let out = svc.run("stop");
-    assert_eq!(out.code, Some(0), "stop: {}", out.text);
-    assert!(!alive(new_pid));
+    stop(&svc, new_pid);
 }

@@ -66,10 +66,10 @@ impl Drop for Blackhole {
     }
 }
 
-/// A route: method, path (without query), status, JSON body.
-pub type Route = (&'static str, &'static str, u16, String);
+/// A route: method, path (without query), status, body (JSON, or any bytes).
+pub type Route = (&'static str, &'static str, u16, Vec<u8>);
 
-/// Answers fixed JSON bodies by method and path (404 otherwise), `Connection: close`.
+/// Answers fixed bodies by method and path (404 otherwise), `Connection: close`.
 pub struct StaticHttp {
     port: u16,
     pub requests: Arc<Mutex<Vec<String>>>,
@@ -163,18 +163,20 @@ fn serve_one(mut s: TcpStream, routes: &[Route], requests: &Mutex<Vec<String>>) 
     let (status, body) = routes
         .iter()
         .find(|(m, p, _, _)| *m == method && *p == path)
-        .map(|(_, _, st, b)| (*st, b.clone()))
-        .unwrap_or((404, "{\"error\":\"not found\"}".to_string()));
+        .map(|(_, _, st, b)| (*st, b.as_slice()))
+        .unwrap_or((404, b"{\"error\":\"not found\"}".as_slice()));
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
         503 => "Service Unavailable",
         _ => "Status",
     };
-    let resp = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = s.write_all(resp.as_bytes());
+    let _ = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
     let _ = s.flush();
 }
