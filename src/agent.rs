@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::hardware_snapshot::HardwareSnapshot;
+use crate::host::Host;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::lock::lock;
@@ -22,6 +23,8 @@ pub const FIRST_ROUND_WAIT: Duration = Duration::from_millis(500);
 
 pub struct Agent {
     pub config: Config,
+    /// The process as the agent sees it (src/host.rs).
+    pub host: Host,
     identity: Mutex<Identity>,
     pub tls: Arc<rustls::ClientConfig>,
     pub discovery: Arc<Discovery>,
@@ -49,7 +52,12 @@ pub struct Link {
 }
 
 impl Agent {
-    pub fn new(config: Config, identity: Identity, tls: Arc<rustls::ClientConfig>) -> Agent {
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        tls: Arc<rustls::ClientConfig>,
+        host: Host,
+    ) -> Agent {
         let discovery = Arc::new(Discovery::new(&config));
         let jobs = Jobs::new(&config, Arc::clone(&discovery));
         Agent {
@@ -59,7 +67,8 @@ impl Agent {
             discovery,
             jobs,
             gate: crate::gate::Gate::default(),
-            hardware: HardwareSnapshot::start(crate::gate::root()),
+            hardware: HardwareSnapshot::start(host.root.clone()),
+            host,
             stopping: AtomicBool::new(false),
             session: Mutex::new(None),
             link: Mutex::new(Link {
@@ -156,7 +165,7 @@ impl Agent {
             },
             metadata: {
                 let mut m = serde_json::json!({
-                    "agent_version": env!("CARGO_PKG_VERSION"),
+                    "agent_version": self.host.version,
                     "agent": "usepod-edge",
                 });
                 if let Some(h) = self.hardware.latest(hardware_wait) {
@@ -176,6 +185,7 @@ impl Agent {
     pub fn session_parts(&self) -> Parts<'_> {
         Parts {
             coordinator: &self.config.coordinator,
+            host: &self.host,
             tls: &self.tls,
             max_inbound: session::max_inbound_message(self.config.limits.max_request_bytes),
             identity: &self.identity,
@@ -187,9 +197,10 @@ impl Agent {
 }
 
 impl crate::gate::Lend for Agent {
-    fn gate_host(&self) -> crate::gate::Host<'_> {
-        crate::gate::Host {
+    fn gate_parts(&self) -> crate::gate::Parts<'_> {
+        crate::gate::Parts {
             config: &self.config,
+            host: &self.host,
             gate: &self.gate,
             jobs: &self.jobs,
             discovery: &self.discovery,
@@ -253,7 +264,7 @@ impl session::Status for Agent {
         self.set_link("connected", detail);
         // A new binary on probation has now proved itself (src/probation.rs).
         let dir = crate::probation::dir(&self.config.key_path);
-        match crate::probation::confirm(&dir, &crate::release::version::running()) {
+        match crate::probation::confirm(&dir, &self.host.version) {
             Ok(true) => log::info!("upgrade confirmed: this binary held an authenticated session"),
             Ok(false) => {}
             Err(e) => log::warn!(

@@ -1,14 +1,14 @@
-//! `usepod-edge doctor`: every check has a stable name and a deadline; the
-//! exit status says whether all passed.
+//! `usepod-edge doctor`'s checks: each has a stable name and a deadline, and says
+//! what it found or why it failed.
 
 use crate::cancel::Cancel;
 use crate::client::{self, Request};
 use crate::config::Config;
+use crate::host::{Env, Host};
 use crate::identity::Identity;
 use crate::net;
 use crossbeam_channel::bounded;
 use std::os::unix::fs::PermissionsExt;
-use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// 2026-01-01T00:00:00Z: a clock before this release was built is wrong.
@@ -84,9 +84,13 @@ fn check_identity(config: &Config) -> Check {
 /// DNS, TCP and TLS to the coordinator, each its own check. Behind a proxy the
 /// agent resolves and connects to the proxy only (the proxy resolves the
 /// coordinator), so that is what DNS and TCP check there.
-fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>) -> Vec<Check> {
+fn check_coordinator(
+    config: &Config,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    env: &Env,
+) -> Vec<Check> {
     let url = config.coordinator.url.clone();
-    let proxy = match net::proxy::from_env(&url) {
+    let proxy = match net::proxy::for_target(&url, env) {
         Ok(p) => p,
         Err(e) => {
             return vec![Check {
@@ -112,12 +116,13 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
         return vec![dns];
     }
     let cfg = config.coordinator.clone();
+    let tcp_env = env.clone();
     let tcp = with_deadline(
         "coordinator_tcp",
         cfg.connect_timeout + cfg.handshake_timeout + SHORT,
         move || {
             let t = Instant::now();
-            let sock = net::open(&cfg.url, crate::session::timeouts(&cfg))
+            let sock = net::open(&cfg.url, &tcp_env, crate::session::timeouts(&cfg))
                 .map_err(crate::session::SessionError::from)?;
             let peer = sock
                 .peer_addr()
@@ -135,11 +140,12 @@ fn check_coordinator(config: &Config, tls: std::sync::Arc<rustls::ClientConfig>)
     }
     let cfg = config.coordinator.clone();
     let max_inbound = crate::session::max_inbound_message(config.limits.max_request_bytes);
+    let env = env.clone();
     let ws = with_deadline(
         "coordinator_tls",
         cfg.connect_timeout + cfg.handshake_timeout + SHORT,
         move || {
-            let ws = crate::session::dial(&cfg, &tls, max_inbound)?;
+            let ws = crate::session::dial(&cfg, &tls, max_inbound, &env)?;
             ws.get_ref().shutdown();
             let what = if cfg.url.scheme == crate::endpoint::Scheme::Wss {
                 "TLS certificate verified, WebSocket upgrade accepted"
@@ -267,8 +273,8 @@ fn check_disk(config: &Config) -> Check {
     })
 }
 
-/// Runs every check and prints one line each.
-pub fn run(config: &Config) -> ExitCode {
+/// Runs every check, each under its deadline.
+pub fn checks(config: &Config, host: &Host) -> Vec<Check> {
     let mut checks = vec![Check {
         name: "config".into(),
         ok: true,
@@ -282,14 +288,11 @@ pub fn run(config: &Config) -> ExitCode {
     checks.push(check_clock(SystemTime::now()));
     checks.push(check_disk(config));
     // The same trust anchors as the agent: ca_file plus $SSL_CERT_FILE.
-    let roots = crate::session::trust_anchors(
-        &config.coordinator,
-        std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|r| net::tls::client_config(&r).map_err(|e| e.to_string()));
+    let roots = crate::session::trust_anchors(&config.coordinator, &host.env)
+        .map_err(|e| e.to_string())
+        .and_then(|r| net::tls::client_config(&r).map_err(|e| e.to_string()));
     match roots {
-        Ok(tls) => checks.extend(check_coordinator(config, tls)),
+        Ok(tls) => checks.extend(check_coordinator(config, tls, &host.env)),
         Err(detail) => checks.push(Check {
             name: "coordinator_tls".into(),
             ok: false,
@@ -297,22 +300,7 @@ pub fn run(config: &Config) -> ExitCode {
         }),
     }
     checks.extend(check_backends(config));
-    for c in &checks {
-        println!(
-            "{} {:<16} {}",
-            if c.ok { "PASS" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
-    }
-    let failed = checks.iter().filter(|c| !c.ok).count();
-    if failed == 0 {
-        println!("all {} checks passed", checks.len());
-        ExitCode::SUCCESS
-    } else {
-        println!("{failed} of {} checks failed", checks.len());
-        ExitCode::FAILURE
-    }
+    checks
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::client::coordinator::CoordinatorHost;
 use crate::client::{HttpError, Limits, Request};
 use crate::config::{Config, CoordinatorConfig};
 use crate::endpoint::{Endpoint, Scheme};
+use crate::host::{Env, Host, ENV_SSL_CERT_FILE};
 use crate::identity::{Identity, IdentityError};
 use crate::untrusted::shown;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -13,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Upper bound on waiting for the operator, whatever the server says.
@@ -186,7 +186,7 @@ struct PollRequest<'a> {
 #[derive(Serialize)]
 struct PollCapabilities<'a> {
     backends: &'a [BackendEntry],
-    agent_version: &'static str,
+    agent_version: &'a str,
 }
 
 /// Only the status first: its other fields depend on it.
@@ -422,7 +422,7 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(api: &str, coordinator: &CoordinatorConfig) -> Result<ApiClient, PairError> {
+    fn new(api: &str, coordinator: &CoordinatorConfig, env: &Env) -> Result<ApiClient, PairError> {
         let shown = api.trim_end_matches('/').to_owned();
         let setup = |what: String| PairError::Setup(what);
         let base = Endpoint::parse(&shown).map_err(|e| {
@@ -441,17 +441,13 @@ impl ApiClient {
             }
             _ => return Err(setup(format!("--api must be an http(s):// URL, got {shown}"))),
         }
-        let roots = crate::session::trust_anchors(
-            coordinator,
-            std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
-        )
-        .map_err(PairError::Trust)?;
+        let roots = crate::session::trust_anchors(coordinator, env).map_err(PairError::Trust)?;
         let tls = crate::net::tls::client_config(&roots).map_err(PairError::Tls)?;
         // TLS for https; plain only where the session itself would go without
         // it (loopback, or `allow_insecure`), as checked above.
         Ok(ApiClient {
             shown,
-            host: CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls),
+            host: CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls, env),
         })
     }
 
@@ -498,37 +494,93 @@ impl ApiClient {
     }
 }
 
-/// The whole flow; `config_path` is where the config is written.
-pub fn run(config_path: &Path, api: Option<&str>, force: bool, config: &Config) -> ExitCode {
-    if config_path.exists() && !force {
-        eprintln!(
-            "usepod-edge: {} already exists; pairing would replace it. Run `pair --force` to do so.",
-            config_path.display()
-        );
-        return ExitCode::from(2);
+/// What pairing tells the operator as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The code to enter, where, and until when (the last two from the server, shown).
+    Code {
+        page: String,
+        code: String,
+        expires: String,
+    },
+    Saved {
+        provider_id: String,
+        identity: PathBuf,
+    },
+    /// The answer's provider_id is not one (shown); not saved.
+    IgnoredProviderId(String),
+    /// `$SSL_CERT_FILE` was needed here and will be for the service.
+    SslCertFileNeeded,
+    Written {
+        config: PathBuf,
+    },
+}
+
+impl Progress {
+    /// A warning rather than news.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Progress::IgnoredProviderId(_))
     }
-    // Without --api, pair with whatever coordinator the config names.
-    let api = api
-        .map(str::to_owned)
-        .unwrap_or_else(|| api_base(&config.coordinator.url));
-    let ws = match ws_url(&api) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("usepod-edge: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match pair(config_path, &api, &ws, config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("usepod-edge: pairing failed: {e}");
-            ExitCode::FAILURE
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Progress::Code {
+                page,
+                code,
+                expires,
+            } => write!(
+                f,
+                "To pair this device, open {page} and enter the code:\n\n    {code}\n\n(expires {expires})"
+            ),
+            Progress::Saved {
+                provider_id,
+                identity,
+            } => write!(
+                f,
+                "paired as {provider_id}; provider_id saved in {}",
+                identity.display()
+            ),
+            Progress::IgnoredProviderId(pid) => write!(
+                f,
+                "ignoring the provider_id in the pairing answer, \"{pid}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved"
+            ),
+            Progress::SslCertFileNeeded => write!(
+                f,
+                "note: {ENV_SSL_CERT_FILE} added trust anchors for pairing; the service needs the same variable, or \
+                 coordinator.ca_file in the config"
+            ),
+            Progress::Written { config } => write!(
+                f,
+                "config written to {}; start the agent with `usepod-edge --config {} run`",
+                config.display(),
+                config.display()
+            ),
         }
     }
 }
 
-fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), PairError> {
-    let client = ApiClient::new(api, &config.coordinator)?;
+/// What one pairing needs: where the config goes, the API, the live config, the host.
+pub struct Pairing<'a> {
+    pub config_path: &'a Path,
+    pub api: &'a str,
+    /// The session URL the written config names.
+    pub ws: &'a str,
+    pub config: &'a Config,
+    pub host: &'a Host,
+}
+
+/// The whole flow: issue, show, poll, save the provider_id, write the config.
+pub fn pair(r: &Pairing, say: &mut dyn FnMut(Progress)) -> Result<(), PairError> {
+    let Pairing {
+        config_path,
+        api,
+        ws,
+        config,
+        host,
+    } = *r;
+    let client = ApiClient::new(api, &config.coordinator, &host.env)?;
     let (mut identity, _) = Identity::load_or_create(&config.key_path)?;
 
     let d = crate::discovery::Discovery::new(config);
@@ -556,16 +608,16 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
     let code = shown(&issued.pair_code, 64).to_string();
     let expires = issued.expires_at.as_deref().unwrap_or("in a few minutes");
     // Both come from the server and go to the operator's terminal.
-    println!(
-        "To pair this device, open {} and enter the code:\n\n    {code}\n\n(expires {})",
-        pair_page(api),
-        shown(expires, 64)
-    );
+    say(Progress::Code {
+        page: pair_page(api),
+        code: code.clone(),
+        expires: shown(expires, 64).to_string(),
+    });
     let poll = PollRequest {
         poll_token: &issued.poll_token,
         capabilities: PollCapabilities {
             backends: &backends,
-            agent_version: env!("CARGO_PKG_VERSION"),
+            agent_version: &host.version,
         },
     };
     let started = Instant::now();
@@ -591,17 +643,14 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
     {
         if crate::identity::valid_provider_id(pid) {
             identity.set_provider_id(pid)?;
-            println!(
-                "paired as {pid}; provider_id saved in {}",
-                identity.path().display()
-            );
+            say(Progress::Saved {
+                provider_id: pid.clone(),
+                identity: identity.path().to_owned(),
+            });
         } else {
             // Never persisted (it could add lines to the identity file); the
             // session's auth_ok brings the provider_id again.
-            eprintln!(
-                "usepod-edge: warning: ignoring the provider_id in the pairing answer, \"{}\": not 1-128 of A-Z a-z 0-9 . _ : -; not saved",
-                shown(pid, 140)
-            );
+            say(Progress::IgnoredProviderId(shown(pid, 140).to_string()));
         }
     }
     let mut paired = render_config(ws, &config.key_path, &backends, &state);
@@ -612,12 +661,8 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
         .ca_file
         .as_ref()
         .map(|ca| std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone()));
-    if std::env::var_os(crate::session::ENV_SSL_CERT_FILE).is_some_and(|v| !v.is_empty()) {
-        println!(
-            "note: {} added trust anchors for pairing; the service needs the same variable, or \
-             coordinator.ca_file in the config",
-            crate::session::ENV_SSL_CERT_FILE
-        );
+    if host.env.get(ENV_SSL_CERT_FILE).is_some() {
+        say(Progress::SslCertFileNeeded);
     }
     paired.coordinator.allow_insecure = config.coordinator.allow_insecure;
     let text = serde_json::to_string_pretty(&paired).unwrap_or_default();
@@ -628,11 +673,9 @@ fn pair(config_path: &Path, api: &str, ws: &str, config: &Config) -> Result<(), 
     crate::atomic_file::ensure_private_dir(config_path).map_err(write_error)?;
     crate::atomic_file::write(config_path, format!("{text}\n").as_bytes(), 0o640)
         .map_err(write_error)?;
-    println!(
-        "config written to {}; start the agent with `usepod-edge --config {} run`",
-        config_path.display(),
-        config_path.display()
-    );
+    say(Progress::Written {
+        config: config_path.to_owned(),
+    });
     Ok(())
 }
 
@@ -657,10 +700,14 @@ mod tests {
         let coordinator = Config::from_str("f", "{}", &Default::default())
             .unwrap()
             .coordinator;
-        let e = ApiClient::new("https://u:hun/ter2@api.example", &coordinator)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = ApiClient::new(
+            "https://u:hun/ter2@api.example",
+            &coordinator,
+            &Env::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(!e.contains("hun") && !e.contains("ter2"), "{e}");
         assert_eq!(
             pair_page("https://api.usepod.ai"),

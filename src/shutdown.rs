@@ -31,7 +31,7 @@ static RESTART: AtomicBool = AtomicBool::new(false);
 pub fn exit_status(agent: &Agent) -> u8 {
     crate::probation::note_stop(
         &crate::probation::dir(&agent.config.key_path),
-        &crate::release::version::running(),
+        &agent.host.version,
     );
     if RESTART.load(Ordering::SeqCst) {
         EXIT_RESTART

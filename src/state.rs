@@ -2,7 +2,7 @@
 //! Prometheus textfile, both rewritten atomically every few seconds.
 
 use crate::agent::Agent;
-use crate::clock::{ago, rfc3339, unix};
+use crate::clock::{rfc3339, unix};
 use crate::config::Config;
 use crate::gate::Serving;
 use crate::json_fields::json_fields;
@@ -12,7 +12,6 @@ use crate::untrusted::shown;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -39,6 +38,8 @@ json_fields! {
         /// Whether the gate admits jobs, and why not; None in a file from an agent
         /// without the gate.
         pub serving: Option<Serving>,
+        /// Test hooks the agent runs with (src/host.rs); none on a real device.
+        pub test_hooks: Vec<String>,
         /// `status --json`'s verdict on the file, never in the file itself. (Not a
         /// wrapper with `#[serde(flatten)]`: that costs serde's buffering machinery.)
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,7 +132,6 @@ pub fn snapshot(agent: &Agent) -> State {
         .routes
         .keys()
         .filter(|_| agent.gate.admitting())
-        .filter(|_| agent.gate.admitting())
         .map(|id| shown(id, 128).to_string())
         .collect();
     let totals = agent.jobs.metrics.totals();
@@ -141,7 +141,8 @@ pub fn snapshot(agent: &Agent) -> State {
     });
     State {
         pid: std::process::id(),
-        version: crate::release::version::running(),
+        version: agent.host.version.clone(),
+        test_hooks: agent.host.test_hooks(),
         written_at: rfc3339(now),
         written_unix: unix(now),
         interval_s: agent.config.status.interval.as_secs_f64(),
@@ -318,184 +319,54 @@ pub fn assess(state: &State, now_unix: u64, pid_alive: bool) -> Verdict {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether `pid` is a live usepod-edge process.
+pub fn pid_alive(pid: u32) -> bool {
     // 0 is no process: a file without a pid.
     pid != 0
         && std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim_end().starts_with("usepod-edge"))
 }
 
-/// What `status --json` prints when there is no state file.
-#[derive(Serialize)]
-struct Missing {
-    running: bool,
-    error: String,
+/// Why a state file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// No file (or no access): the agent is not running with this config.
+    Missing(std::io::Error),
+    /// Not JSON at all.
+    NotJson,
+    /// JSON, but not a state file.
+    NotState(serde_json::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Missing(e) => write!(f, "{e}"),
+            ReadError::NotJson => f.write_str("is not valid JSON"),
+            ReadError::NotState(e) => write!(f, "is not a usepod-edge state file ({e})"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Reads a state file as a running agent wrote it.
+pub fn read(path: &Path) -> Result<State, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(ReadError::Missing)?;
+    serde_json::from_str(&text).map_err(|e| {
+        if e.is_data() {
+            ReadError::NotState(e)
+        } else {
+            ReadError::NotJson
+        }
+    })
 }
 
 /// The running agent's state file, when its process is alive and writing it.
 pub fn read_running(config: &Config) -> Option<State> {
-    let text = std::fs::read_to_string(&config.status.state_file).ok()?;
-    let state: State = serde_json::from_str(&text).ok()?;
+    let state = read(&config.status.state_file).ok()?;
     let alive = pid_alive(state.pid);
     (assess(&state, unix(SystemTime::now()), alive) == Verdict::Running).then_some(state)
-}
-
-/// `usepod-edge status [--json]`: 0 running, 1 stale or not running, 3 no state file.
-pub fn show(config: &Config, as_json: bool) -> ExitCode {
-    let path: &Path = &config.status.state_file;
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            if as_json {
-                let missing = Missing {
-                    running: false,
-                    error: format!("no state file at {}: {e}", path.display()),
-                };
-                println!("{}", serde_json::to_string(&missing).unwrap_or_default());
-            } else {
-                println!(
-                    "usepod-edge is not running (no state file at {}: {e})",
-                    path.display()
-                );
-            }
-            return ExitCode::from(3);
-        }
-    };
-    let state = match serde_json::from_str::<State>(&text) {
-        Ok(state) => state,
-        Err(e) => {
-            let what = if e.is_data() {
-                format!("is not a usepod-edge state file ({e})")
-            } else {
-                "is not valid JSON".to_owned()
-            };
-            println!(
-                "state file {} {what}; is another program writing it?",
-                path.display()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let now = unix(SystemTime::now());
-    let verdict = assess(&state, now, pid_alive(state.pid));
-    let upgrade = crate::probation::status(&crate::probation::dir(&config.key_path));
-    if as_json {
-        let shown = State {
-            running: Some(verdict == Verdict::Running),
-            stale: Some(matches!(verdict, Verdict::Stale { .. })),
-            upgrade,
-            ..state
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
-        );
-    } else {
-        print_human(&state, &verdict, now);
-        if let Some(u) = &upgrade {
-            print_upgrade(u, now);
-        }
-    }
-    match verdict {
-        Verdict::Running => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
-    }
-}
-
-fn print_upgrade(u: &crate::probation::UpgradeStatus, now: u64) {
-    let when = ago(now, u.at);
-    match u.outcome.as_str() {
-        "rolled-back" => {
-            println!(
-                "last upgrade: {} -> {} ROLLED BACK {when} ago: {}",
-                u.from, u.to, u.detail
-            );
-            if u.restore_pending {
-                println!(
-                    "rollback: {} runs as .prev until the service is restarted as root",
-                    u.from
-                );
-            }
-        }
-        "probation" => println!(
-            "last upgrade: {} -> {} {when} ago, on probation ({} failed start(s) so far)",
-            u.from, u.to, u.failed_starts
-        ),
-        other => println!("last upgrade: {} -> {} {when} ago: {other}", u.from, u.to),
-    }
-}
-
-/// `text`, or `?` where a file from another version left it out.
-fn or_unknown(text: &str) -> &str {
-    if text.is_empty() {
-        "?"
-    } else {
-        text
-    }
-}
-
-fn print_human(s: &State, verdict: &Verdict, now: u64) {
-    let pid = s.pid;
-    match verdict {
-        Verdict::Running => println!("usepod-edge {} running (pid {pid})", or_unknown(&s.version)),
-        Verdict::NotRunning => println!(
-            "usepod-edge is not running (pid {pid} is gone; state last written {} ago)",
-            ago(now, s.written_unix)
-        ),
-        Verdict::Stale { age } => println!(
-            "usepod-edge pid {pid} has not updated its state for {} (hung?)",
-            ago(now, now.saturating_sub(*age))
-        ),
-    }
-    let c = &s.connection;
-    println!(
-        "coordinator: {} for {} ({})",
-        or_unknown(&c.state),
-        ago(now, c.since_unix),
-        c.detail
-    );
-    if let Some(p) = &c.config_problem {
-        println!("fix the configuration: {p}");
-    }
-    println!(
-        "provider_id: {}",
-        s.provider_id.as_deref().unwrap_or("none yet")
-    );
-    for b in &s.backends {
-        let health = match b.healthy {
-            Some(true) => "up".to_owned(),
-            Some(false) => format!("down: {}", b.problem.as_deref().unwrap_or("?")),
-            None => "not probed yet".to_owned(),
-        };
-        println!(
-            "backend: {} {} {health}",
-            or_unknown(&b.kind),
-            or_unknown(&b.url)
-        );
-    }
-    println!(
-        "models offered: {}",
-        if s.models_offered.is_empty() {
-            "none".into()
-        } else {
-            s.models_offered.join(", ")
-        }
-    );
-    let j = &s.jobs;
-    println!(
-        "jobs: {} running, {} done, {} failed",
-        j.in_flight, j.done, j.failed
-    );
-    if let Some(serving) = &s.serving {
-        crate::gate::print_status(serving, now);
-    }
-    if let Some(e) = &s.last_error {
-        println!(
-            "last error: {} at {}",
-            or_unknown(&e.code),
-            or_unknown(&e.at)
-        );
-    }
 }
 
 #[cfg(test)]

@@ -366,6 +366,15 @@ fn a_control_file_others_may_write_is_ignored_and_reported() {
         status.describe()
     );
     assert!(status.stdout.contains("chmod 600"), "{}", status.describe());
+    // The sensor root is a test hook: said at start and by every status, since on a
+    // device it would turn the guards off.
+    let hook = format!("test hook USEPOD_EDGE_TEST_ROOT={}", root.path().display());
+    assert!(g.agent.has_log(&hook), "{}", g.agent.logs());
+    assert!(
+        status.stdout.contains(&format!("warning: {hook} is set")),
+        "{}",
+        status.describe()
+    );
     // Made private, the same file pauses.
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o600)).unwrap();
     g.withdrawn(S10);

@@ -2,6 +2,7 @@
 
 pub mod answers;
 pub mod anthropic;
+pub mod busy;
 mod kind;
 pub mod probe;
 pub mod sse;

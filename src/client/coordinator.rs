@@ -9,6 +9,7 @@
 use super::{exchange, HttpError, Limits, Request, Response};
 use crate::cancel::Cancel;
 use crate::endpoint::{Endpoint, Scheme};
+use crate::host::Env;
 use crate::net::{self, NetError, Timeouts};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
@@ -28,6 +29,8 @@ pub struct CoordinatorHost {
     base: Endpoint,
     timeouts: Timeouts,
     tls: Arc<ClientConfig>,
+    /// Its proxy variables decide the way to the host, as for the session.
+    env: Env,
 }
 
 impl fmt::Debug for CoordinatorHost {
@@ -38,11 +41,17 @@ impl fmt::Debug for CoordinatorHost {
 
 impl CoordinatorHost {
     /// `timeouts`: the coordinator's, as the session uses them.
-    pub fn new(base: Endpoint, timeouts: Timeouts, tls: Arc<ClientConfig>) -> CoordinatorHost {
+    pub fn new(
+        base: Endpoint,
+        timeouts: Timeouts,
+        tls: Arc<ClientConfig>,
+        env: &Env,
+    ) -> CoordinatorHost {
         CoordinatorHost {
             base,
             timeouts,
             tls,
+            env: env.clone(),
         }
     }
 
@@ -60,7 +69,7 @@ impl CoordinatorHost {
 
     fn open(&self) -> Result<Stream, NetError> {
         let timeout = self.timeouts.handshake;
-        let mut sock = net::open(&self.base, self.timeouts)?;
+        let mut sock = net::open(&self.base, &self.env, self.timeouts)?;
         let _ = sock.set_nodelay(true);
         sock.set_read_timeout(Some(timeout))
             .and_then(|_| sock.set_write_timeout(Some(timeout)))

@@ -34,7 +34,7 @@ use ureq::unversioned::transport::{
 };
 use ureq::Agent;
 
-const USER_AGENT: &str = concat!("usepod-edge/", env!("CARGO_PKG_VERSION"));
+use crate::host::USER_AGENT;
 
 /// The phase in which a call ran out of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

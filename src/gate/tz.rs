@@ -574,16 +574,9 @@ fn localtime_name(localtime: &Path) -> String {
 
 /// The system's zone as the C library would pick it: `$TZ` (empty means UTC), else
 /// `/etc/localtime`; UTC with a warning when neither can be read.
-pub fn system() -> Found {
-    let tzdir = std::env::var_os("TZDIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(ZONEINFO));
-    lookup(
-        std::env::var("TZ").ok().as_deref(),
-        Path::new("/etc/localtime"),
-        &tzdir,
-    )
+pub fn system(env: &crate::host::Env) -> Found {
+    let tzdir = env.path("TZDIR").unwrap_or_else(|| PathBuf::from(ZONEINFO));
+    lookup(env.raw("TZ"), Path::new("/etc/localtime"), &tzdir)
 }
 
 fn lookup(tz: Option<&str>, localtime: &Path, tzdir: &Path) -> Found {

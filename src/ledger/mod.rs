@@ -5,10 +5,10 @@
 //! not recorded: they ran nothing and earn nothing, and a coordinator sending
 //! a flood of them would otherwise rotate the real earnings out of the files.
 
-mod report;
+pub mod report;
 mod writer;
 
-pub use report::{show, GroupBy};
+pub use report::GroupBy;
 pub use writer::Ledger;
 
 use crate::discovery::Target;

@@ -2,14 +2,12 @@
 
 use super::writer::rotated;
 use super::{usdc, Entry, Tally};
-use crate::config::LedgerConfig;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const NS_PER_S: i128 = 1_000_000_000;
@@ -407,50 +405,6 @@ pub fn render_json<'a>(
             })
             .collect(),
     }
-}
-
-/// `usepod-edge ledger [--since DATE] [--by day|model] [--json]`: 0 when every
-/// file was read (skipped lines included), 1 when one could not be, 2 for a bad
-/// `--since`.
-pub fn show(
-    cfg: &LedgerConfig,
-    since: Option<&str>,
-    by: Option<GroupBy>,
-    as_json: bool,
-) -> ExitCode {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    let since = match since.map(|s| parse_since(s, now)).transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("usepod-edge: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut summary = Summary::default();
-    for f in ledger_files(&cfg.path) {
-        if let Err(e) = summary.read(&f, since, by) {
-            eprintln!(
-                "usepod-edge: cannot read the ledger file {}: {e}",
-                f.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    }
-    if as_json {
-        let report = render_json(&cfg.path, &summary, since, by);
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("usepod-edge: cannot write the ledger report as JSON: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", render_text(&cfg.path, &summary, since, by));
-    }
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -1,23 +1,27 @@
 //! Reaching a host over the network: name resolution, TCP connects under a
-//! timeout, the way through an HTTP proxy ([`proxy`]: curl's variables,
-//! `NO_PROXY`, the CONNECT tunnel) and a verified TLS client handshake
+//! timeout, the way through an HTTP proxy ([`proxy`]: curl's variables and
+//! `NO_PROXY`; [`tunnel`]: the CONNECT exchange) and a verified TLS client handshake
 //! ([`tls`]). The session, pairing (src/client/coordinator.rs) and doctor reach
 //! the coordinator's host through [`open`], so all three take the same route
 //! and name the same hop when it fails.
 //!
 //! This module knows nothing of the config or the session: it takes an
-//! [`Endpoint`] and [`Timeouts`], and its errors are its own ([`NetError`]),
+//! [`Endpoint`], [`Timeouts`] and the environment it honours (the proxy variables
+//! of [`Env`]), and its errors are its own ([`NetError`]),
 //! which the session's and the HTTP client's errors carry as their source.
 
 pub mod proxy;
 pub mod tls;
+pub mod tunnel;
 
 use crate::endpoint::Endpoint;
-use proxy::{Proxy, ProxyConfigError, TunnelError};
+use crate::host::Env;
+use proxy::{Proxy, ProxyConfigError};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+use tunnel::TunnelError;
 
 pub use tls::TlsError;
 
@@ -176,8 +180,8 @@ pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Ne
 /// A TCP connection to `url`'s host, directly or through the proxy the
 /// environment names for it; over a proxy, the returned socket carries the
 /// tunnel, so TLS and HTTP then run over it as over a direct connection.
-pub fn open(url: &Endpoint, timeouts: Timeouts) -> Result<TcpStream, NetError> {
-    match proxy::from_env(url).map_err(NetError::ProxySetting)? {
+pub fn open(url: &Endpoint, env: &Env, timeouts: Timeouts) -> Result<TcpStream, NetError> {
+    match proxy::for_target(url, env).map_err(NetError::ProxySetting)? {
         None => connect(&url.host, url.port, timeouts.connect),
         Some(p) => via_proxy(&p, url, timeouts),
     }
@@ -202,7 +206,7 @@ fn via_proxy(p: &Proxy, url: &Endpoint, timeouts: Timeouts) -> Result<TcpStream,
             source: Box::new(e),
         }
     })?;
-    proxy::connect_tunnel(&mut sock, p, &url.authority(), timeouts.handshake).map_err(|e| {
+    tunnel::connect_tunnel(&mut sock, p, &url.authority(), timeouts.handshake).map_err(|e| {
         NetError::Tunnel {
             proxy: p.to_string(),
             target: url.authority(),

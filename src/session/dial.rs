@@ -6,11 +6,10 @@ use super::duplex::Duplex;
 use super::SessionError;
 use crate::config::{load_certs, ConfigError, CoordinatorConfig};
 use crate::endpoint::Scheme;
+use crate::host::{Env, ENV_SSL_CERT_FILE, USER_AGENT};
 use crate::net::{self, NetError, Timeouts};
 use rustls::pki_types::CertificateDer;
 use rustls::ClientConfig;
-use std::ffi::OsString;
-use std::path::Path;
 use std::sync::Arc;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
@@ -25,21 +24,16 @@ pub fn max_inbound_message(max_request_bytes: usize) -> usize {
     max_request_bytes.saturating_add(ENVELOPE_BYTES)
 }
 
-/// The variable OpenSSL-based tools read for a CA bundle. Here it adds trust
-/// anchors (like `coordinator.ca_file`) instead of replacing the built-in
-/// ones, so pointing it at a corporate CA never cuts off the public roots.
-pub const ENV_SSL_CERT_FILE: &str = "SSL_CERT_FILE";
-
 /// Trust anchors beyond webpki-roots: `coordinator.ca_file` (loaded with the
 /// config) plus the certificates in `$SSL_CERT_FILE` when it is set and not
 /// empty. An unreadable file is a config error, named like the others.
 pub fn trust_anchors(
     cfg: &CoordinatorConfig,
-    ssl_cert_file: Option<OsString>,
+    env: &Env,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let mut roots = cfg.extra_roots.clone();
-    if let Some(path) = ssl_cert_file.filter(|p| !p.is_empty()) {
-        let certs = load_certs(Path::new(&path)).map_err(|problem| ConfigError {
+    if let Some(path) = env.path(ENV_SSL_CERT_FILE) {
+        let certs = load_certs(&path).map_err(|problem| ConfigError {
             origin: "environment".into(),
             key: ENV_SSL_CERT_FILE.into(),
             problem,
@@ -71,9 +65,10 @@ pub fn dial(
     cfg: &CoordinatorConfig,
     tls: &Arc<ClientConfig>,
     max_inbound: usize,
+    env: &Env,
 ) -> Result<WebSocket<Duplex>, SessionError> {
     let url = &cfg.url;
-    let mut sock = net::open(url, timeouts(cfg))?;
+    let mut sock = net::open(url, env, timeouts(cfg))?;
     let _ = sock.set_nodelay(true);
     sock.set_read_timeout(Some(cfg.handshake_timeout))
         .and_then(|_| sock.set_write_timeout(Some(cfg.handshake_timeout)))
@@ -97,10 +92,7 @@ pub fn dial(
             .map_err(SessionError::Request)?;
     request.headers_mut().insert(
         "User-Agent",
-        tungstenite::http::HeaderValue::from_static(concat!(
-            "usepod-edge/",
-            env!("CARGO_PKG_VERSION")
-        )),
+        tungstenite::http::HeaderValue::from_static(USER_AGENT),
     );
     match tungstenite::client::client_with_config(request, duplex, Some(ws_config(max_inbound))) {
         Ok((ws, _response)) => Ok(ws),

@@ -261,7 +261,7 @@ impl Error for NonceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::proxy::TunnelError;
+    use crate::net::tunnel::TunnelError;
     use std::io;
 
     fn upgrade_answer(status: u16) -> SessionError {

@@ -71,11 +71,17 @@ pub fn describe(m: &Inbound) -> String {
 }
 
 /// The signed answer to a challenge; enrollment_code only while unenrolled.
-pub fn auth_response(identity: &Identity, nonce: &[u8], enrollment_code: Option<&str>) -> Outbound {
+/// `version`: the agent's, as the Host reports it.
+pub fn auth_response(
+    identity: &Identity,
+    nonce: &[u8],
+    enrollment_code: Option<&str>,
+    version: &str,
+) -> Outbound {
     Outbound::AuthResponse {
         pubkey: identity.public_b64(),
         signature: identity.sign_b64(nonce),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
+        agent_version: version.into(),
         enrollment_code: match identity.provider_id() {
             None => enrollment_code.map(str::to_owned),
             Some(_) => None,
@@ -88,6 +94,7 @@ pub fn authenticate<S: Read + Write>(
     ws: &mut WebSocket<S>,
     identity: &Identity,
     enrollment_code: Option<&str>,
+    version: &str,
 ) -> Result<Option<String>, SessionError> {
     let text = next_text(ws, "auth_challenge")?;
     let nonce = match parse_inbound(&text) {
@@ -109,7 +116,7 @@ pub fn authenticate<S: Read + Write>(
             .into())
         }
     };
-    let reply = auth_response(identity, &nonce, enrollment_code);
+    let reply = auth_response(identity, &nonce, enrollment_code, version);
     ws.send(Message::text(reply.to_text()))
         .map_err(|e| SessionError::from_ws("sending auth_response", e))?;
     let text = next_text(ws, "auth_ok")?;
@@ -138,10 +145,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("usepod-edge-hs-{}", std::process::id()));
         let path = dir.join("k");
         let (mut id, _) = Identity::load_or_create(&path).unwrap();
-        let r = auth_response(&id, b"n", Some("CODE")).to_text();
+        let r = auth_response(&id, b"n", Some("CODE"), "0.1.0").to_text();
         assert!(r.contains("\"enrollment_code\":\"CODE\""), "{r}");
         id.set_provider_id("prov-1").unwrap();
-        let r = auth_response(&id, b"n", Some("CODE")).to_text();
+        let r = auth_response(&id, b"n", Some("CODE"), "0.1.0").to_text();
         assert!(!r.contains("enrollment_code"), "{r}");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -17,11 +17,12 @@ mod ticker;
 mod wire;
 
 pub use conn::Conn;
-pub use dial::{dial, max_inbound_message, timeouts, trust_anchors, ENV_SSL_CERT_FILE};
+pub use dial::{dial, max_inbound_message, timeouts, trust_anchors};
 pub use duplex::Duplex;
 pub use error::{HandshakeError, NonceError, SessionError};
 
 use crate::config::CoordinatorConfig;
+use crate::host::Host;
 use crate::identity::Identity;
 use crate::lock::lock;
 use crate::outgoing::{Outbox, Outgoing, OUTBOUND_CAPACITY};
@@ -82,6 +83,8 @@ pub trait Status: Sync {
 /// Everything a session uses.
 pub struct Parts<'a> {
     pub coordinator: &'a CoordinatorConfig,
+    /// The process as the agent sees it: the proxy variables, the version it reports.
+    pub host: &'a Host,
     pub tls: &'a Arc<rustls::ClientConfig>,
     /// The largest inbound message accepted ([`max_inbound_message`]).
     pub max_inbound: usize,
@@ -124,7 +127,12 @@ impl SessionEnd {
 /// Runs one session to its end. Never panics on coordinator input.
 pub fn run(parts: &Parts) -> SessionEnd {
     log::debug!("connecting to {}", parts.coordinator.url);
-    match dial::dial(parts.coordinator, parts.tls, parts.max_inbound) {
+    match dial::dial(
+        parts.coordinator,
+        parts.tls,
+        parts.max_inbound,
+        &parts.host.env,
+    ) {
         Ok(ws) => serve(ws, parts),
         Err(e) => SessionEnd::pre_auth(e),
     }
@@ -135,7 +143,8 @@ pub fn serve<S: Conn + 'static>(mut ws: WebSocket<S>, parts: &Parts) -> SessionE
     let cfg = parts.coordinator;
     let provider_id = {
         let identity = lock(parts.identity);
-        match handshake::authenticate(&mut ws, &identity, cfg.enrollment_code.as_deref()) {
+        let code = cfg.enrollment_code.as_deref();
+        match handshake::authenticate(&mut ws, &identity, code, &parts.host.version) {
             Ok(p) => p,
             Err(e) => return SessionEnd::pre_auth(e),
         }

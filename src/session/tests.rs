@@ -179,6 +179,7 @@ struct World {
     dir: PathBuf,
     config: Config,
     tls: Arc<rustls::ClientConfig>,
+    host: crate::host::Host,
     identity: Mutex<Identity>,
     jobs: FakeJobs,
     offer: FakeOffer,
@@ -197,6 +198,7 @@ impl World {
             dir,
             config,
             tls: crate::net::tls::client_config(&[]).unwrap(),
+            host: crate::host::Host::default(),
             identity: Mutex::new(identity),
             jobs: FakeJobs::default(),
             offer: FakeOffer::new(),
@@ -207,6 +209,7 @@ impl World {
     fn parts(&self) -> Parts<'_> {
         Parts {
             coordinator: &self.config.coordinator,
+            host: &self.host,
             tls: &self.tls,
             max_inbound: 1 << 20,
             identity: &self.identity,

@@ -6,6 +6,7 @@ use crate::client::coordinator::CoordinatorHost;
 use crate::client::{HttpError, Limits, Request};
 use crate::config::CoordinatorConfig;
 use crate::endpoint::{redact_url, Endpoint, Scheme};
+use crate::host::Env;
 use std::fmt;
 use std::io::Read;
 use std::time::Duration;
@@ -52,7 +53,12 @@ pub fn is_url(src: &str) -> bool {
 }
 
 /// At most `max` bytes from `src`, a path or an http(s) URL.
-pub fn fetch(src: &str, max: u64, coordinator: &CoordinatorConfig) -> Result<Vec<u8>, FetchError> {
+pub fn fetch(
+    src: &str,
+    max: u64,
+    coordinator: &CoordinatorConfig,
+    env: &Env,
+) -> Result<Vec<u8>, FetchError> {
     if !is_url(src) {
         let f = std::fs::File::open(src).map_err(FetchError::Read)?;
         let mut out = Vec::new();
@@ -76,13 +82,10 @@ pub fn fetch(src: &str, max: u64, coordinator: &CoordinatorConfig) -> Result<Vec
             )))
         }
     }
-    let roots = crate::session::trust_anchors(
-        coordinator,
-        std::env::var_os(crate::session::ENV_SSL_CERT_FILE),
-    )
-    .map_err(|e| FetchError::Trust(Box::new(e)))?;
+    let roots = crate::session::trust_anchors(coordinator, env)
+        .map_err(|e| FetchError::Trust(Box::new(e)))?;
     let tls = crate::net::tls::client_config(&roots).map_err(|e| FetchError::Trust(Box::new(e)))?;
-    let host = CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls);
+    let host = CoordinatorHost::new(base, crate::session::timeouts(coordinator), tls, env);
     let req = Request {
         method: "GET",
         path: "",

@@ -16,19 +16,21 @@
 
 pub mod fetch;
 pub mod newbin;
+mod progress;
 pub mod sign;
 pub mod swap;
 
 use crate::config::Config;
+use crate::host::Host;
 use crate::identity::Identity;
 use crate::probation;
 use crate::release::signature::{self, SignatureError};
 use crate::release::{elf, version};
 use fetch::FetchError;
+pub use progress::{Outcome, Step};
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The largest binary accepted (the aarch64 release is about 2.2 MB).
@@ -131,21 +133,23 @@ impl std::error::Error for UpgradeError {
     }
 }
 
-pub fn run(config: &Config, config_path: &Path, args: &Args) -> ExitCode {
-    match upgrade(config, config_path, args) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error!(target: "usepod_edge", "upgrade refused: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn io(what: String) -> impl FnOnce(std::io::Error) -> UpgradeError {
     move |source| UpgradeError::Io { what, source }
 }
 
-fn upgrade(config: &Config, config_path: &Path, args: &Args) -> Result<ExitCode, UpgradeError> {
+/// What `upgrade` needs: the live config and its path, the command line, the host.
+pub struct Upgrade<'a> {
+    pub config: &'a Config,
+    pub config_path: &'a Path,
+    pub args: &'a Args,
+    pub host: &'a Host,
+}
+
+/// The whole upgrade; each step passed is told to `step` as it passes.
+pub fn upgrade(r: &Upgrade, step: &mut dyn FnMut(Step)) -> Result<Outcome, UpgradeError> {
+    let Upgrade {
+        config, args, host, ..
+    } = *r;
     let from = args.from.as_deref().ok_or(UpgradeError::NoSource)?;
     let bin = std::env::current_exe().map_err(io("cannot find this binary".into()))?;
     let state_dir = probation::dir(&config.key_path);
@@ -160,25 +164,27 @@ fn upgrade(config: &Config, config_path: &Path, args: &Args) -> Result<ExitCode,
     })?;
 
     let sig_src = args.sig.clone().unwrap_or_else(|| format!("{from}.sig"));
-    let new = fetch::fetch(from, MAX_BINARY, &config.coordinator).map_err(|source| {
+    let new = fetch::fetch(from, MAX_BINARY, &config.coordinator, &host.env).map_err(|source| {
         UpgradeError::Fetch {
             what: "binary",
             src: from.to_owned(),
             source,
         }
     })?;
-    let sig = fetch::fetch(&sig_src, MAX_SIGNATURE, &config.coordinator).map_err(|source| {
-        UpgradeError::Fetch {
+    let sig = fetch::fetch(&sig_src, MAX_SIGNATURE, &config.coordinator, &host.env).map_err(
+        |source| UpgradeError::Fetch {
             what: "signature",
             src: sig_src.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     let mut trusted = signature::release_keys();
     trusted.extend(config.upgrade.trusted_keys.iter().copied());
     let signed = signature::verify(&String::from_utf8_lossy(&sig), &new, &trusted)
         .map_err(UpgradeError::Signature)?;
-    println!("signature: good, key {}", signature::b64(&signed.key));
+    step(Step::SignatureGood {
+        key: signature::b64(&signed.key),
+    });
     match elf::machine(&new) {
         None => return Err(UpgradeError::NotElf),
         Some(m) if m != elf::HERE => return Err(UpgradeError::WrongArch(m)),
@@ -189,7 +195,7 @@ fn upgrade(config: &Config, config_path: &Path, args: &Args) -> Result<ExitCode,
         "cannot write the new binary beside {}",
         bin.display()
     )))?;
-    let checked = check_new(config, config_path, &staged, args);
+    let checked = check_new(r, &staged, step);
     let new_version = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -197,14 +203,14 @@ fn upgrade(config: &Config, config_path: &Path, args: &Args) -> Result<ExitCode,
             return Err(e);
         }
     };
-    let running = version::running();
+    let running = host.version.clone();
     if args.dry_run {
         let _ = std::fs::remove_file(&staged);
-        println!(
-            "dry run: {} ({running}) would be replaced by {new_version}; nothing changed",
-            bin.display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Outcome::DryRun {
+            bin,
+            running,
+            new: new_version,
+        });
     }
 
     // On probation already, `.prev` is the last binary known to work: kept.
@@ -220,21 +226,26 @@ fn upgrade(config: &Config, config_path: &Path, args: &Args) -> Result<ExitCode,
             source,
         });
     }
-    println!(
-        "installed {new_version} at {} (the previous binary is {})",
-        bin.display(),
-        swap::prev_path(&bin).display()
-    );
-    Ok(restart(config, &state_dir))
+    step(Step::Installed {
+        version: new_version,
+        prev: swap::prev_path(&bin),
+        bin,
+    });
+    Ok(restart(config, &state_dir, step))
 }
 
 /// The checks the staged binary must pass; its version when it does.
 fn check_new(
-    config: &Config,
-    config_path: &Path,
+    r: &Upgrade,
     staged: &Path,
-    args: &Args,
+    step: &mut dyn FnMut(Step),
 ) -> Result<String, UpgradeError> {
+    let Upgrade {
+        config,
+        config_path,
+        args,
+        host,
+    } = *r;
     let fail = |step: &'static str, said: String| UpgradeError::Check { step, said };
     let out = newbin::run(staged, &[OsStr::new("--version")])
         .map_err(|e| fail("--version", e.to_string()))?;
@@ -248,7 +259,7 @@ fn check_new(
         .unwrap_or_default()
         .trim_start_matches("usepod-edge ")
         .to_owned();
-    let running = version::running();
+    let running = host.version.clone();
     let newer = version::Version::parse(&running).is_none_or(|r| new > r);
     if !newer && !args.allow_downgrade {
         return Err(UpgradeError::NotNewer {
@@ -281,68 +292,54 @@ fn check_new(
         // No identity yet (never paired or run), or one this user cannot read: the
         // new binary cannot be held to it, and the operator is told which.
         Err(e) => {
-            println!("identity not checked: {e}");
+            step(Step::IdentityNotChecked(e.to_string()));
             "the config"
         }
     };
-    println!("new binary: {new_text}, runs here, accepts {checked}");
+    step(Step::NewBinaryChecked {
+        version: new_text.clone(),
+        accepts: checked,
+    });
     Ok(new_text)
 }
 
 /// Asks the running agent to drain and exit for its service manager to start
 /// the new binary, and waits for the new binary's probation to end.
-fn restart(config: &Config, state_dir: &Path) -> ExitCode {
+fn restart(config: &Config, state_dir: &Path, step: &mut dyn FnMut(Step)) -> Outcome {
     let Some(state) = crate::state::read_running(config) else {
-        println!(
-            "no agent is running: the new binary starts with the service (on probation until it holds an authenticated session)"
-        );
-        return ExitCode::SUCCESS;
+        return Outcome::NoAgent;
     };
     let signalled = std::process::Command::new("kill")
         .args(["-USR1", &state.pid.to_string()])
         .status();
     if !signalled.is_ok_and(|s| s.success()) {
-        println!(
-            "could not signal the running agent (pid {}): restart the service to run the new binary",
-            state.pid
-        );
-        return ExitCode::SUCCESS;
+        return Outcome::NotSignalled { pid: state.pid };
     }
-    println!(
-        "the running agent (pid {}) drains and exits; its service manager starts the new binary",
-        state.pid
-    );
+    step(Step::Restarting { pid: state.pid });
     let limit = config.limits.drain_timeout + WAIT_BEYOND_DRAIN;
     let end = Instant::now() + limit;
     loop {
         let s = probation::status(state_dir);
         match s.as_ref().map(|s| s.outcome.as_str()) {
             Some("confirmed") => {
-                println!(
-                    "upgrade confirmed: {} held an authenticated session",
-                    s.map(|s| s.to).unwrap_or_default()
-                );
-                return ExitCode::SUCCESS;
+                return Outcome::Confirmed {
+                    version: s.map(|s| s.to).unwrap_or_default(),
+                }
             }
             Some("rolled-back") => {
                 let s = s.unwrap_or_default();
-                log::error!(
-                    target: "usepod_edge",
-                    "upgrade rolled back: {} ({}); {} runs again",
-                    s.to,
-                    s.detail,
-                    s.from
-                );
-                return ExitCode::FAILURE;
+                return Outcome::RolledBack {
+                    to: s.to,
+                    detail: s.detail,
+                    from: s.from,
+                };
             }
             _ => {}
         }
         if Instant::now() >= end {
-            println!(
-                "still on probation after {} s (the coordinator not reached yet?): `usepod-edge status` shows the outcome",
-                limit.as_secs()
-            );
-            return ExitCode::SUCCESS;
+            return Outcome::Waiting {
+                secs: limit.as_secs(),
+            };
         }
         std::thread::sleep(POLL);
     }

@@ -7,15 +7,12 @@
 //! base64 itself in `USEPOD_EDGE_SIGNING_KEY` (a CI secret). Never on the
 //! command line, never in the repository, never logged.
 
+use crate::host::{Env, ENV_SIGNING_KEY as ENV_KEY, ENV_SIGNING_KEY_FILE as ENV_KEY_FILE};
 use crate::release::signature;
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-
-pub const ENV_KEY_FILE: &str = "USEPOD_EDGE_SIGNING_KEY_FILE";
-pub const ENV_KEY: &str = "USEPOD_EDGE_SIGNING_KEY";
 
 /// Why signing could not be done.
 #[derive(Debug)]
@@ -61,77 +58,65 @@ impl std::error::Error for SignError {
     }
 }
 
-fn report(r: Result<(), SignError>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!(target: "usepod_edge", "{e}");
-            ExitCode::FAILURE
-        }
-    }
+/// A new signing key at `path` (mode 0600, never over an existing file); its public
+/// key, for `RELEASE_KEYS` or `upgrade.trusted_keys`.
+pub fn new_key(path: &Path) -> Result<String, SignError> {
+    let seed = ed25519_compact::Seed::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SignError::File(path.to_owned(), e))?;
+    writeln!(f, "{}", signature::b64(seed.as_ref()))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| SignError::File(path.to_owned(), e))?;
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(seed.as_ref());
+    Ok(signature::public_of(&raw))
 }
 
-/// `release-key PATH`: a new signing key (mode 0600, never over an existing
-/// file); prints its public key for `RELEASE_KEYS` or `upgrade.trusted_keys`.
-pub fn new_key(files: &[PathBuf]) -> ExitCode {
-    report((|| {
-        let [path] = files else {
-            return Err(SignError::Usage(
-                "release-key wants one PATH to write the new key to",
-            ));
-        };
-        let seed = ed25519_compact::Seed::generate();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| SignError::File(path.clone(), e))?;
-        writeln!(f, "{}", signature::b64(seed.as_ref()))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| SignError::File(path.clone(), e))?;
-        let mut raw = [0u8; 32];
-        raw.copy_from_slice(seed.as_ref());
-        println!("wrote a new signing key to {}", path.display());
-        println!("public key: {}", signature::public_of(&raw));
-        Ok(())
-    })())
-}
-
-fn signing_seed() -> Result<[u8; 32], SignError> {
-    if let Some(path) = std::env::var_os(ENV_KEY_FILE).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
+fn signing_seed(env: &Env) -> Result<[u8; 32], SignError> {
+    if let Some(path) = env.path(ENV_KEY_FILE) {
         let text =
             std::fs::read_to_string(&path).map_err(|e| SignError::KeyFile(path.clone(), e))?;
         return signature::b64_array(&text)
             .ok_or_else(|| SignError::BadKey(path.display().to_string()));
     }
-    let text = std::env::var(ENV_KEY).map_err(|_| SignError::NoKey)?;
-    signature::b64_array(&text).ok_or_else(|| SignError::BadKey(format!("${ENV_KEY}")))
+    let text = env.get(ENV_KEY).ok_or(SignError::NoKey)?;
+    signature::b64_array(text).ok_or_else(|| SignError::BadKey(format!("${ENV_KEY}")))
 }
 
-/// `release-sign FILE...`: `FILE.sig` beside each file.
-pub fn sign_files(files: &[PathBuf]) -> ExitCode {
-    report((|| {
-        if files.is_empty() {
-            return Err(SignError::Usage("release-sign wants the FILEs to sign"));
-        }
-        let seed = signing_seed()?;
-        for path in files {
-            let bytes = std::fs::read(path).map_err(|e| SignError::File(path.clone(), e))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let text = signature::sign(&seed, &name, &bytes);
-            let sig_path = sig_path(path);
-            crate::atomic_file::write(&sig_path, text.as_bytes(), 0o644)
-                .map_err(|e| SignError::File(sig_path.clone(), e))?;
-            println!("{}", sig_path.display());
-        }
-        println!("signed with key {}", signature::public_of(&seed));
-        Ok(())
-    })())
+/// What signing wrote: the signature files, and the public key they verify with.
+#[derive(Debug)]
+pub struct Signed {
+    pub files: Vec<PathBuf>,
+    pub public_key: String,
+}
+
+/// `FILE.sig` beside each file, with the key the environment names.
+pub fn sign_files(files: &[PathBuf], env: &Env) -> Result<Signed, SignError> {
+    if files.is_empty() {
+        return Err(SignError::Usage("release-sign wants the FILEs to sign"));
+    }
+    let seed = signing_seed(env)?;
+    let mut written = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|e| SignError::File(path.clone(), e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = signature::sign(&seed, &name, &bytes);
+        let sig_path = sig_path(path);
+        crate::atomic_file::write(&sig_path, text.as_bytes(), 0o644)
+            .map_err(|e| SignError::File(sig_path.clone(), e))?;
+        written.push(sig_path);
+    }
+    Ok(Signed {
+        files: written,
+        public_key: signature::public_of(&seed),
+    })
 }
 
 fn sig_path(p: &Path) -> PathBuf {

@@ -58,7 +58,7 @@ fn in_flight(s: &State) -> u32 {
 }
 
 /// `usepod-edge pause [--drain]`.
-pub fn pause_cmd(config: &Config, drain: bool) -> ExitCode {
+pub fn pause(config: &Config, drain: bool) -> ExitCode {
     let path = path(config);
     let now = SystemTime::now();
     let before = read(&path).ok().flatten();
@@ -129,7 +129,7 @@ pub fn pause_cmd(config: &Config, drain: bool) -> ExitCode {
 }
 
 /// `usepod-edge resume`.
-pub fn resume_cmd(config: &Config) -> ExitCode {
+pub fn resume(config: &Config) -> ExitCode {
     let path = path(config);
     let now = SystemTime::now();
     match remove(&path) {

@@ -1,0 +1,63 @@
+//! The command layer: each command's arguments, what it prints and its exit status,
+//! one file per command. Nothing below this layer prints: the domain modules return
+//! typed results (and, for the long commands, their progress as values) for these
+//! files to show.
+
+mod discover;
+mod doctor;
+mod identity;
+mod ledger;
+mod pair;
+mod pause;
+mod release;
+mod run;
+mod setup;
+mod status;
+mod upgrade;
+mod validate;
+
+use crate::cli::{Cli, Command};
+use crate::host::Host;
+use std::process::ExitCode;
+
+pub use setup::{config_path, init_logging, LoggingError};
+
+/// Exit status for a config or usage problem, distinct from runtime failures.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// The log target of the commands' lines: the crate's name, as they were when they
+/// came from the binary's main (log filters and readers of the log see them there,
+/// not under a module path).
+const TARGET: &str = "usepod_edge";
+
+/// Runs one parsed command line on this host.
+pub fn dispatch(cli: Cli, host: Host) -> ExitCode {
+    if let Err(e) = init_logging(cli.log_level.as_deref(), &host) {
+        eprintln!("usepod-edge: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // Release tooling needs no config.
+    match cli.command {
+        Command::ReleaseKey => return release::new_key(&cli.files),
+        Command::ReleaseSign => return release::sign(&cli.files, &host),
+        _ => {}
+    }
+    let config = match setup::load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Validate => validate::run(&config, &host),
+        Command::Identity => identity::run(&config),
+        Command::Discover => discover::run(&config, &host),
+        Command::Status => status::run(&config, &host, cli.json),
+        Command::Ledger => ledger::run(&config.ledger, &cli.ledger, cli.json),
+        Command::Doctor => doctor::run(&config, &host),
+        Command::Pair => pair::run(&config_path(&cli).0, &cli, &config, &host),
+        Command::Pause => pause::pause(&config, cli.drain),
+        Command::Resume => pause::resume(&config),
+        Command::Upgrade => upgrade::run(&config, &config_path(&cli).0, &cli.upgrade, &host),
+        Command::ReleaseKey | Command::ReleaseSign => ExitCode::SUCCESS,
+        Command::Run => run::run(config, host),
+    }
+}
