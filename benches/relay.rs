@@ -2,7 +2,7 @@
 //! run. A fast vLLM-shaped backend (benches/common) stamps every event with the time it
 //! was written; a client reads it (a) straight from the backend and (b) as `job_chunk`
 //! frames through the real agent (release build) and a loopback TLS coordinator
-//! (tests/support). Prints a Markdown table for README.
+//! (tests/support). Prints a Markdown table for docs/benchmarks.md.
 //!
 //! A `harness = false` bench rather than an example: the harness in tests/support needs
 //! `CARGO_BIN_EXE_usepod-edge`, which cargo sets for tests and benches only, and

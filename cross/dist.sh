@@ -7,7 +7,7 @@
 # Environment: DIST_TARGETS (default: aarch64-unknown-linux-musl x86_64-unknown-linux-musl),
 # DIST_MAX_BYTES_AARCH64 (default 2300000, the design card's budget), USEPOD_NO_INSTALL=1 (never install anything).
 #
-# Signing (README, "Upgrading"): with USEPOD_EDGE_SIGNING_KEY_FILE (a key file from
+# Signing (docs/upgrades.md): with USEPOD_EDGE_SIGNING_KEY_FILE (a key file from
 # `usepod-edge release-key`) or USEPOD_EDGE_SIGNING_KEY (its base64 seed, a CI secret) set, each
 # binary gets a detached signature dist/<binary>.sig, written by one of the binaries just built
 # (`release-sign`, run here as --version is). DIST_REQUIRE_SIGNATURE=1 fails without a key.

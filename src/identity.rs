@@ -348,7 +348,7 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
 /// The rule ssh applies to private keys: owned by the user who uses it, and no
 /// access for group or others. Root may use a key owned by another user: it can
 /// read any file anyway, and `sudo usepod-edge pair` on a service install reads
-/// the key the service user owns (README, "Installing as a service").
+/// the key the service user owns (docs/operations.md, "Installing as a service").
 fn check_private(path: &Path, owner: u32, mode: u32, me: u32) -> Result<(), IdentityError> {
     match not_private(path, owner, mode, me) {
         None => Ok(()),

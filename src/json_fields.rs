@@ -4,7 +4,7 @@
 //! Not `#[derive(Deserialize)]`: per struct, the derive generates a visitor for
 //! field names, a sequence form and checks for repeated and missing fields, and
 //! for the two dozen structs of the config and the state file that came to about
-//! 55 KB of a binary with a size budget (README, "Building for devices").
+//! 55 KB of a binary with a size budget (docs/building.md, "Binary size").
 //! [`json_fields!`] generates only the step from a key to its field; serde_json
 //! still does all the parsing, and serde's derive still writes these structs.
 //! A repeated key's last value wins, as in most JSON readers.

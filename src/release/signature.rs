@@ -27,7 +27,7 @@ use std::fmt;
 pub const HEADER: &str = "usepod-edge release signature v1";
 
 /// The project's release key: public half only, the secret never enters the
-/// repository (README, "Upgrading": this one's secret was not kept, and the
+/// repository (docs/upgrades.md, "The checks": this one's secret was not kept, and the
 /// maintainers' own key replaces it before a first signed release);
 /// `upgrade.trusted_keys` in the config adds an operator's own.
 pub const RELEASE_KEYS: &[&str] = &["KnofXt/1qPvXdYLXQQ7J30hDDLf0ZgnZVaoPVyYPTZU="];

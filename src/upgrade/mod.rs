@@ -12,7 +12,7 @@
 //! the old one kept as `.prev` (`swap.rs`), and the running agent is asked
 //! (SIGUSR1) to drain and exit with status 75 for its service manager to start
 //! the new binary. The init scripts' `usepod-edge-probation` restores `.prev`
-//! if the new binary fails its starts (README, "Upgrading").
+//! if the new binary fails its starts (docs/upgrades.md).
 
 pub mod fetch;
 pub mod newbin;
