@@ -106,7 +106,10 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         if fs::metadata(&dir).unwrap().uid() != 0 {
             fs::remove_dir_all(&dir).unwrap();
-            assert!(!crate::host::ci(), "this test needs root, and CI runs the tests as root");
+            assert!(
+                !crate::host::ci(),
+                "this test needs root, and CI runs the tests as root"
+            );
             // Past libtest's capture, so the skip shows.
             let _ = writeln!(
                 io::stdout(),

@@ -38,7 +38,9 @@ json_fields! {
         /// Whether the gate admits jobs, and why not; None in a file from an agent
         /// without the gate.
         pub serving: Option<Serving>,
-        /// Test hooks the agent runs with (src/host.rs); none on a real device.
+        /// Test hooks the agent runs with (src/host.rs); none on a real device,
+        /// and then not in the file.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         pub test_hooks: Vec<String>,
         /// `status --json`'s verdict on the file, never in the file itself. (Not a
         /// wrapper with `#[serde(flatten)]`: that costs serde's buffering machinery.)
