@@ -39,10 +39,10 @@ pub fn trust_anchors(
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let mut roots = cfg.extra_roots.clone();
     if let Some(path) = ssl_cert_file.filter(|p| !p.is_empty()) {
-        let certs = load_certs(Path::new(&path)).map_err(|problem| ConfigError {
+        let certs = load_certs(Path::new(&path)).map_err(|e| ConfigError {
             origin: "environment".into(),
             key: ENV_SSL_CERT_FILE.into(),
-            problem,
+            problem: e.to_string(),
         })?;
         roots.extend(certs);
     }
