@@ -1,0 +1,4 @@
+//! The request translation and the stream translation, each through the module's API.
+
+mod request;
+mod stream;
