@@ -1,4 +1,4 @@
-//! The request translation and the stream translation, each through the module's API.
+//! Tests of the request translation and the stream translation, one file each.
 
 mod request;
 mod stream;
