@@ -26,6 +26,7 @@ pub mod identity;
 pub mod jitter;
 pub mod jobs;
 pub mod json_fields;
+pub mod json_string;
 pub mod ledger;
 pub mod lock;
 pub mod metrics;

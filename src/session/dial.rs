@@ -33,10 +33,10 @@ pub fn trust_anchors(
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let mut roots = cfg.extra_roots.clone();
     if let Some(path) = env.path(ENV_SSL_CERT_FILE) {
-        let certs = load_certs(&path).map_err(|problem| ConfigError {
+        let certs = load_certs(&path).map_err(|e| ConfigError {
             origin: "environment".into(),
             key: ENV_SSL_CERT_FILE.into(),
-            problem,
+            problem: e.to_string(),
         })?;
         roots.extend(certs);
     }
