@@ -2,7 +2,7 @@
 //! the session's interfaces (session::Jobs, Offer, Status): the session sees
 //! those, never this struct.
 
-use crate::config::Config;
+use crate::config::{Config, Reloaded};
 use crate::discovery::Discovery;
 use crate::hardware_snapshot::HardwareSnapshot;
 use crate::host::Host;
@@ -12,8 +12,9 @@ use crate::lock::lock;
 use crate::outgoing::{Outbox, Outgoing};
 use crate::protocol::{HeartbeatStats, JobRequest, ModelOffer, OfferLimits, Outbound};
 use crate::session::{self, Change, Parts};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,8 +22,27 @@ use std::time::{Duration, Instant, SystemTime};
 /// with what is known; later rounds re-send them.
 pub const FIRST_ROUND_WAIT: Duration = Duration::from_millis(500);
 
+/// Why the upkeep thread (src/upkeep.rs) should look now instead of at its next
+/// interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Read the config file again (SIGHUP, `usepod-edge reload`).
+    Reload,
+    /// The operator changed something the gate reads (SIGUSR2 from `pause`/`resume`).
+    Look,
+}
+
 pub struct Agent {
+    /// The config the agent started with. What a reload cannot change (the
+    /// coordinator, the identity) is read here; everything else from [`Agent::live`].
     pub config: Config,
+    /// Where the config came from, for a reload to read again.
+    pub config_path: PathBuf,
+    live: Mutex<Arc<Config>>,
+    wake: (Sender<Wake>, Receiver<Wake>),
+    /// Fires when a reload changed what capabilities offer.
+    offer_changed: (Sender<()>, Receiver<()>),
+    reloaded: Mutex<Option<Reloaded>>,
     /// The process as the agent sees it (src/host.rs).
     pub host: Host,
     identity: Mutex<Identity>,
@@ -54,6 +74,7 @@ pub struct Link {
 impl Agent {
     pub fn new(
         config: Config,
+        config_path: PathBuf,
         identity: Identity,
         tls: Arc<rustls::ClientConfig>,
         host: Host,
@@ -61,7 +82,12 @@ impl Agent {
         let discovery = Arc::new(Discovery::new(&config));
         let jobs = Jobs::new(&config, Arc::clone(&discovery));
         Agent {
+            live: Mutex::new(Arc::new(config.clone())),
             config,
+            config_path,
+            wake: crossbeam_channel::bounded(8),
+            offer_changed: crossbeam_channel::bounded(1),
+            reloaded: Mutex::new(None),
             identity: Mutex::new(identity),
             tls,
             discovery,
@@ -78,6 +104,39 @@ impl Agent {
                 config_problem: None,
             }),
         }
+    }
+
+    /// The config as reloaded last: what the agent runs with now.
+    pub fn live(&self) -> Arc<Config> {
+        Arc::clone(&lock(&self.live))
+    }
+
+    /// Installs a reloaded config for every later reader.
+    pub fn set_live(&self, config: Config) {
+        *lock(&self.live) = Arc::new(config);
+    }
+
+    /// Asks the upkeep thread to look now; a full queue means it will anyway.
+    pub fn wake(&self, why: Wake) {
+        let _ = self.wake.0.try_send(why);
+    }
+
+    pub fn wakes(&self) -> Receiver<Wake> {
+        self.wake.1.clone()
+    }
+
+    /// Capabilities go out again (a reload changed what they say).
+    pub fn offer_changed(&self) {
+        let _ = self.offer_changed.0.try_send(());
+    }
+
+    pub fn set_reloaded(&self, r: Reloaded) {
+        *lock(&self.reloaded) = Some(r);
+    }
+
+    /// The last reload, for the state file.
+    pub fn reloaded(&self) -> Option<Reloaded> {
+        lock(&self.reloaded).clone()
     }
 
     pub fn lock_identity(&self) -> MutexGuard<'_, Identity> {
@@ -130,10 +189,11 @@ impl Agent {
         }
     }
 
-    /// `hardware_wait`: how long the hardware description may still be waited for.
-    fn capabilities_with(&self, hardware_wait: Duration) -> String {
+    /// What capabilities offer: the models and the limits (metadata aside).
+    pub fn offer(&self) -> (Vec<ModelOffer>, OfferLimits) {
+        let config = self.live();
         let snapshot = self.discovery.snapshot();
-        let max = self.config.limits.max_concurrent;
+        let max = config.limits.max_concurrent;
         // While the gate says no, capacity is withdrawn: the same message, no models.
         let none = std::collections::BTreeMap::new();
         let offered = if self.gate.admitting() {
@@ -144,7 +204,7 @@ impl Agent {
         let models = offered
             .iter()
             .map(|(id, route)| {
-                let (input_per_1m, output_per_1m) = self.config.pricing.resolve(id);
+                let (input_per_1m, output_per_1m) = config.pricing.resolve(id);
                 ModelOffer {
                     model_id: id.clone(),
                     input_per_1m,
@@ -157,12 +217,19 @@ impl Agent {
                 }
             })
             .collect();
+        let limits = OfferLimits {
+            max_concurrent_total: max,
+            max_tokens_per_minute: config.limits.max_tokens_per_minute,
+        };
+        (models, limits)
+    }
+
+    /// `hardware_wait`: how long the hardware description may still be waited for.
+    fn capabilities_with(&self, hardware_wait: Duration) -> String {
+        let (models, limits) = self.offer();
         Outbound::Capabilities {
             models,
-            limits: OfferLimits {
-                max_concurrent_total: max,
-                max_tokens_per_minute: self.config.limits.max_tokens_per_minute,
-            },
+            limits,
             metadata: {
                 let mut m = serde_json::json!({
                     "agent_version": self.host.version,
@@ -192,18 +259,6 @@ impl Agent {
             jobs: self,
             offer: self,
             status: self,
-        }
-    }
-}
-
-impl crate::gate::Lend for Agent {
-    fn gate_parts(&self) -> crate::gate::Parts<'_> {
-        crate::gate::Parts {
-            config: &self.config,
-            host: &self.host,
-            gate: &self.gate,
-            jobs: &self.jobs,
-            discovery: &self.discovery,
         }
     }
 }
@@ -243,6 +298,10 @@ impl session::Offer for Agent {
             Change {
                 signal: self.discovery.changes(),
                 why: Box::new(|| "routable models changed".to_owned()),
+            },
+            Change {
+                signal: self.offer_changed.1.clone(),
+                why: Box::new(|| "the config was reloaded".to_owned()),
             },
             Change {
                 signal: self.gate.changes(),

@@ -13,6 +13,7 @@ pub enum Command {
     Pair,
     Pause,
     Resume,
+    Reload,
     Ledger,
     Upgrade,
     ReleaseKey,
@@ -73,12 +74,14 @@ commands:
   pause      the running agent stops taking jobs and withdraws its models;
              running jobs finish (--drain waits for them); lasts until resume
   resume     the running agent takes jobs again
+  reload     the running agent reads its config again and applies it without
+             dropping its session or a job; prints what changed (or why not)
   upgrade    install a signed release in place of this binary and restart the
              running agent on it: --from PATH|URL (signature: --sig, default
              the same with .sig), --dry-run checks everything but swaps
              nothing, --allow-downgrade; rolled back if it fails its starts
 
-release tooling (README, \"Upgrading\"):
+release tooling (docs/upgrades.md):
   release-key PATH     write a new signing key, print its public key
   release-sign FILE..  write FILE.sig with the key in $USEPOD_EDGE_SIGNING_KEY_FILE
                        (or base64 in $USEPOD_EDGE_SIGNING_KEY)
@@ -88,7 +91,6 @@ options:
                          ~/.config/usepod-edge/config.json if present,
                          else /etc/usepod-edge/config.json)
       --json             with status and ledger: print JSON
-      --json             with status: print the state as JSON
       --drain            with pause: wait until no job is running
   -l, --log-level LEVEL  error, warn, info (default), debug, trace
                          (env USEPOD_EDGE_LOG)
@@ -170,6 +172,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
                     "ledger" => Command::Ledger,
                     "pause" => Command::Pause,
                     "resume" => Command::Resume,
+                    "reload" => Command::Reload,
                     "upgrade" => Command::Upgrade,
                     "release-key" => Command::ReleaseKey,
                     "release-sign" => Command::ReleaseSign,

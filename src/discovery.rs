@@ -123,20 +123,29 @@ pub struct Discovery {
     changed_rx: Receiver<()>,
     refresh_tx: Sender<()>,
     refresh_rx: Receiver<()>,
+    /// What a reload may change: the backends and the prices.
+    settings: Mutex<Settings>,
+}
+
+struct Settings {
     pricing: Pricing,
     /// Configured targets; empty means "find them on the default ports".
     configured: Vec<Arc<Target>>,
+}
+
+fn targets_of(config: &Config) -> Vec<Arc<Target>> {
+    config
+        .backends
+        .iter()
+        .map(|b| Arc::new(Target::from_config(b)))
+        .collect()
 }
 
 impl Discovery {
     pub fn new(config: &Config) -> Discovery {
         let (changed_tx, changed_rx) = bounded(1);
         let (refresh_tx, refresh_rx) = bounded(1);
-        let configured: Vec<Arc<Target>> = config
-            .backends
-            .iter()
-            .map(|b| Arc::new(Target::from_config(b)))
-            .collect();
+        let configured = targets_of(config);
         Discovery {
             state: Mutex::new(State {
                 snapshot: Arc::new(Snapshot {
@@ -150,9 +159,37 @@ impl Discovery {
             changed_rx,
             refresh_tx,
             refresh_rx,
-            pricing: config.pricing.clone(),
-            configured,
+            settings: Mutex::new(Settings {
+                pricing: config.pricing.clone(),
+                configured,
+            }),
         }
+    }
+
+    /// A reload's backends and prices: the routes are rebuilt at once from what is
+    /// known (a gone backend takes no new job; its running jobs hold their target
+    /// and finish), and a round probes the new set.
+    pub fn reconfigure(&self, config: &Config) {
+        let configured = targets_of(config);
+        {
+            let mut s = lock(&self.settings);
+            s.pricing = config.pricing.clone();
+            s.configured = configured.clone();
+        }
+        let known = self.snapshot();
+        let backends = configured
+            .iter()
+            .map(|t| {
+                let probe = known.backends.iter().find_map(|(o, p)| {
+                    (o.kind == t.kind && o.url == t.url)
+                        .then(|| p.clone())
+                        .flatten()
+                });
+                (Arc::clone(t), probe)
+            })
+            .collect();
+        self.publish(backends);
+        self.refresh();
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -179,7 +216,7 @@ impl Discovery {
     }
 
     fn publish(&self, backends: Vec<(Arc<Target>, Option<Probe>)>) {
-        let routes = route_table(&backends, &self.pricing);
+        let routes = route_table(&backends, &lock(&self.settings).pricing);
         let mut st = lock(&self.state);
         let changed = !same_offer(&st.snapshot.routes, &routes);
         st.snapshot = Arc::new(Snapshot { backends, routes });
@@ -192,10 +229,11 @@ impl Discovery {
     /// Probes every target in parallel; each result is published as soon as it
     /// is in, so one hung backend does not hide the others.
     pub fn round(&self) {
-        let targets = if self.configured.is_empty() {
+        let configured = lock(&self.settings).configured.clone();
+        let targets = if configured.is_empty() {
             find_default_backends()
         } else {
-            self.configured.clone()
+            configured
         };
         let started = Instant::now();
         let results: Mutex<Vec<(Arc<Target>, Option<Probe>)>> =

@@ -1,11 +1,12 @@
 //! SIGTERM/SIGINT: drain, then close the session with 1001 and exit 0. SIGUSR1
 //! (sent by `upgrade` once a new binary is in place): the same drain, then
 //! exit 75 ([`EXIT_RESTART`]) for the service manager to start the new binary.
-//! A second signal exits at once. SIGHUP is logged: a config reload is a restart.
+//! A second signal exits at once. SIGHUP reloads the config (src/reload.rs) and
+//! SIGUSR2 makes the gate look at the control file now; neither drains anything.
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Wake};
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,16 +42,19 @@ pub fn exit_status(agent: &Agent) -> u8 {
 }
 
 pub fn install(agent: Arc<Agent>, wake: Sender<()>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut draining = false;
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => log::warn!(
-                        "SIGHUP: this agent reads its config at start; restart it to apply changes"
-                    ),
+                    SIGHUP => {
+                        log::info!("SIGHUP: reading the config again");
+                        agent.wake(Wake::Reload);
+                    }
+                    // `pause`/`resume` changed the control file: look now.
+                    SIGUSR2 => agent.wake(Wake::Look),
                     _ if draining => {
                         log::warn!("second signal: exiting now");
                         std::process::exit(EXIT_INTERRUPTED);
@@ -92,7 +96,7 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn drain(agent: &Agent, wake: &Sender<()>) {
     agent.begin_stop();
     let _ = wake.try_send(());
-    let limit = agent.config.limits.drain_timeout;
+    let limit = agent.live().limits.drain_timeout;
     let n = agent.jobs.in_flight();
     log::info!(
         "shutting down: {n} job(s) in flight, waiting up to {:.0}s",

@@ -12,7 +12,6 @@ use crate::untrusted::shown;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 json_fields! {
@@ -38,6 +37,9 @@ json_fields! {
         /// Whether the gate admits jobs, and why not; None in a file from an agent
         /// without the gate.
         pub serving: Option<Serving>,
+        /// How the last reload went; None before the first.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub reload: Option<crate::config::Reloaded>,
         /// Test hooks the agent runs with (src/host.rs); none on a real device,
         /// and then not in the file.
         #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -145,9 +147,10 @@ pub fn snapshot(agent: &Agent) -> State {
         pid: std::process::id(),
         version: agent.host.version.clone(),
         test_hooks: agent.host.test_hooks(),
+        reload: agent.reloaded(),
         written_at: rfc3339(now),
         written_unix: unix(now),
-        interval_s: agent.config.status.interval.as_secs_f64(),
+        interval_s: agent.live().status.interval.as_secs_f64(),
         connection: Connection {
             state: link.state.to_owned(),
             since: rfc3339(link.since),
@@ -260,7 +263,8 @@ pub fn prometheus(s: &State) -> String {
 
 fn write_all(agent: &Agent) -> std::io::Result<()> {
     let s = snapshot(agent);
-    let cfg = &agent.config.status;
+    let config = agent.live();
+    let cfg = &config.status;
     let text = serde_json::to_string_pretty(&s).unwrap_or_default();
     crate::atomic_file::write(&cfg.state_file, text.as_bytes(), 0o644)?;
     if let Some(path) = &cfg.metrics_textfile {
@@ -269,29 +273,19 @@ fn write_all(agent: &Agent) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Starts the thread that rewrites the files every `status.interval_s`.
-pub fn spawn_writer(agent: Arc<Agent>) {
-    let spawned = std::thread::Builder::new()
-        .name("state".into())
-        .spawn(move || {
-            let mut failing = false;
-            loop {
-                match write_all(&agent) {
-                    Ok(()) => failing = false,
-                    Err(e) if !failing => {
-                        failing = true;
-                        log::warn!(
-                            "cannot write {}: {e}",
-                            agent.config.status.state_file.display()
-                        );
-                    }
-                    Err(_) => {}
-                }
-                std::thread::sleep(agent.config.status.interval);
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the state writer: {e}");
+/// Rewrites the files (src/upkeep.rs calls it every `status.interval_s`); a failure
+/// is logged once, until a write succeeds again (`failing` remembers).
+pub fn write(agent: &Agent, failing: &mut bool) {
+    match write_all(agent) {
+        Ok(()) => *failing = false,
+        Err(e) if !*failing => {
+            *failing = true;
+            log::warn!(
+                "cannot write {}: {e}",
+                agent.live().status.state_file.display()
+            );
+        }
+        Err(_) => {}
     }
 }
 
@@ -362,6 +356,15 @@ pub fn read(path: &Path) -> Result<State, ReadError> {
             ReadError::NotJson
         }
     })
+}
+
+/// Sends `signal` (`HUP`, `USR1`, `USR2`) to the running agent at `pid`; false when
+/// it could not be sent. Through kill(1): the crate has no unsafe code for kill(2).
+pub fn signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The running agent's state file, when its process is alive and writing it.

@@ -9,6 +9,7 @@ mod identity;
 mod ledger;
 mod pair;
 mod pause;
+mod reload;
 mod release;
 mod run;
 mod setup;
@@ -44,6 +45,10 @@ pub fn dispatch(cli: Cli, host: Host) -> ExitCode {
     }
     let config = match setup::load_config(&cli) {
         Ok(c) => c,
+        Err(_) if cli.command == Command::Reload => {
+            eprintln!("usepod-edge: reload refused: the config is not valid (above); the running agent keeps its own");
+            return ExitCode::FAILURE;
+        }
         Err(code) => return code,
     };
     match cli.command {
@@ -56,8 +61,9 @@ pub fn dispatch(cli: Cli, host: Host) -> ExitCode {
         Command::Pair => pair::run(&config_path(&cli).0, &cli, &config, &host),
         Command::Pause => pause::pause(&config, cli.drain),
         Command::Resume => pause::resume(&config),
+        Command::Reload => reload::run(&config),
         Command::Upgrade => upgrade::run(&config, &config_path(&cli).0, &cli.upgrade, &host),
         Command::ReleaseKey | Command::ReleaseSign => ExitCode::SUCCESS,
-        Command::Run => run::run(config, host),
+        Command::Run => run::run(config, config_path(&cli).0, host),
     }
 }

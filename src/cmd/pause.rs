@@ -1,6 +1,6 @@
 //! `usepod-edge pause [--drain]` and `resume`: write or remove the pause file
-//! (src/gate/control.rs), then watch the running agent's state file until the
-//! agent took the change up.
+//! (src/gate/control.rs), wake the running agent (SIGUSR2), then watch its state
+//! file until it took the change up.
 
 use crate::clock::{rfc3339, unix};
 use crate::config::Config;
@@ -76,10 +76,12 @@ pub fn pause(config: &Config, drain: bool) -> ExitCode {
             path.display()
         ),
     }
-    if running_state(config).is_none() {
+    let Some(running) = running_state(config) else {
         println!("usepod-edge is not running; it will start paused until `usepod-edge resume`");
         return ExitCode::SUCCESS;
-    }
+    };
+    // The agent looks at the file at once; without the signal, on its next interval.
+    crate::state::signal(running.pid, "USR2");
     let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
         has_block(s, "paused")
     });
@@ -140,10 +142,11 @@ pub fn resume(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if running_state(config).is_none() {
+    let Some(running) = running_state(config) else {
         println!("usepod-edge is not running");
         return ExitCode::SUCCESS;
-    }
+    };
+    crate::state::signal(running.pid, "USR2");
     let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
         !has_block(s, "paused")
     });

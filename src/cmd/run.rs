@@ -6,11 +6,12 @@ use super::{EXIT_CONFIG, TARGET};
 use crate::config::Config;
 use crate::host::Host;
 use crate::identity::Identity;
-use crate::{agent, discovery, gate, net, session, shutdown, state, supervisor, untrusted};
+use crate::{agent, discovery, net, session, shutdown, supervisor, untrusted, upkeep};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub fn run(config: Config, host: Host) -> ExitCode {
+pub fn run(config: Config, config_path: PathBuf, host: Host) -> ExitCode {
     for hook in host.test_hooks() {
         log::warn!(
             target: TARGET,
@@ -60,11 +61,10 @@ pub fn run(config: Config, host: Host) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let agent = Arc::new(agent::Agent::new(config, identity, tls, host));
+    let agent = Arc::new(agent::Agent::new(config, config_path, identity, tls, host));
     discovery::spawn(Arc::clone(&agent.discovery));
     // Before the first session, so its first capabilities already obey a pause.
-    gate::start(Arc::clone(&agent));
-    state::spawn_writer(Arc::clone(&agent));
+    upkeep::start(Arc::clone(&agent));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = shutdown::install(Arc::clone(&agent), wake_tx) {
         log::error!(target: TARGET, "cannot install signal handlers: {e}");

@@ -160,6 +160,21 @@ fn print_human(s: &State, verdict: &Verdict, now: u64, host: &Host) {
     if let Some(serving) = &s.serving {
         print_serving(serving, now, host);
     }
+    if let Some(r) = &s.reload {
+        let when = format!("{} ago", ago(now, r.unix));
+        if r.ok {
+            let mut what = format!("{} change(s) applied", r.changes.len());
+            if !r.restart_needed.is_empty() {
+                what += &format!(", {} need a restart", r.restart_needed.len());
+            }
+            println!("last reload: {when}: {what}");
+        } else {
+            println!(
+                "last reload: {when}: REFUSED, the running config stays: {}",
+                r.error.as_deref().unwrap_or("?")
+            );
+        }
+    }
     for hook in &s.test_hooks {
         println!("warning: test hook {hook} is set (for tests only; unset it on a device)");
     }

@@ -13,12 +13,16 @@ mod error;
 mod lenient;
 mod paths;
 mod raw;
+mod reloaded;
+mod settings;
 mod types;
 
 pub use certs::{load_certs, CertError};
 pub use env::{Overrides, ENV_CONFIG, ENV_COORDINATOR_URL, ENV_ENROLLMENT_CODE, ENV_KEY_PATH};
 pub use error::ConfigError;
 pub use paths::{default_config_path, SYSTEM_CONFIG_PATH, SYSTEM_KEY_PATH};
+pub use reloaded::Reloaded;
+pub use settings::{diff, keep_restart_only, needs_restart, settings, Change};
 pub use types::*;
 
 use std::path::{Path, PathBuf};

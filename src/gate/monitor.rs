@@ -13,7 +13,6 @@ use crate::jobs::Jobs;
 use serde_json::Number;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a backend without the signal endpoint is left alone before asking again.
@@ -25,7 +24,7 @@ const SMI_EVERY_MAX: Duration = Duration::from_secs(15);
 const ZONE_EVERY: Duration = Duration::from_secs(60);
 
 /// The gate's reading side: sensors, the control file, the backends.
-struct Monitor {
+pub struct Monitor {
     clock: Clock,
     root: PathBuf,
     control: PathBuf,
@@ -330,10 +329,10 @@ fn apply(agent: &Parts, new: Shared) {
     }
 }
 
-/// What the gate's monitor reads and acts on: the running agent's config, its
-/// jobs and discovery, the gate itself, and the host it reads sensors and time from.
-/// The agent that holds the gate lends them ([`Lend`]), so the gate does not depend on
-/// the agent.
+/// What the gate's monitor reads and acts on: the running agent's config as it is
+/// now, its jobs and discovery, the gate itself, and the host it reads sensors and
+/// time from. The agent's upkeep thread (src/upkeep.rs) lends them at each step, so
+/// the gate does not depend on the agent.
 pub struct Parts<'a> {
     pub config: &'a Config,
     pub host: &'a Host,
@@ -342,37 +341,24 @@ pub struct Parts<'a> {
     pub discovery: &'a Discovery,
 }
 
-/// An owner of the gate that lends the monitor thread its [`Parts`].
-pub trait Lend: Send + Sync + 'static {
-    fn gate_parts(&self) -> Parts<'_>;
-}
-
-/// Takes the first decision now (so the first capabilities already obey it), then
-/// keeps deciding on a thread every status interval.
-pub fn start(owner: Arc<impl Lend>) {
-    let mut monitor = {
-        let agent = owner.gate_parts();
+impl Monitor {
+    /// The monitor, and the first decision taken and applied now (without asking
+    /// the backends), so the first capabilities already obey it.
+    pub fn start(agent: &Parts) -> Monitor {
         let mut monitor = Monitor::new(agent.config, agent.host);
         if let Some(w) = &monitor.zone.warning {
             if !agent.config.schedule.is_empty() {
                 log::warn!("{w}");
             }
         }
-        let first = monitor.tick(&agent, false);
-        apply(&agent, first);
+        monitor.step(agent, false);
         monitor
-    };
-    let spawned = std::thread::Builder::new()
-        .name("gate".into())
-        .spawn(move || {
-            let agent = owner.gate_parts();
-            loop {
-                std::thread::sleep(agent.config.status.interval);
-                let next = monitor.tick(&agent, true);
-                apply(&agent, next);
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the admission gate: {e}; pause, schedule and guards are off");
+    }
+
+    /// Reads, decides and applies. `full` also asks the backends and nvidia-smi
+    /// (a second or two at most); without, the local-first verdict stands as it was.
+    pub fn step(&mut self, agent: &Parts, full: bool) {
+        let next = self.tick(agent, full);
+        apply(agent, next);
     }
 }

@@ -38,11 +38,15 @@ impl Queued for Work {
 }
 
 pub struct Jobs {
-    max: u32,
     registry: Arc<Registry>,
     queue: Arc<WorkQueue<Work>>,
     pub metrics: Arc<Metrics>,
     pub ledger: Arc<Ledger>,
+    /// What a worker thread needs; reloadable parts are read per job.
+    shared: Arc<Shared>,
+    /// Worker threads started so far: a reload that raises `max_concurrent` adds the
+    /// missing ones; one that lowers it leaves the extra ones idle.
+    workers: std::sync::Mutex<u32>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
     /// Set by the admission gate (src/gate/) while the operator's rules say no:
@@ -50,62 +54,105 @@ pub struct Jobs {
     held: std::sync::Mutex<Option<String>>,
 }
 
+/// What every worker thread shares.
+struct Shared {
+    queue: Arc<WorkQueue<Work>>,
+    registry: Arc<Registry>,
+    discovery: Arc<Discovery>,
+    metrics: Arc<Metrics>,
+    ledger: Arc<Ledger>,
+    limits: std::sync::Mutex<Arc<JobLimits>>,
+}
+
+impl Shared {
+    fn limits(&self) -> Arc<JobLimits> {
+        Arc::clone(&crate::lock::lock(&self.limits))
+    }
+}
+
+/// The worker thread's body: one job after another until the queue closes.
+fn work(shared: &Shared) {
+    let mut bufs = buffers::Buffers::new(run::MAX_EVENT_BYTES);
+    while let Some(w) = shared.queue.pop() {
+        let limits = shared.limits();
+        // The binary aborts on panic (Cargo.toml), so there is no
+        // unwinding to catch here: a panicking job ends the process.
+        let terminal = run::execute(&w, &limits, &shared.discovery, &shared.metrics, &mut bufs);
+        // The slot is freed before the terminal frame goes out, so
+        // the coordinator's next job never finds it still taken.
+        let delivered = shared.registry.finish(&w.job.job_id, w.ticket)
+            && terminal
+                .clone()
+                .is_some_and(|frame| run::send_frame(&w, frame));
+        shared.ledger.record_job(
+            &w.job,
+            &w.route.target,
+            w.received,
+            terminal.as_ref(),
+            delivered,
+        );
+    }
+}
+
 impl Jobs {
     /// Creates the pool: `limits.max_concurrent` threads, started once.
     pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
-        let max = config.limits.max_concurrent;
-        let registry = Arc::new(Registry::new(max as usize));
+        let max = config.limits.max_concurrent as usize;
+        let registry = Arc::new(Registry::new(max));
         // Every queued job holds a slot, so the queue never needs more room than the pool.
-        let queue = Arc::new(WorkQueue::new(max as usize));
-        let limits = Arc::new(JobLimits::from_config(config));
+        let queue = Arc::new(WorkQueue::new(max));
         let metrics = Arc::new(Metrics::default());
         let ledger = Arc::new(Ledger::start(&config.ledger, config.pricing.clone()));
-        for i in 0..max {
-            let (queue, registry, discovery, metrics, limits) = (
-                Arc::clone(&queue),
-                Arc::clone(&registry),
-                Arc::clone(&discovery),
-                Arc::clone(&metrics),
-                Arc::clone(&limits),
-            );
-            let book = Arc::clone(&ledger);
-            let spawned = std::thread::Builder::new()
-                .name(format!("job-{i}"))
-                .stack_size(256 * 1024)
-                .spawn(move || {
-                    let mut bufs = buffers::Buffers::new(run::MAX_EVENT_BYTES);
-                    while let Some(w) = queue.pop() {
-                        // The binary aborts on panic (Cargo.toml), so there is no
-                        // unwinding to catch here: a panicking job ends the process.
-                        let terminal = run::execute(&w, &limits, &discovery, &metrics, &mut bufs);
-                        // The slot is freed before the terminal frame goes out, so
-                        // the coordinator's next job never finds it still taken.
-                        let delivered = registry.finish(&w.job.job_id, w.ticket)
-                            && terminal
-                                .clone()
-                                .is_some_and(|frame| run::send_frame(&w, frame));
-                        book.record_job(
-                            &w.job,
-                            &w.route.target,
-                            w.received,
-                            terminal.as_ref(),
-                            delivered,
-                        );
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("cannot start job thread {i}: {e}");
-            }
-        }
-        Jobs {
-            max,
+        let shared = Arc::new(Shared {
+            queue: Arc::clone(&queue),
+            registry: Arc::clone(&registry),
+            discovery,
+            metrics: Arc::clone(&metrics),
+            ledger: Arc::clone(&ledger),
+            limits: std::sync::Mutex::new(Arc::new(JobLimits::from_config(config))),
+        });
+        let jobs = Jobs {
             registry,
             queue,
             metrics,
             ledger,
+            shared,
+            workers: std::sync::Mutex::new(0),
             closed: AtomicBool::new(false),
             held: std::sync::Mutex::new(None),
+        };
+        jobs.add_workers(config.limits.max_concurrent);
+        jobs
+    }
+
+    /// Starts worker threads until there are `max`.
+    fn add_workers(&self, max: u32) {
+        let mut n = crate::lock::lock(&self.workers);
+        while *n < max {
+            let i = *n;
+            let shared = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("job-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || work(&shared));
+            if let Err(e) = spawned {
+                log::error!("cannot start job thread {i}: {e}");
+                return;
+            }
+            *n += 1;
         }
+    }
+
+    /// A reload's limits: a lower `max_concurrent` admits nothing new until running
+    /// jobs fall under it (none is cut); a higher one starts the missing workers.
+    /// Timeouts and the request policy apply from the next job on.
+    pub fn reconfigure(&self, config: &Config) {
+        let max = config.limits.max_concurrent;
+        self.add_workers(max);
+        self.queue.set_capacity(max as usize);
+        self.registry.set_max(max as usize);
+        *crate::lock::lock(&self.shared.limits) = Arc::new(JobLimits::from_config(config));
+        self.ledger.reconfigure(&config.ledger, &config.pricing);
     }
 
     pub fn stop_admitting(&self) {
@@ -150,7 +197,7 @@ impl Jobs {
         }
         // Capacity is reported before an unknown model (docs/protocol.md, "Error codes").
         let route = discovery.snapshot().routes.get(&job.model_id).cloned();
-        let full = || format!("all {} slots are busy", self.max);
+        let full = || format!("all {} slots are busy", self.registry.max());
         let Some(route) = route else {
             return if self.registry.is_full() {
                 self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())

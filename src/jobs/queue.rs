@@ -16,7 +16,7 @@ struct State<T> {
 }
 
 pub struct WorkQueue<T> {
-    capacity: usize,
+    capacity: std::sync::atomic::AtomicUsize,
     state: Mutex<State<T>>,
     ready: Condvar,
 }
@@ -24,7 +24,7 @@ pub struct WorkQueue<T> {
 impl<T: Queued> WorkQueue<T> {
     pub fn new(capacity: usize) -> WorkQueue<T> {
         WorkQueue {
-            capacity,
+            capacity: std::sync::atomic::AtomicUsize::new(capacity),
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity),
                 closed: false,
@@ -37,10 +37,16 @@ impl<T: Queued> WorkQueue<T> {
         crate::lock::lock(&self.state)
     }
 
+    /// A reload's pool size; items already queued stay.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Queues `item`, or gives it back when the queue is full or closed.
     pub fn push(&self, item: T) -> Result<(), T> {
         let mut st = self.lock();
-        if st.closed || st.items.len() >= self.capacity {
+        if st.closed || st.items.len() >= self.capacity.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(item);
         }
         st.items.push_back(item);

@@ -47,7 +47,8 @@ impl Inner {
 }
 
 pub struct Registry {
-    max: usize,
+    /// Reloadable: admission compares with it, nothing running is cut.
+    max: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -78,7 +79,7 @@ pub type BackendLimit<'a> = Option<(&'a str, u32)>;
 impl Registry {
     pub fn new(max: usize) -> Registry {
         Registry {
-            max,
+            max: std::sync::atomic::AtomicUsize::new(max),
             inner: Mutex::new(Inner {
                 running: HashMap::new(),
                 busy: HashMap::new(),
@@ -92,8 +93,16 @@ impl Registry {
         crate::lock::lock(&self.inner)
     }
 
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn is_full(&self) -> bool {
-        self.lock().running.len() >= self.max
+        self.lock().running.len() >= self.max()
     }
 
     /// Takes a slot for `job_id` (and one of its backend's, if limited); the
@@ -106,7 +115,7 @@ impl Registry {
         used: Option<(&str, &str)>,
     ) -> Result<u64, Refusal> {
         let mut g = self.lock();
-        if g.running.len() >= self.max {
+        if g.running.len() >= self.max() {
             return Err(Refusal::Full);
         }
         if g.running.contains_key(job_id) {

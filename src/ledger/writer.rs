@@ -22,14 +22,17 @@ const QUEUE: usize = 1024;
 
 enum Msg {
     Line(Entry),
+    /// A reload's settings: the next line goes to this file, rotated by these.
+    Configure(LedgerConfig),
     /// Answered once every line queued before it has been dealt with.
     Flush(Sender<()>),
 }
 
 /// The handle the job threads share.
 pub struct Ledger {
-    path: PathBuf,
-    pricing: Pricing,
+    path: Mutex<PathBuf>,
+    /// Reloadable: the prices a finished job's line records.
+    pricing: Mutex<Pricing>,
     tx: Option<Sender<Msg>>,
     totals: Mutex<Tally>,
     /// Lines never written: queue full, writer gone, or the file refused them.
@@ -59,6 +62,7 @@ impl Ledger {
                         Msg::Flush(ack) => {
                             let _ = ack.send(());
                         }
+                        Msg::Configure(cfg) => sink = Sink::new(&cfg),
                     }
                 }
             });
@@ -73,8 +77,8 @@ impl Ledger {
             }
         };
         Ledger {
-            path: cfg.path.clone(),
-            pricing,
+            path: Mutex::new(cfg.path.clone()),
+            pricing: Mutex::new(pricing),
             tx,
             totals: Mutex::new(Tally::default()),
             lost,
@@ -84,7 +88,18 @@ impl Ledger {
 
     /// The advertised (input, output) prices of a model, as capabilities resolve them.
     pub fn prices(&self, model: &str) -> (u64, u64) {
-        self.pricing.resolve(model)
+        lock(&self.pricing).resolve(model)
+    }
+
+    /// A reload's ledger settings and prices: lines queued before it go where they
+    /// were headed, later ones follow the new settings.
+    pub fn reconfigure(&self, cfg: &LedgerConfig, pricing: &Pricing) {
+        *lock(&self.pricing) = pricing.clone();
+        *lock(&self.path) = cfg.path.clone();
+        if let Some(tx) = &self.tx {
+            // Blocking: a settings change must not be dropped like a line.
+            let _ = tx.send(Msg::Configure(cfg.clone()));
+        }
     }
 
     /// Records a job that reached a worker (received at `received`, run on
@@ -127,7 +142,7 @@ impl Ledger {
             if !self.behind.swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "the ledger writer for {} is behind; this job's line is lost (jobs go on)",
-                    self.path.display()
+                    lock(&self.path).display()
                 );
             }
         }
@@ -148,7 +163,7 @@ impl Ledger {
     pub fn snapshot(&self) -> LedgerState {
         LedgerState {
             tally: self.totals(),
-            path: self.path.display().to_string(),
+            path: lock(&self.path).display().to_string(),
             lines_lost: self.lost.load(Ordering::Relaxed),
         }
     }

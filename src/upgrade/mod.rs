@@ -309,10 +309,7 @@ fn restart(config: &Config, state_dir: &Path, step: &mut dyn FnMut(Step)) -> Out
     let Some(state) = crate::state::read_running(config) else {
         return Outcome::NoAgent;
     };
-    let signalled = std::process::Command::new("kill")
-        .args(["-USR1", &state.pid.to_string()])
-        .status();
-    if !signalled.is_ok_and(|s| s.success()) {
+    if !crate::state::signal(state.pid, "USR1") {
         return Outcome::NotSignalled { pid: state.pid };
     }
     step(Step::Restarting { pid: state.pid });
