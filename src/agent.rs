@@ -13,8 +13,8 @@ use crate::outgoing::{Outbox, Outgoing};
 use crate::protocol::{HeartbeatStats, JobRequest, ModelOffer, OfferLimits, Outbound};
 use crate::session::{self, Change, Parts};
 use crossbeam_channel::{Receiver, Sender};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 

@@ -44,5 +44,5 @@ pub mod shutdown;
 pub mod state;
 pub mod supervisor;
 pub mod untrusted;
-pub mod upkeep;
 pub mod upgrade;
+pub mod upkeep;

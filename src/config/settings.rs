@@ -44,11 +44,17 @@ pub fn settings(c: &Config) -> BTreeMap<String, String> {
     let ca = co.ca_file.as_ref().map(|p| p.display());
     put("coordinator.ca_file", opt(ca));
     put("coordinator.allow_insecure", co.allow_insecure.to_string());
-    put("coordinator.heartbeat_interval_s", secs(co.heartbeat_interval));
+    put(
+        "coordinator.heartbeat_interval_s",
+        secs(co.heartbeat_interval),
+    );
     put("coordinator.ping_interval_s", secs(co.ping_interval));
     put("coordinator.drain_spread_s", secs(co.drain_spread));
     put("coordinator.connect_timeout_s", secs(co.connect_timeout));
-    put("coordinator.handshake_timeout_s", secs(co.handshake_timeout));
+    put(
+        "coordinator.handshake_timeout_s",
+        secs(co.handshake_timeout),
+    );
     put("identity.key_path", c.key_path.display().to_string());
     for b in &c.backends {
         let url = b.url.to_string();
@@ -56,13 +62,22 @@ pub fn settings(c: &Config) -> BTreeMap<String, String> {
         put(&at, b.kind.as_str().to_owned());
         put(&format!("{at}.models"), opt(b.models.as_deref().map(list)));
         put(&format!("{at}.api_key_env"), opt(b.api_key_env.as_ref()));
-        put(&format!("{at}.allow_insecure"), b.allow_insecure.to_string());
+        put(
+            &format!("{at}.allow_insecure"),
+            b.allow_insecure.to_string(),
+        );
         let native = b.native_anthropic.to_string();
         put(&format!("{at}.native_anthropic"), native);
     }
     let p = &c.pricing;
-    put("pricing.default_input_per_1m", p.default_input_per_1m.to_string());
-    put("pricing.default_output_per_1m", p.default_output_per_1m.to_string());
+    put(
+        "pricing.default_input_per_1m",
+        p.default_input_per_1m.to_string(),
+    );
+    put(
+        "pricing.default_output_per_1m",
+        p.default_output_per_1m.to_string(),
+    );
     for (model, price) in &p.models {
         let at = format!("pricing.models.{model}");
         put(&format!("{at}.input_per_1m"), opt(price.input_per_1m));
@@ -75,9 +90,15 @@ pub fn settings(c: &Config) -> BTreeMap<String, String> {
     put("limits.max_output_tokens", opt(l.max_output_tokens));
     put("limits.max_messages", l.max_messages.to_string());
     put("limits.max_prompt_bytes", l.max_prompt_bytes.to_string());
-    put("limits.allow_remote_media", l.allow_remote_media.to_string());
+    put(
+        "limits.allow_remote_media",
+        l.allow_remote_media.to_string(),
+    );
     put("limits.allow_fields", list(&l.allow_fields));
-    put("limits.backend_connect_timeout_s", secs(l.backend_connect_timeout));
+    put(
+        "limits.backend_connect_timeout_s",
+        secs(l.backend_connect_timeout),
+    );
     put("limits.first_byte_timeout_s", secs(l.first_byte_timeout));
     put("limits.idle_timeout_s", secs(l.idle_timeout));
     put("limits.drain_timeout_s", secs(l.drain_timeout));
