@@ -161,14 +161,28 @@ fn sysv_script_starts_reports_and_stops_the_agent_through_start_stop_daemon() {
     let out = svc.run("stop");
     assert_eq!(out.code, Some(0), "stop when stopped: {}", out.text);
 
-    // restart from stopped starts; reload restarts (a new process).
-    let (pid1, _c1) = svc.start_and_connect(&coord, "restart");
-    let (pid2, _c2) = svc.start_and_connect(&coord, "reload");
-    assert_ne!(pid1, pid2, "reload did not restart the agent");
-    assert!(!alive(pid1), "the old agent survived reload");
+    // restart from stopped starts; reload applies a changed config to the same process
+    // on the same connection, and says what changed.
+    let (pid1, c1) = svc.start_and_connect(&coord, "restart");
+    config["limits"]["max_concurrent"] = json!(3);
+    svc.write_config(&config);
+    let out = svc.run("reload");
+    assert_eq!(out.code, Some(0), "reload: {}", out.text);
+    assert!(
+        out.text.contains("limits.max_concurrent: 8 -> 3"),
+        "{}",
+        out.text
+    );
+    assert_eq!(svc.pid(), Some(pid1), "reload replaced the agent");
+    assert!(alive(pid1));
+    assert_eq!(
+        coord.try_accept(Duration::from_millis(300)).map(|_| ()),
+        None
+    );
+    assert!(c1.ended().is_none(), "reload dropped the session");
     let out = svc.run("stop");
     assert_eq!(out.code, Some(0), "stop: {}", out.text);
-    assert!(!alive(pid2));
+    assert!(!alive(pid1));
 
     // A bad config is refused at start with LSB 6 and the reason; nothing keeps running.
     config["limits"]["max_concurrent"] = json!(0);
