@@ -217,6 +217,7 @@ fn pause_and_resume_return_as_soon_as_the_agent_took_them_up() {
     let took = t.elapsed();
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(took < bound, "pause took {took:?}: {}", out.describe());
+    eprintln!("pause answered in {took:?}");
     let caps = wait_caps(&r.conn, bound, "withdrawn", |c| offered_ids(c).is_empty());
     assert!(offered_ids(&caps).is_empty());
     let t = Instant::now();
@@ -224,6 +225,7 @@ fn pause_and_resume_return_as_soon_as_the_agent_took_them_up() {
     let took = t.elapsed();
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(took < bound, "resume took {took:?}: {}", out.describe());
+    eprintln!("resume answered in {took:?}");
     assert!(
         out.stdout.contains("takes jobs again"),
         "{}",
