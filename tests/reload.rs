@@ -43,6 +43,18 @@ fn edit(r: &mut Running, pointer: &str, value: Value) {
     r.setup.write_config();
 }
 
+/// Waits until a job's response streams from `fb`.
+fn wait_streaming(fb: &FakeBackend) {
+    let deadline = Instant::now() + S10;
+    while fb.open_streams() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached the backend"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Reads frames until job `id` ended and a capabilities frame for which `pred` holds
 /// came, in either order: (the job's terminal frame, those capabilities, the bytes
 /// its chunks carried).
@@ -82,14 +94,7 @@ fn a_reload_reprices_on_the_same_session_while_a_job_streams_every_byte() {
     fb.set_stream_len(40, Duration::from_millis(50));
     let id = new_job_id();
     r.conn.send_json(&job(&id, MODEL, chat_request("hello")));
-    let deadline = Instant::now() + S10;
-    while fb.open_streams() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the job never reached the backend"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_streaming(&fb);
 
     edit(&mut r, "/pricing/models/m1/output_per_1m", json!(800000));
     let out = r.setup.cli("reload");
@@ -245,14 +250,7 @@ fn a_reload_adds_a_backend_and_a_gone_one_finishes_its_running_job() {
     let id = new_job_id();
     r.conn
         .send_json(&job(&id, MODEL, chat_request("keep going")));
-    let deadline = Instant::now() + S10;
-    while fb.open_streams() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the job never reached the backend"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_streaming(&fb);
     // The first backend goes, the second comes, while the first streams.
     edit(&mut r, "/backends", json!([backend_entry(&second)]));
     let out = r.setup.cli("reload");
