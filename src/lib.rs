@@ -29,6 +29,7 @@ pub mod json_fields;
 pub mod json_string;
 pub mod ledger;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod outgoing;

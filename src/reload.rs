@@ -4,7 +4,7 @@
 //! Applied: backends and model allow-lists (discovery re-routes at once; a gone
 //! backend takes no new job and its running jobs finish), pricing, limits (a lower
 //! `max_concurrent` admits nothing new until running jobs fall under it), schedule,
-//! local first, the guards, ledger and status settings. Not applied, and said so:
+//! local first, the guards, ledger and status settings, the log level. Not applied, and said so:
 //! what belongs to the session or the process (`config::needs_restart`).
 
 use crate::agent::Agent;
@@ -57,6 +57,7 @@ fn apply(agent: &Agent, new: Config, base: Reloaded) -> Reloaded {
         let live = agent.live();
         agent.discovery.reconfigure(&live);
         agent.jobs.reconfigure(&live);
+        crate::logging::follow_config(live.status.log_level);
         for c in &changes {
             log::info!("reload: {c}");
         }

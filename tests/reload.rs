@@ -282,3 +282,39 @@ fn a_reload_adds_a_backend_and_a_gone_one_finishes_its_running_job() {
         .unwrap();
     res.expect_done();
 }
+
+#[test]
+fn a_reload_moves_the_log_level_the_config_sets() {
+    let _w = watchdog(Duration::from_secs(60), "reload_log_level");
+    let fb = FakeBackend::start(Kind::LlamaCpp, &[MODEL]);
+    let mut s = Setup::new("reload-log");
+    s.set("/backends", json!([backend_entry(&fb)]));
+    s.set("/status/log_level", json!("warn"));
+    let path = s.write_config();
+    // No --log-level: the config's level rules.
+    let agent = support::agent::Agent::spawn(
+        &s.name,
+        &["--config", path.to_str().unwrap(), "run"],
+        &[],
+        s.dir.path(),
+    );
+    let conn = s.coord.accept(S10);
+    conn.authenticate(Some("prov-log"));
+    support::jobs::wait_offer(&conn, &[MODEL], S10);
+    assert!(!agent.has_log(" INFO "), "{}", agent.logs());
+    s.set("/status/log_level", json!("debug"));
+    let out = s.cli("reload");
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(
+        out.stdout.contains("status.log_level: WARN -> DEBUG"),
+        "{}",
+        out.describe()
+    );
+    let id = new_job_id();
+    conn.send_json(&job(&id, MODEL, chat_request("louder")));
+    collect(&conn, &[id.as_str()], S10)
+        .remove(&id)
+        .unwrap()
+        .expect_done();
+    assert!(agent.wait_for_log(" DEBUG ", S10), "{}", agent.logs());
+}

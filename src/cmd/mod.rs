@@ -21,7 +21,7 @@ use crate::cli::{Cli, Command};
 use crate::host::Host;
 use std::process::ExitCode;
 
-pub use setup::{config_path, init_logging, LoggingError};
+pub use setup::{config_path, init_logging};
 
 /// Exit status for a config or usage problem, distinct from runtime failures.
 pub const EXIT_CONFIG: u8 = 2;

@@ -4,55 +4,13 @@ use super::{EXIT_CONFIG, TARGET};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Overrides};
 use crate::host::{Host, ENV_LOG};
+use crate::logging::{self, LoggingError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Why logging could not be set up.
-#[derive(Debug)]
-pub enum LoggingError {
-    /// Not a level name (the text given).
-    Level(String),
-    Init(log::SetLoggerError),
-}
-
-impl std::fmt::Display for LoggingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoggingError::Level(text) => write!(
-                f,
-                "unknown log level {text:?} (error, warn, info, debug, trace)"
-            ),
-            LoggingError::Init(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for LoggingError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LoggingError::Level(_) => None,
-            LoggingError::Init(e) => Some(e),
-        }
-    }
-}
-
-/// The level from `--log-level`, else `$USEPOD_EDGE_LOG`, else info.
+/// The level from `--log-level`, else `$USEPOD_EDGE_LOG`; else the config's, once read.
 pub fn init_logging(flag: Option<&str>, host: &Host) -> Result<(), LoggingError> {
-    let text = flag
-        .or_else(|| host.env.raw(ENV_LOG))
-        .unwrap_or("info")
-        .to_owned();
-    let level: log::LevelFilter = text
-        .parse()
-        .map_err(|_| LoggingError::Level(text.clone()))?;
-    simple_logger::SimpleLogger::new()
-        .with_level(level)
-        // Their debug output is about their internals, not about this agent.
-        .with_module_level("rustls", level.min(log::LevelFilter::Info))
-        .with_module_level("tungstenite", level.min(log::LevelFilter::Info))
-        .with_utc_timestamps()
-        .init()
-        .map_err(LoggingError::Init)
+    logging::init(flag.or_else(|| host.env.raw(ENV_LOG)))
 }
 
 /// The config file named by flag or environment (explicit) or the default.
@@ -81,6 +39,7 @@ pub fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
             if c.source.is_none() {
                 log::info!(target: TARGET, "no config file at {}; using defaults", path.display());
             }
+            logging::follow_config(c.status.log_level);
             for w in &c.warnings {
                 log::warn!(target: TARGET, "{w}");
             }

@@ -66,6 +66,15 @@ pub(super) fn build(
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
         interval: w.seconds(&mut st.interval_s, "status.interval_s", 5.0, 300.0)?,
+        log_level: match w.string(&mut st.log_level, "status.log_level")? {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                w.err(
+                    "status.log_level",
+                    format!("{text:?} is not a level (error, warn, info, debug, trace)"),
+                )
+            })?),
+        },
     };
     let ledger = build_ledger(&mut w, &mut raw.ledger, &status.state_file)?;
 

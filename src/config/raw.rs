@@ -123,6 +123,7 @@ json_fields! {
         pub(super) state_file: Opt<String>,
         pub(super) metrics_textfile: Opt<String>,
         pub(super) interval_s: Opt<f64>,
+        pub(super) log_level: Opt<String>,
     }
 }
 

@@ -110,6 +110,7 @@ pub fn settings(c: &Config) -> BTreeMap<String, String> {
     let textfile = st.metrics_textfile.as_ref().map(|p| p.display());
     put("status.metrics_textfile", opt(textfile));
     put("status.interval_s", secs(st.interval));
+    put("status.log_level", opt(st.log_level));
     put("ledger.path", c.ledger.path.display().to_string());
     put("ledger.max_bytes", c.ledger.max_bytes.to_string());
     put("ledger.keep", c.ledger.keep.to_string());

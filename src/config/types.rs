@@ -178,6 +178,8 @@ pub struct StatusConfig {
     pub state_file: PathBuf,
     pub metrics_textfile: Option<PathBuf>,
     pub interval: Duration,
+    /// The log's level unless `--log-level` or `$USEPOD_EDGE_LOG` says otherwise.
+    pub log_level: Option<log::LevelFilter>,
 }
 
 /// The earnings ledger (src/ledger/): one JSON line per finished job, rotated
