@@ -13,13 +13,15 @@ mod dial;
 mod duplex;
 mod error;
 mod handshake;
+mod nonce;
 mod ticker;
 mod wire;
 
 pub use conn::Conn;
 pub use dial::{dial, max_inbound_message, timeouts, trust_anchors, ENV_SSL_CERT_FILE};
 pub use duplex::Duplex;
-pub use error::{HandshakeError, NonceError, SessionError};
+pub use error::{HandshakeError, SessionError};
+pub use nonce::NonceError;
 
 use crate::config::CoordinatorConfig;
 use crate::identity::Identity;
