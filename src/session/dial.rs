@@ -3,7 +3,7 @@
 //! (webpki-roots plus the operator's extra CAs, always verified), WebSocket upgrade.
 
 use super::duplex::Duplex;
-use super::SessionError;
+use super::error::SessionError;
 use crate::config::{load_certs, ConfigError, CoordinatorConfig};
 use crate::endpoint::Scheme;
 use crate::net::{self, NetError, Timeouts};
