@@ -34,10 +34,11 @@ test: ## unit and integration tests, real llama-server included (what CI runs)
 test-unit: ## unit tests only
 	$(CARGO) test --lib --bins
 
-lint: ## rustfmt check, clippy with warnings denied, no cycle between modules
+lint: ## rustfmt check, clippy with warnings denied, no cycle between modules, no two files using each other
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	python3 .ci/module-cycles
+	python3 .ci/file-cycles
 
 fmt:
 	$(CARGO) fmt --all

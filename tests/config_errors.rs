@@ -1,7 +1,7 @@
 //! Bad configuration, end to end: the binary logs the config parser's message as its one
 //! stderr line and exits 2, the same through `validate` and `run`, and `run` does not
 //! connect. Which configs are refused, and in which words, is the parser's table test
-//! (src/config.rs, `every_rejection_names_file_key_and_problem_exactly`); the lines below
+//! (src/config/tests.rs, `every_rejection_names_file_key_and_problem_exactly`); the lines below
 //! are copied from it, one per place a problem can come from.
 
 mod support;

@@ -1,6 +1,6 @@
 //! `usepod-edge identity`: the identity file, its public key and provider_id.
 
-use super::TARGET;
+use super::codes::TARGET;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::untrusted;

@@ -1,6 +1,6 @@
 //! `usepod-edge ledger`: the earnings ledger summed, as text or JSON.
 
-use super::EXIT_CONFIG;
+use super::codes::EXIT_CONFIG;
 use crate::cli::LedgerArgs;
 use crate::config::LedgerConfig;
 use crate::ledger::report::{ledger_files, parse_since, render_json, render_text, Summary};

@@ -3,6 +3,7 @@
 //! typed results (and, for the long commands, their progress as values) for these
 //! files to show.
 
+mod codes;
 mod discover;
 mod doctor;
 mod identity;
@@ -21,15 +22,8 @@ use crate::cli::{Cli, Command};
 use crate::host::Host;
 use std::process::ExitCode;
 
+pub use codes::EXIT_CONFIG;
 pub use setup::{config_path, init_logging};
-
-/// Exit status for a config or usage problem, distinct from runtime failures.
-pub const EXIT_CONFIG: u8 = 2;
-
-/// The log target of the commands' lines: the crate's name, as they were when they
-/// came from the binary's main (log filters and readers of the log see them there,
-/// not under a module path).
-const TARGET: &str = "usepod_edge";
 
 /// Runs one parsed command line on this host.
 pub fn dispatch(cli: Cli, host: Host) -> ExitCode {

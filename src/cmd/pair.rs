@@ -1,7 +1,7 @@
 //! `usepod-edge pair [--api URL] [--force]`: pairs this device with an operator's
 //! account and writes the config; the code to enter and each step are printed.
 
-use super::EXIT_CONFIG;
+use super::codes::EXIT_CONFIG;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::host::Host;

@@ -1,7 +1,7 @@
 //! `release-key PATH` and `release-sign FILE...`: release tooling for whoever builds
 //! releases (`make dist`).
 
-use super::TARGET;
+use super::codes::TARGET;
 use crate::host::Host;
 use crate::upgrade::sign::{self, SignError};
 use std::path::PathBuf;

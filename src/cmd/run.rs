@@ -2,7 +2,7 @@
 //! trust, discovery, the gate, the state writer, signal handling, then the supervisor's
 //! session loop until a shutdown.
 
-use super::{EXIT_CONFIG, TARGET};
+use super::codes::{EXIT_CONFIG, TARGET};
 use crate::config::Config;
 use crate::host::Host;
 use crate::identity::Identity;

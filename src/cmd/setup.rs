@@ -1,6 +1,6 @@
 //! What every command needs first: logging at the asked level, and the config.
 
-use super::{EXIT_CONFIG, TARGET};
+use super::codes::{EXIT_CONFIG, TARGET};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Overrides};
 use crate::host::{Host, ENV_LOG};

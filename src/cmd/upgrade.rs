@@ -1,7 +1,7 @@
 //! `usepod-edge upgrade --from PATH|URL [--sig PATH|URL] [--dry-run]
 //! [--allow-downgrade]`: each step as it passes, then how it ended.
 
-use super::TARGET;
+use super::codes::TARGET;
 use crate::config::Config;
 use crate::host::Host;
 use crate::upgrade::{self, Args, Outcome, Upgrade};

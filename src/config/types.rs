@@ -104,7 +104,7 @@ pub struct Limits {
     pub max_concurrent: u32,
     pub max_tokens_per_minute: Option<u64>,
     pub max_request_bytes: usize,
-    /// Request policy (jobs/policy.rs): the most output tokens a job may ask
+    /// Request policy (src/jobs/policy/): the most output tokens a job may ask
     /// for (None: the model's context window), messages per job, raw bytes of
     /// the conversation, whether remote media URLs may reach the backend, and
     /// the extra request fields the operator lets through by name.

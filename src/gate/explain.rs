@@ -1,7 +1,8 @@
 //! `validate`'s account of the operator's rules: schedule and zone, local first, the
 //! guards, the pause file.
 
-use super::{control, schedule_state, tz, unix_of};
+use super::decision::{schedule_state, unix_of};
+use super::{control, tz};
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::host::Host;

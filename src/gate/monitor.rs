@@ -2,8 +2,9 @@
 //! and the backends every status interval, decides (decision.rs) and applies the
 //! decision to the jobs and the capabilities.
 
-use super::{blocks, control, local, refusal, schedule_state, sensors, tz};
-use super::{Block, Gate, Inputs, Reason, Shared};
+use super::decision::{blocks, refusal, schedule_state, Block, Inputs, Reason};
+use super::shared::{Gate, Shared};
+use super::{control, local, sensors, tz};
 use crate::backend::busy::{self, Report};
 use crate::config::Config;
 use crate::discovery::Discovery;

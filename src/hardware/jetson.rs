@@ -2,9 +2,9 @@
 //! thermal zones and power mode.
 
 use super::files::{device_tree, nul_list, read_capped, read_text};
-use super::insert_nonempty;
 use super::memory::MemInfo;
 use super::power_mode::power_mode;
+use super::section::insert_nonempty;
 use super::thermal::temperatures;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};

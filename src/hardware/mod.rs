@@ -18,6 +18,7 @@ mod jetson;
 mod memory;
 mod nvidia_smi;
 mod power_mode;
+mod section;
 mod thermal;
 
 pub use files::read_text;
@@ -31,6 +32,7 @@ use cpu::{cpu_model, parse_cpu_list, parse_cpuinfo};
 use files::{device_tree, nul_list};
 use memory::parse_meminfo;
 use nvidia_smi::{parse_nvidia_smi, NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT};
+use section::insert_nonempty;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -96,12 +98,6 @@ pub fn describe_with(root: &Path, run: &dyn Fn(&str, &[&str]) -> Option<String>)
     }
 
     Value::Object(out)
-}
-
-pub(super) fn insert_nonempty(out: &mut Map<String, Value>, key: &str, value: Map<String, Value>) {
-    if !value.is_empty() {
-        out.insert(key.into(), Value::Object(value));
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod policy;
 mod queue;
 mod registry;
 mod run;
+mod work;
 
 use crate::cancel::Cancel;
 use crate::config::Config;
@@ -14,28 +15,14 @@ use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
 use crate::outgoing::Outbox;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
-use queue::{Queued, WorkQueue};
+use queue::WorkQueue;
 use registry::{Refusal, Registry};
 use run::JobLimits;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// One admitted job on its way to a worker.
-pub struct Work {
-    pub job: JobRequest,
-    pub route: crate::discovery::Route,
-    pub cancel: Cancel,
-    pub ticket: u64,
-    pub out: Outbox,
-    pub received: Instant,
-}
-
-impl Queued for Work {
-    fn job_id(&self) -> &str {
-        &self.job.job_id
-    }
-}
+pub use work::Work;
 
 pub struct Jobs {
     registry: Arc<Registry>,

@@ -3,7 +3,7 @@
 use super::backend_error::{classify_http, classify_status};
 use super::buffers::Buffers;
 use super::policy::{self, RequestPolicy};
-use super::Work;
+use super::work::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::sse::{EventParser, StreamStats};
 use crate::client::{self, HttpError, Request, Response};

@@ -2,7 +2,9 @@
 //! bounded queue and go on; one thread writes, rotates, and survives a disk
 //! that refuses the file.
 
-use super::{Backend, Entry, Finished, LedgerState, Tally};
+use super::entry::{Backend, Entry, Finished};
+use super::state::LedgerState;
+use super::tally::Tally;
 use crate::config::{LedgerConfig, Pricing};
 use crate::discovery::Target;
 use crate::lock::lock;

@@ -11,6 +11,7 @@
 //! which the session's and the HTTP client's errors carry as their source.
 
 pub mod proxy;
+mod timeouts;
 pub mod tls;
 pub mod tunnel;
 
@@ -23,26 +24,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use tunnel::TunnelError;
 
+pub use timeouts::{timed_out, Timeouts};
 pub use tls::TlsError;
-
-/// Whether a socket error is a timeout: a read or write past the socket's
-/// timeout fails with `WouldBlock` on Unix and `TimedOut` elsewhere, and
-/// `connect_timeout` with `TimedOut`.
-pub fn timed_out(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// How long each step of reaching a host may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Each TCP connect (one per address tried).
-    pub connect: Duration,
-    /// Each exchange after it: the proxy's CONNECT, the TLS handshake.
-    pub handshake: Duration,
-}
 
 /// Why a host could not be reached.
 #[derive(Debug)]

@@ -121,7 +121,7 @@ pub fn handshake(
             return Err(TlsError::Timeout);
         }
         conn.complete_io(sock).map_err(|e| {
-            if super::timed_out(&e) {
+            if super::timeouts::timed_out(&e) {
                 TlsError::Timeout
             } else {
                 TlsError::Handshake(e)

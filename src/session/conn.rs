@@ -1,10 +1,11 @@
 //! The connection beneath a session's WebSocket, as the session drives it.
 
+use super::duplex::Duplex;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
 /// A connection a session can run over: the reader's end, from which the
-/// writer thread's end is made. [`super::Duplex`] (TCP, TLS or not) is the
+/// writer thread's end is made. [`Duplex`] (TCP, TLS or not) is the
 /// one the agent dials; the unit tests use an in-memory socket pair.
 pub trait Conn: Read + Write + Send + Sized {
     /// A handle for the writer thread on the same connection.
@@ -18,13 +19,13 @@ pub trait Conn: Read + Write + Send + Sized {
     fn shutdown(&self);
 }
 
-impl Conn for super::Duplex {
+impl Conn for Duplex {
     fn writer(&self) -> io::Result<Self> {
-        super::Duplex::writer(self)
+        Duplex::writer(self)
     }
 
     fn seal_writers(&self) {
-        super::Duplex::seal_writers(self)
+        Duplex::seal_writers(self)
     }
 
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -36,6 +37,6 @@ impl Conn for super::Duplex {
     }
 
     fn shutdown(&self) {
-        super::Duplex::shutdown(self)
+        Duplex::shutdown(self)
     }
 }

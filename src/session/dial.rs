@@ -3,7 +3,7 @@
 //! (webpki-roots plus the operator's extra CAs, always verified), WebSocket upgrade.
 
 use super::duplex::Duplex;
-use super::SessionError;
+use super::error::SessionError;
 use crate::config::{load_certs, ConfigError, CoordinatorConfig};
 use crate::endpoint::Scheme;
 use crate::host::{Env, ENV_SSL_CERT_FILE, USER_AGENT};

@@ -1,5 +1,6 @@
 //! Why a session could not be established, and whether trying again can help.
 
+use super::nonce::NonceError;
 use crate::net::{tls::TlsError, NetError};
 use crate::protocol::ParseError;
 use crate::untrusted::shown;
@@ -211,48 +212,6 @@ impl Error for HandshakeError {
         match self {
             HandshakeError::Nonce(e) => Some(e),
             HandshakeError::Unreadable { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-/// Why an auth_challenge's nonce is not signed.
-#[derive(Debug)]
-pub enum NonceError {
-    /// More base64 text than the longest nonce signed; not decoded.
-    TooLong { chars: usize },
-    /// Empty, or not standard base64.
-    Undecodable(Option<base64::DecodeError>),
-    /// Decoded, to a length outside the signed range.
-    Length { bytes: usize },
-}
-
-impl fmt::Display for NonceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let signed = super::handshake::NONCE_BYTES;
-        match self {
-            NonceError::TooLong { chars } => write!(
-                f,
-                "auth_challenge nonce of {chars} base64 characters is longer than {} bytes; not signed",
-                signed.end()
-            ),
-            NonceError::Undecodable(_) => {
-                f.write_str("auth_challenge nonce missing or not standard base64")
-            }
-            NonceError::Length { bytes } => write!(
-                f,
-                "auth_challenge nonce is {bytes} bytes, outside {}-{}; not signed",
-                signed.start(),
-                signed.end()
-            ),
-        }
-    }
-}
-
-impl Error for NonceError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            NonceError::Undecodable(Some(e)) => Some(e),
             _ => None,
         }
     }

@@ -1,11 +1,10 @@
 //! The server-speaks-first authentication: challenge → signed response → verdict.
 
-use super::error::{HandshakeError, NonceError, SessionError};
+use super::error::{HandshakeError, SessionError};
+use super::nonce::challenge_nonce;
 use crate::identity::Identity;
 use crate::protocol::{parse_inbound, Inbound, Outbound};
 use crate::untrusted::shown;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use std::io::{Read, Write};
 use tungstenite::{Message, WebSocket};
 
@@ -29,32 +28,6 @@ fn next_text<S: Read + Write>(
             Err(e) => return Err(SessionError::from_ws(waiting_for, e)),
         }
     }
-}
-
-/// Nonce lengths that are signed, in decoded bytes: the signature covers the raw
-/// decoded nonce (docs/protocol.md, "Handshake"), so that is what is measured, not
-/// the base64 text. The coordinator sends 32; anything far from that is a peer
-/// trying to have our key sign a message of its choosing.
-pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
-
-/// The nonce to sign, or why this challenge is not answered.
-pub fn challenge_nonce(nonce_b64: &str) -> Result<Vec<u8>, NonceError> {
-    // Base64 of 64 bytes is 88 characters; longer text is refused undecoded.
-    if nonce_b64.len() > 4 * NONCE_BYTES.end().div_ceil(3) {
-        return Err(NonceError::TooLong {
-            chars: nonce_b64.len(),
-        });
-    }
-    let nonce = B64
-        .decode(nonce_b64.as_bytes())
-        .map_err(|e| NonceError::Undecodable(Some(e)))?;
-    if nonce.is_empty() {
-        return Err(NonceError::Undecodable(None));
-    }
-    if !NONCE_BYTES.contains(&nonce.len()) {
-        return Err(NonceError::Length { bytes: nonce.len() });
-    }
-    Ok(nonce)
 }
 
 /// A message named for an error line, without its (untrusted, maybe huge) fields.
@@ -151,34 +124,6 @@ mod tests {
         let r = auth_response(&id, b"n", Some("CODE"), "0.1.0").to_text();
         assert!(!r.contains("enrollment_code"), "{r}");
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn only_nonces_of_16_to_64_decoded_bytes_are_signed() {
-        for n in [16, 32, 64] {
-            assert_eq!(challenge_nonce(&B64.encode(vec![7u8; n])).unwrap().len(), n);
-        }
-        for n in [1, 8, 15, 65, 100, 4096] {
-            let e = challenge_nonce(&B64.encode(vec![7u8; n])).unwrap_err();
-            assert!(e.to_string().contains("not signed"), "{n}: {e}");
-        }
-        // Bytes, not characters: 16 bytes are 24 base64 characters, 64 are 88.
-        assert_eq!(B64.encode([0u8; 64]).len(), 88);
-        assert!(challenge_nonce(&B64.encode([0u8; 12])).is_err()); // 16 characters
-        assert!(challenge_nonce("")
-            .unwrap_err()
-            .to_string()
-            .contains("missing"));
-        assert!(challenge_nonce("%%%%")
-            .unwrap_err()
-            .to_string()
-            .contains("base64"));
-        // A megabyte of text is refused by its length, before any decoding.
-        let huge = "A".repeat(1 << 20);
-        assert!(challenge_nonce(&huge)
-            .unwrap_err()
-            .to_string()
-            .contains("longer than 64"));
     }
 
     #[test]

@@ -7,12 +7,14 @@
 use super::*;
 use crate::config::{Config, Overrides};
 use crate::identity::Identity;
-use crate::protocol::HeartbeatStats;
+use crate::protocol::{HeartbeatStats, JobRequest};
 use base64::Engine as _;
+use crossbeam_channel::Sender;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
 use tungstenite::protocol::Role;
 
 const LIMIT: Duration = Duration::from_secs(10);

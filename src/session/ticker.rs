@@ -3,7 +3,8 @@
 //! discovery's routable model set, the admission gate opening or closing). It
 //! holds no socket.
 
-use super::{Offer, Outgoing};
+use super::parts::Offer;
+use crate::outgoing::Outgoing;
 use crate::protocol::Outbound;
 use crossbeam_channel::{Receiver, Select, Sender};
 use std::time::{Duration, Instant};

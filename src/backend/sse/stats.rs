@@ -49,7 +49,7 @@ impl StreamStats {
         self.observe_data(event.event.as_deref(), &event.data);
     }
 
-    /// [`StreamStats::observe`] for an event as [`EventParser::each`] lends it.
+    /// [`StreamStats::observe`] for an event as [`EventParser::each`](super::EventParser::each) lends it.
     pub fn observe_data(&mut self, event: Option<&str>, data: &str) {
         let data = data.trim();
         if data == "[DONE]" {

@@ -1,6 +1,13 @@
 //! Reading JSON text without building a tree: kinds, integers, strings, walks.
 
-use super::*;
+use super::refusal::{Refusal, QUOTE_CHARS};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A value read raw but not decodable (serde_json's own message may quote client text).
+const MALFORMED: &str = "the request holds malformed JSON";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Kind {

@@ -1,6 +1,13 @@
 //! Remote media: content parts and blocks that would make the backend fetch a URL.
 
-use super::*;
+use super::json::*;
+use super::refusal::{Refusal, QUOTE_CHARS};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// How far Anthropic blocks may nest inside one another (tool_result → document →
+/// content source → image is 3).
+const MAX_BLOCK_NESTING: usize = 4;
 
 /// OpenAI message content: a string, or parts of which none may carry a remote URL.
 pub(super) fn openai_content(content: &RawValue, at: &Place<'_>) -> Result<(), Refusal> {

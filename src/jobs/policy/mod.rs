@@ -14,18 +14,22 @@
 //! raw text.
 
 use crate::json_string::push_json_string;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::fmt;
 
 mod json;
+mod limits;
 mod media;
+mod refusal;
 mod tools;
 
 use json::*;
 use media::*;
+use refusal::QUOTE_CHARS;
 use tools::*;
+
+pub use limits::RequestPolicy;
+pub use refusal::Refusal;
 
 /// Request body dialect (the job frame's `format`).
 pub use crate::protocol::JobFormat as Dialect;
@@ -104,118 +108,14 @@ const ANTHROPIC_FIELDS: &[&str] = &[
 
 /// Names of dropped fields kept for the debug log; the rest are only counted.
 const MAX_DROPPED_NAMES: usize = 32;
-/// How far Anthropic blocks may nest inside one another (tool_result → document →
-/// content source → image is 3).
-const MAX_BLOCK_NESTING: usize = 4;
 /// OpenAI's own limit on `logit_bias`.
 const MAX_LOGIT_BIAS: usize = 300;
 /// Strings in `stop` / `stop_sequences` (OpenAI's own limit is 4; Anthropic sets none
 /// that is documented), and the raw JSON bytes of each.
 const MAX_STOP_SEQUENCES: usize = 16;
 const MAX_STOP_BYTES: usize = 1024;
-/// Characters of a client value quoted in a refusal.
-const QUOTE_CHARS: usize = 40;
 /// Characters of a dropped field's name kept for the log.
 const DROPPED_NAME_CHARS: usize = 64;
-/// A value read raw but not decodable (serde_json's own message may quote client text).
-const MALFORMED: &str = "the request holds malformed JSON";
-
-/// Operator limits for job requests.
-#[derive(Debug, Clone)]
-pub struct RequestPolicy {
-    /// Upper bound for max_tokens / max_completion_tokens; the caller already resolved it
-    /// as min(limits.max_output_tokens, the model's context window). Always >= 1 (0 is
-    /// treated as 1).
-    pub max_output_tokens: u32,
-    /// Entries in `messages`.
-    pub max_messages: usize,
-    /// Raw JSON bytes of `messages` plus Anthropic `system`.
-    pub max_prompt_bytes: usize,
-    /// Raw JSON bytes of one tool schema or response_format schema.
-    pub max_schema_bytes: usize,
-    /// `{`/`[` nesting of one such schema.
-    pub max_schema_depth: usize,
-    /// Entries in `tools` (and, separately, in the deprecated `functions`).
-    pub max_tools: usize,
-    /// Cap for `top_logprobs`.
-    pub max_top_logprobs: u32,
-    /// `{`/`[` nesting of the whole request, so that no backend's parser meets a body
-    /// deeper than this. Never below `max_schema_depth + 8`, so a schema at its own limit
-    /// still fits inside `tools[i].function.parameters`.
-    pub max_request_depth: usize,
-    /// Lets content carry http(s) and other non-`data:` URLs, which the backend would
-    /// fetch from the operator's network.
-    pub allow_remote_media: bool,
-    /// Top-level field names the operator allows through although the policy would drop
-    /// them (server extensions such as "grammar", "cache_prompt", ...). Never overrides
-    /// the forced fields (model, stream, stream_options.include_usage, max_tokens clamp,
-    /// n/best_of): those are checked the same whichever list admitted them.
-    pub allow_fields: Vec<String>,
-}
-
-impl RequestPolicy {
-    /// The defaults: 1024 messages, 4 MiB of prompt, 64 KiB and 32 levels per schema,
-    /// 128 tools, top_logprobs 20, request nesting 64, no remote media, no extra fields.
-    pub fn new(max_output_tokens: u32) -> Self {
-        RequestPolicy {
-            max_output_tokens: max_output_tokens.max(1),
-            max_messages: 1024,
-            max_prompt_bytes: 4 << 20,
-            max_schema_bytes: 64 << 10,
-            max_schema_depth: 32,
-            max_tools: 128,
-            max_top_logprobs: 20,
-            max_request_depth: 64,
-            allow_remote_media: false,
-            allow_fields: Vec::new(),
-        }
-    }
-}
-
-/// Why a job was refused. The reason names the field and the limit and quotes at most
-/// 40 characters of any client value, escaped, so it is safe to log and to send back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    reason: String,
-}
-
-impl Refusal {
-    fn new(reason: impl Into<String>) -> Self {
-        Refusal {
-            reason: reason.into(),
-        }
-    }
-
-    /// The reason alone, without the "refused by provider policy" prefix.
-    #[cfg(test)]
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-/// Tests compare a refusal with the reason they expect.
-#[cfg(test)]
-impl PartialEq<&str> for Refusal {
-    fn eq(&self, reason: &&str) -> bool {
-        self.reason == *reason
-    }
-}
-
-#[cfg(test)]
-impl PartialEq<String> for Refusal {
-    fn eq(&self, reason: &String) -> bool {
-        self.reason == *reason
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refused by provider policy: {}", self.reason)
-    }
-}
-
-impl std::error::Error for Refusal {}
-
 /// A request the policy let through, as the backend will receive it.
 #[derive(Debug, Clone)]
 pub struct Shaped {

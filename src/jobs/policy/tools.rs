@@ -1,6 +1,9 @@
 //! Tools, functions and response formats: types restricted, schemas bounded.
 
-use super::*;
+use super::json::*;
+use super::limits::RequestPolicy;
+use super::refusal::Refusal;
+use serde_json::value::RawValue;
 
 pub(super) fn too_many(what: &'static str, max: usize) -> impl Fn() -> Refusal {
     move || Refusal::new(format!("`{what}` has more than {max} entries"))
