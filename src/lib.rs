@@ -1,5 +1,5 @@
 //! usepod-edge: a Use Pod provider agent for edge GPUs, as a library; the
-//! binary (src/main.rs) parses the command line and calls [`commands`].
+//! binary (src/main.rs) calls [`entry::main`], which hands each command to [`cmd`].
 //! docs/design.md draws the layers: no module uses one that uses it back
 //! (.ci/module-cycles checks that).
 #![forbid(unsafe_code)]

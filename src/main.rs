@@ -1,5 +1,5 @@
 //! usepod-edge: parses the command line and hands each command to the
-//! library (src/lib.rs, src/commands.rs).
+//! library (src/entry.rs, src/cmd/).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! The pause: a control file beside the state file, which the running agent reads on
-//! its status interval (`usepod-edge pause [--drain]` and `resume`, src/pause.rs,
-//! write and remove it). No listening socket and no
-//! signal: the file is the whole interface, it survives a restart (a paused agent
+//! its status interval and when SIGUSR2 wakes it (`usepod-edge pause [--drain]` and
+//! `resume`, src/cmd/pause.rs, write and remove it, then send the signal). No listening
+//! socket: the file is the whole interface, it survives a restart (a paused agent
 //! starts paused), and the state directory's permissions decide who may write it.
 //!
 //! The agent trusts the file only when it is private to the agent's user, by the rule
