@@ -36,6 +36,8 @@ struct Shared {
     power_mode: Option<PowerMode>,
     /// Problems with the gate's own inputs (an ignored control file, an unknown zone).
     notes: Vec<String>,
+    /// Backends out of their pools while their owner uses them: URL, and why.
+    aside: std::collections::BTreeMap<String, String>,
 }
 
 json_fields! {

@@ -2,6 +2,7 @@
 
 mod backend_error;
 mod buffers;
+mod choice;
 pub mod policy;
 mod queue;
 mod registry;
@@ -9,14 +10,16 @@ mod run;
 
 use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, Member, Target};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
 use crate::outgoing::Outbox;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use queue::{Queued, WorkQueue};
-use registry::{Refusal, Registry};
+use registry::{Refusal, Registry, Seat};
 use run::JobLimits;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +27,10 @@ use std::time::Instant;
 /// One admitted job on its way to a worker.
 pub struct Work {
     pub job: JobRequest,
-    pub route: crate::discovery::Route,
+    /// The pool member picked at admission; after a retry, the one that ran the job.
+    pub member: Arc<Target>,
+    /// The model's context window as capabilities offered it (the pool's smallest).
+    pub context_window: Option<u32>,
     pub cancel: Cancel,
     pub ticket: u64,
     pub out: Outbox,
@@ -48,12 +54,41 @@ pub struct Jobs {
     /// Set by the admission gate (src/gate/) while the operator's rules say no:
     /// new jobs are refused with this reason; running ones go on.
     held: std::sync::Mutex<Option<String>>,
+    /// Fires (coalesced) when backends leave or rejoin their pools for local use.
+    aside_tx: Sender<()>,
+    aside_rx: Receiver<()>,
+}
+
+/// The seats of a pool's members, keyed by URL as the registry counts them.
+fn seats<'a>(members: &[Member], keys: &'a [String]) -> Vec<Seat<'a>> {
+    keys.iter()
+        .zip(members)
+        .map(|(key, m)| Seat {
+            key,
+            slots: m.slots,
+        })
+        .collect()
+}
+
+fn keys(members: &[Member]) -> Vec<String> {
+    members.iter().map(|m| m.target.url.to_string()).collect()
+}
+
+/// Moves a job whose member failed before streaming to another member of the model's
+/// pool as discovery sees it now; the member to try, or None when none has a free slot.
+fn reroute(registry: &Registry, discovery: &Discovery, w: &Work) -> Option<Arc<Target>> {
+    let snapshot = discovery.snapshot();
+    let route = snapshot.routes.get(&w.job.model_id)?;
+    let keys = keys(&route.members);
+    let seat = registry.reroute(&w.job.job_id, w.ticket, &seats(&route.members, &keys))?;
+    Some(Arc::clone(&route.members[seat].target))
 }
 
 impl Jobs {
     /// Creates the pool: `limits.max_concurrent` threads, started once.
     pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
         let max = config.limits.max_concurrent;
+        let (aside_tx, aside_rx) = bounded(1);
         let registry = Arc::new(Registry::new(max as usize));
         // Every queued job holds a slot, so the queue never needs more room than the pool.
         let queue = Arc::new(WorkQueue::new(max as usize));
@@ -74,10 +109,13 @@ impl Jobs {
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     let mut bufs = buffers::Buffers::new(run::MAX_EVENT_BYTES);
-                    while let Some(w) = queue.pop() {
+                    let another = |w: &Work| reroute(&registry, &discovery, w);
+                    while let Some(mut w) = queue.pop() {
                         // The binary aborts on panic (Cargo.toml), so there is no
                         // unwinding to catch here: a panicking job ends the process.
-                        let terminal = run::execute(&w, &limits, &discovery, &metrics, &mut bufs);
+                        let terminal = run::execute(
+                            &mut w, &limits, &discovery, &metrics, &mut bufs, &another,
+                        );
                         // The slot is freed before the terminal frame goes out, so
                         // the coordinator's next job never finds it still taken.
                         let delivered = registry.finish(&w.job.job_id, w.ticket)
@@ -86,7 +124,7 @@ impl Jobs {
                                 .is_some_and(|frame| run::send_frame(&w, frame));
                         book.record_job(
                             &w.job,
-                            &w.route.target,
+                            &w.member,
                             w.received,
                             terminal.as_ref(),
                             delivered,
@@ -105,6 +143,8 @@ impl Jobs {
             ledger,
             closed: AtomicBool::new(false),
             held: std::sync::Mutex::new(None),
+            aside_tx,
+            aside_rx,
         }
     }
 
@@ -120,6 +160,31 @@ impl Jobs {
     /// Our own jobs per (backend, model), for the local-first rules.
     pub fn usage(&self) -> Vec<registry::Usage> {
         self.registry.usage()
+    }
+
+    /// Our own jobs running now per backend URL.
+    pub fn per_backend(&self) -> HashMap<String, u32> {
+        self.registry.per_backend()
+    }
+
+    /// Takes the backends named (by URL, with why) out of their pools while the owner
+    /// uses them, and puts back the others; running jobs go on. True when that changed.
+    pub fn set_aside(&self, aside: BTreeMap<String, String>) -> bool {
+        let changed = self.registry.set_aside(aside);
+        if changed {
+            let _ = self.aside_tx.try_send(());
+        }
+        changed
+    }
+
+    /// The backends out of their pools for local use, by URL, and why.
+    pub fn aside(&self) -> BTreeMap<String, String> {
+        self.registry.aside()
+    }
+
+    /// Fires (coalesced) when a backend leaves or rejoins its pool for local use.
+    pub fn aside_changes(&self) -> Receiver<()> {
+        self.aside_rx.clone()
     }
 
     /// The job_error that refuses a job at admission, counted like any failure.
@@ -149,7 +214,8 @@ impl Jobs {
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
         // Capacity is reported before an unknown model (docs/protocol.md, "Error codes").
-        let route = discovery.snapshot().routes.get(&job.model_id).cloned();
+        let snapshot = discovery.snapshot();
+        let route = snapshot.routes.get(&job.model_id);
         let full = || format!("all {} slots are busy", self.max);
         let Some(route) = route else {
             return if self.registry.is_full() {
@@ -160,24 +226,33 @@ impl Jobs {
             };
         };
         let cancel = Cancel::default();
-        let backend_key = route.target.url.to_string();
-        let limit = route.slots.map(|s| (backend_key.as_str(), s));
-        let used = Some((backend_key.as_str(), job.model_id.as_str()));
-        let ticket = match self
+        let keys = keys(&route.members);
+        let seats = seats(&route.members, &keys);
+        let admitted = self
             .registry
-            .admit(&job.job_id, cancel.clone(), limit, used)
-        {
-            Ok(t) => t,
+            .admit(&job.job_id, cancel.clone(), &job.model_id, &seats);
+        let (ticket, member) = match admitted {
+            Ok(a) => (a.ticket, &route.members[a.seat]),
             Err(Refusal::Full) => {
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())
             }
             Err(Refusal::BackendFull) => {
-                let why = format!(
-                    "{} at {} is running all {} of its slots",
-                    route.target.kind.as_str(),
-                    route.target.url,
-                    route.slots.unwrap_or(0)
-                );
+                let why = match &route.members[..] {
+                    [one] => format!(
+                        "{} at {} is running all {} of its slots",
+                        route.kind.as_str(),
+                        one.target.url,
+                        one.slots.unwrap_or(self.max)
+                    ),
+                    all => format!(
+                        "the {} backends serving this model are running all their slots",
+                        all.len()
+                    ),
+                };
+                return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
+            }
+            Err(Refusal::Aside) => {
+                let why = "the backends serving this model are in local use".to_owned();
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
             }
             Err(Refusal::DuplicateId) => {
@@ -190,12 +265,13 @@ impl Jobs {
             "job {} for {} → {} {}",
             job.job_id,
             crate::untrusted::shown(&job.model_id, 128),
-            route.target.kind.as_str(),
-            route.target.url
+            member.target.kind.as_str(),
+            member.target.url
         );
         let work = Work {
+            member: Arc::clone(&member.target),
+            context_window: route.context_window,
             job,
-            route,
             cancel,
             ticket,
             out: out.clone(),
