@@ -1,7 +1,9 @@
 //! Local first: the device's owner comes before the marketplace. Each backend kind and
-//! the GPU give a signal, judged against the agent's own jobs; a tracker turns the
-//! signals into "step aside" after `busy` of foreign load, and back after `idle` of
-//! quiet. Everything here is pure; the gate's monitor does the asking.
+//! the GPU give a signal, judged against the agent's own jobs; a tracker per backend
+//! and one for the GPU turn the signals into "step aside" after `busy` of foreign
+//! load, and back after `idle` of quiet. A backend that steps aside leaves its pools;
+//! the whole device steps aside for the GPU, or when no backend in a pool is left
+//! ([`whole_device`]). Everything here is pure; the gate's monitor does the asking.
 //!
 //! Per source (each sample compares what the source reports with our own jobs on it):
 //!
