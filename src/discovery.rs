@@ -1,6 +1,6 @@
 //! Background discovery: probes the backends in parallel, keeps the one route
-//! table (model → the backend that is advertised and runs its jobs), and
-//! signals when the routable model set changes.
+//! table (model → its pool: the backends of the advertised kind that run its
+//! jobs), and signals when the routes change.
 
 use crate::backend::probe::{self, ModelInfo, Probe};
 use crate::backend::BackendKind;
