@@ -201,20 +201,27 @@ impl Agent {
         } else {
             &none
         };
+        // A backend the owner is using is out of its pool; a model whose pool has no
+        // member left is withdrawn.
+        let aside = self.jobs.aside();
         let models = offered
             .iter()
-            .map(|(id, route)| {
+            .filter_map(|(id, route)| {
+                let usable = |m: &crate::discovery::Member| {
+                    aside.is_empty() || !aside.contains_key(&m.target.url.to_string())
+                };
+                // llama-server runs at most total_slots requests at once, and
+                // admission holds each member's jobs to that.
+                let max_concurrent = route.capacity(max, usable)?;
                 let (input_per_1m, output_per_1m) = config.pricing.resolve(id);
-                ModelOffer {
+                Some(ModelOffer {
                     model_id: id.clone(),
                     input_per_1m,
                     output_per_1m,
-                    // llama-server runs at most total_slots requests at once,
-                    // and admission holds its jobs to that.
-                    max_concurrent: route.slots.map_or(max, |s| s.min(max)),
-                    backend: route.target.kind.as_str(),
+                    max_concurrent,
+                    backend: route.kind.as_str(),
                     context_window: route.context_window,
-                }
+                })
             })
             .collect();
         let limits = OfferLimits {
@@ -302,6 +309,10 @@ impl session::Offer for Agent {
             Change {
                 signal: self.offer_changed.1.clone(),
                 why: Box::new(|| "the config was reloaded".to_owned()),
+            },
+            Change {
+                signal: self.jobs.aside_changes(),
+                why: Box::new(|| "backends left or rejoined their pools (local use)".to_owned()),
             },
             Change {
                 signal: self.gate.changes(),

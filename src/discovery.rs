@@ -1,6 +1,6 @@
 //! Background discovery: probes the backends in parallel, keeps the one route
-//! table (model → the backend that is advertised and runs its jobs), and
-//! signals when the routable model set changes.
+//! table (model → its pool: the backends of the advertised kind that run its
+//! jobs), and signals when the routes change.
 
 use crate::backend::probe::{self, ModelInfo, Probe};
 use crate::backend::BackendKind;
@@ -60,13 +60,48 @@ impl Target {
     }
 }
 
-/// Where a model's jobs go.
+/// One backend in a model's pool.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub target: Arc<Target>,
+    /// llama-server's total_slots: how many jobs it runs at once. None: no limit of
+    /// its own (the agent's `limits.max_concurrent` bounds it).
+    pub slots: Option<u32>,
+}
+
+/// Where a model's jobs go: its pool, every healthy backend of the best kind that
+/// serves it. The kind is what capabilities advertise, so the backends that are
+/// offered are the ones that run the jobs.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub target: Arc<Target>,
+    pub kind: BackendKind,
+    /// In config order; never empty.
+    pub members: Vec<Member>,
+    /// The smallest window a member reports, so that a job fits whichever one runs it.
     pub context_window: Option<u32>,
-    /// llama-server's total_slots: how many of this backend's jobs may run at once.
-    pub slots: Option<u32>,
+}
+
+impl Route {
+    /// The `max_concurrent` capabilities offer for this pool: the slots of the members
+    /// `usable` lets take jobs, summed (a member without a limit of its own counts as
+    /// `max`), at most `max`. None when no member is usable: the model is withdrawn.
+    pub fn capacity(&self, max: u32, usable: impl Fn(&Member) -> bool) -> Option<u32> {
+        let mut total: Option<u32> = None;
+        for m in self.members.iter().filter(|m| usable(m)) {
+            let slots = m.slots.map_or(max, |s| s.min(max));
+            total = Some(total.unwrap_or(0).saturating_add(slots));
+        }
+        total.map(|t| t.min(max))
+    }
+}
+
+/// The smaller of two context windows, where either may be unknown.
+fn smaller(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// The latest discovery result.
@@ -77,9 +112,9 @@ pub struct Snapshot {
     pub routes: BTreeMap<String, Route>,
 }
 
-/// Builds the route table: per model, the healthy backend with the best kind
-/// priority (vllm < llamacpp < lmstudio < ollama), config order breaking ties;
-/// models with a zero price or outside a backend's allow-list are left out.
+/// Builds the route table: per model, the pool of healthy backends with the best kind
+/// priority (vllm < llamacpp < lmstudio < ollama), in config order; models with a zero
+/// price or outside a backend's allow-list are left out.
 pub fn route_table(
     backends: &[(Arc<Target>, Option<Probe>)],
     pricing: &Pricing,
@@ -94,16 +129,24 @@ pub fn route_table(
             if input == 0 || output == 0 || !target.allows(id) {
                 continue;
             }
-            let better = routes.get(id).is_none_or(|r| target.kind < r.target.kind);
-            if better {
-                routes.insert(
-                    id.clone(),
-                    Route {
-                        target: Arc::clone(target),
+            let member = Member {
+                target: Arc::clone(target),
+                slots: p.slots,
+            };
+            match routes.get_mut(id) {
+                Some(r) if r.kind == target.kind => {
+                    r.members.push(member);
+                    r.context_window = smaller(r.context_window, *context_window);
+                }
+                Some(r) if r.kind < target.kind => {}
+                _ => {
+                    let pool = Route {
+                        kind: target.kind,
+                        members: vec![member],
                         context_window: *context_window,
-                        slots: p.slots,
-                    },
-                );
+                    };
+                    routes.insert(id.clone(), pool);
+                }
             }
         }
     }
@@ -310,15 +353,24 @@ fn log_probe(t: &Target, p: &Probe, changed: bool) {
     }
 }
 
+/// Whether two route tables route alike: each model to the same kind, window and
+/// members with the same slots. The ticker re-sends capabilities only when their text
+/// changes, so a signal here that changes nothing advertised costs nothing.
 fn same_offer(a: &BTreeMap<String, Route>, b: &BTreeMap<String, Route>) -> bool {
+    let same_member = |x: &Member, y: &Member| {
+        x.target.kind == y.target.kind && x.target.url == y.target.url && x.slots == y.slots
+    };
     a.len() == b.len()
         && a.iter().zip(b).all(|((ka, ra), (kb, rb))| {
             ka == kb
-                && ra.target.kind == rb.target.kind
-                && ra.target.url == rb.target.url
+                && ra.kind == rb.kind
                 && ra.context_window == rb.context_window
-                // The per-model max_concurrent offered follows llama-server's slots.
-                && ra.slots == rb.slots
+                && ra.members.len() == rb.members.len()
+                && ra
+                    .members
+                    .iter()
+                    .zip(&rb.members)
+                    .all(|(x, y)| same_member(x, y))
         })
 }
 
@@ -421,28 +473,60 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_offer_changes_with_kind_url_window_or_slots() {
-        let route = |port, ctx, slots| Route {
-            target: target(BackendKind::LlamaCpp, port, None),
-            context_window: ctx,
+    fn member(kind: BackendKind, port: u16, slots: Option<u32>) -> Member {
+        Member {
+            target: target(kind, port, None),
             slots,
+        }
+    }
+
+    fn with_slots(models: &[&str], slots: u32, ctx: u32) -> Option<Probe> {
+        let mut p = up(models).unwrap();
+        p.slots = Some(slots);
+        for m in &mut p.models {
+            m.context_window = Some(ctx);
+        }
+        Some(p)
+    }
+
+    #[test]
+    fn an_offer_changes_with_kind_window_or_members_and_their_slots() {
+        let route = |ports: &[(u16, Option<u32>)], ctx| Route {
+            kind: BackendKind::LlamaCpp,
+            members: ports
+                .iter()
+                .map(|&(p, s)| member(BackendKind::LlamaCpp, p, s))
+                .collect(),
+            context_window: ctx,
         };
         let table = |r: Route| BTreeMap::from([("m".to_string(), r)]);
-        let base = table(route(8080, Some(4096), Some(4)));
-        assert!(same_offer(&base, &table(route(8080, Some(4096), Some(4)))));
+        let base = table(route(&[(8080, Some(4))], Some(4096)));
+        assert!(same_offer(
+            &base,
+            &table(route(&[(8080, Some(4))], Some(4096)))
+        ));
         assert!(
-            !same_offer(&base, &table(route(8080, Some(4096), Some(2)))),
+            !same_offer(&base, &table(route(&[(8080, Some(2))], Some(4096)))),
             "slots"
         );
         assert!(
-            !same_offer(&base, &table(route(8080, Some(2048), Some(4)))),
+            !same_offer(&base, &table(route(&[(8080, Some(4))], Some(2048)))),
             "window"
         );
         assert!(
-            !same_offer(&base, &table(route(8081, Some(4096), Some(4)))),
+            !same_offer(&base, &table(route(&[(8081, Some(4))], Some(4096)))),
             "url"
         );
+        assert!(
+            !same_offer(
+                &base,
+                &table(route(&[(8080, Some(4)), (8081, Some(4))], Some(4096)))
+            ),
+            "a member more"
+        );
+        let mut vllm = route(&[(8080, Some(4))], Some(4096));
+        vllm.kind = BackendKind::Vllm;
+        assert!(!same_offer(&base, &table(vllm)), "kind");
         assert!(!same_offer(&base, &BTreeMap::new()), "model gone");
     }
 
@@ -453,17 +537,24 @@ mod tests {
             ..Arc::into_inner(target(BackendKind::Vllm, 1, None)).unwrap()
         };
         let route = Route {
-            target: Arc::new(t),
+            kind: BackendKind::Vllm,
+            members: vec![Member {
+                target: Arc::new(t),
+                slots: None,
+            }],
             context_window: None,
-            slots: None,
         };
         let shown = format!("{route:?} {route:#?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 
+    fn ports(r: &Route) -> Vec<u16> {
+        r.members.iter().map(|m| m.target.url.port).collect()
+    }
+
     #[test]
-    fn best_kind_wins_and_config_order_breaks_ties() {
+    fn best_kind_wins_and_its_backends_form_the_pool_in_config_order() {
         let backends = vec![
             (target(BackendKind::Ollama, 1, None), up(&["shared", "o"])),
             (
@@ -472,12 +563,81 @@ mod tests {
             ),
             (target(BackendKind::LlamaCpp, 3, None), up(&["tie"])),
             (target(BackendKind::Vllm, 4, None), None),
+            (target(BackendKind::LmStudio, 5, None), up(&["tie"])),
         ];
         let r = route_table(&backends, &pricing(&[]));
-        assert_eq!(r["shared"].target.url.port, 2);
-        assert_eq!(r["tie"].target.url.port, 2);
-        assert_eq!(r["o"].target.url.port, 1);
+        assert_eq!(ports(&r["shared"]), [2]);
+        assert_eq!(r["shared"].kind, BackendKind::LlamaCpp);
+        assert_eq!(
+            ports(&r["tie"]),
+            [2, 3],
+            "both llama-servers, not LM Studio"
+        );
+        assert_eq!(ports(&r["o"]), [1]);
         assert_eq!(r.len(), 3);
+        // A better kind listed later replaces the pool built so far.
+        let later = vec![
+            (target(BackendKind::Ollama, 1, None), up(&["m"])),
+            (target(BackendKind::Ollama, 2, None), up(&["m"])),
+            (target(BackendKind::Vllm, 3, None), up(&["m"])),
+        ];
+        let r = route_table(&later, &pricing(&[]));
+        assert_eq!((r["m"].kind, ports(&r["m"])), (BackendKind::Vllm, vec![3]));
+    }
+
+    #[test]
+    fn a_pool_keeps_each_members_slots_and_the_smallest_window() {
+        let backends = vec![
+            (
+                target(BackendKind::LlamaCpp, 1, None),
+                with_slots(&["m"], 2, 8192),
+            ),
+            (
+                target(BackendKind::LlamaCpp, 2, None),
+                with_slots(&["m"], 3, 4096),
+            ),
+        ];
+        let r = &route_table(&backends, &pricing(&[]))["m"];
+        let slots: Vec<_> = r.members.iter().map(|m| m.slots).collect();
+        assert_eq!(slots, [Some(2), Some(3)]);
+        assert_eq!(r.context_window, Some(4096));
+        assert_eq!(smaller(None, Some(5)), Some(5));
+        assert_eq!(smaller(Some(5), None), Some(5));
+        assert_eq!(smaller(None, None), None);
+    }
+
+    #[test]
+    fn a_pools_capacity_sums_its_usable_members_within_the_agents_limit() {
+        let pool = Route {
+            kind: BackendKind::LlamaCpp,
+            members: vec![
+                member(BackendKind::LlamaCpp, 1, Some(2)),
+                member(BackendKind::LlamaCpp, 2, Some(2)),
+            ],
+            context_window: None,
+        };
+        assert_eq!(pool.capacity(8, |_| true), Some(4));
+        assert_eq!(pool.capacity(3, |_| true), Some(3), "bounded by the agent");
+        assert_eq!(pool.capacity(8, |m| m.target.url.port == 2), Some(2));
+        assert_eq!(pool.capacity(8, |_| false), None, "withdrawn");
+        // A member without a limit of its own counts as the agent's.
+        let open = Route {
+            members: vec![
+                member(BackendKind::Vllm, 1, None),
+                member(BackendKind::Vllm, 2, None),
+            ],
+            kind: BackendKind::Vllm,
+            context_window: None,
+        };
+        assert_eq!(open.capacity(8, |_| true), Some(8));
+        assert_eq!(
+            Route {
+                members: vec![member(BackendKind::LlamaCpp, 1, Some(20))],
+                ..pool.clone()
+            }
+            .capacity(8, |_| true),
+            Some(8)
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 use crate::agent::Agent;
 use crate::clock::{rfc3339, unix};
 use crate::config::Config;
+use crate::discovery::{Member, Route};
 use crate::gate::Serving;
 use crate::json_fields::json_fields;
 use crate::ledger::LedgerState;
 use crate::protocol::HeartbeatStats;
 use crate::untrusted::shown;
 use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
@@ -29,6 +31,8 @@ json_fields! {
         pub provider_id: Option<String>,
         pub public_key: String,
         pub backends: Vec<BackendState>,
+        /// Per model, the backends that run its jobs and the slots our jobs take there.
+        pub pools: Vec<PoolState>,
         pub models_offered: Vec<String>,
         pub jobs: JobCounts,
         pub last_error: Option<LastError>,
@@ -81,7 +85,71 @@ json_fields! {
         pub problem: Option<String>,
         pub models: Option<Vec<String>>,
         pub slots: Option<u32>,
+        /// Our jobs running on it now.
+        pub in_flight: u32,
     }
+}
+
+json_fields! {
+    /// A model's pool: the backends of the advertised kind that serve it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct PoolState {
+        pub model: String,
+        pub kind: String,
+        /// The `max_concurrent` capabilities offer now; 0 while the model is withdrawn.
+        pub offered: u32,
+        pub members: Vec<MemberState>,
+    }
+}
+
+json_fields! {
+    /// One backend of a pool.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct MemberState {
+        pub url: String,
+        /// Its own limit (llama-server's total_slots); None: only the agent's.
+        pub slots: Option<u32>,
+        /// Our jobs running on it now.
+        pub in_use: u32,
+        /// Why it takes no new jobs while the owner uses it; None while it does.
+        pub local_use: Option<String>,
+    }
+}
+
+/// The `pools` section: each route's members with the slots our jobs take on them
+/// (`busy`, per URL) and whether local use keeps them out (`aside`, per URL).
+pub fn pool_states(
+    routes: &BTreeMap<String, Route>,
+    busy: &HashMap<String, u32>,
+    aside: &BTreeMap<String, String>,
+    max: u32,
+    admitting: bool,
+) -> Vec<PoolState> {
+    routes
+        .iter()
+        .map(|(model, route)| {
+            let out = |m: &Member| aside.get(&m.target.url.to_string());
+            let offered = route.capacity(max, |m| out(m).is_none());
+            PoolState {
+                model: shown(model, 128).to_string(),
+                kind: route.kind.as_str().to_owned(),
+                offered: offered.filter(|_| admitting).unwrap_or(0),
+                members: route
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let url = m.target.url.to_string();
+                        MemberState {
+                            in_use: busy.get(&url).copied().unwrap_or(0),
+                            slots: m.slots,
+                            local_use: out(m).map(|why| shown(why, 300).to_string()),
+                            url,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 json_fields! {
@@ -110,6 +178,7 @@ pub fn snapshot(agent: &Agent) -> State {
     let link = agent.link();
     let identity = agent.lock_identity();
     let snap = agent.discovery.snapshot();
+    let busy = agent.jobs.per_backend();
     let backends = snap
         .backends
         .iter()
@@ -128,15 +197,18 @@ pub fn snapshot(agent: &Agent) -> State {
                     .collect()
             }),
             slots: p.as_ref().and_then(|p| p.slots),
+            in_flight: busy.get(&t.url.to_string()).copied().unwrap_or(0),
         })
         .collect();
-    // Model ids come from the backends: shown, for `status` prints them as they are.
-    // While the gate withdraws them, none is offered.
-    let models_offered = snap
-        .routes
-        .keys()
-        .filter(|_| agent.gate.admitting())
-        .map(|id| shown(id, 128).to_string())
+    let admitting = agent.gate.admitting();
+    let max = agent.config.limits.max_concurrent;
+    let pools = pool_states(&snap.routes, &busy, &agent.jobs.aside(), max, admitting);
+    // What capabilities offer: none while the gate withdraws them, nor a model whose
+    // every backend is in local use.
+    let models_offered = pools
+        .iter()
+        .filter(|p| p.offered > 0)
+        .map(|p| p.model.clone())
         .collect();
     let totals = agent.jobs.metrics.totals();
     let last_error = agent.jobs.metrics.last_error().map(|(at, code)| LastError {
@@ -167,6 +239,7 @@ pub fn snapshot(agent: &Agent) -> State {
         provider_id: identity.provider_id().map(|p| shown(p, 140).to_string()),
         public_key: identity.public_b64(),
         backends,
+        pools,
         models_offered,
         jobs: JobCounts {
             in_flight: agent.jobs.in_flight(),
@@ -255,6 +328,18 @@ pub fn prometheus(s: &State) -> String {
             out,
             "usepod_edge_backend_up{{kind=\"{}\",url=\"{url}\"}} {up}",
             b.kind
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP usepod_edge_backend_jobs_in_flight our jobs running on the backend now\n# TYPE usepod_edge_backend_jobs_in_flight gauge"
+    );
+    for b in &s.backends {
+        let url = b.url.replace('"', "");
+        let _ = writeln!(
+            out,
+            "usepod_edge_backend_jobs_in_flight{{kind=\"{}\",url=\"{url}\"}} {}",
+            b.kind, b.in_flight
         );
     }
     out.push_str(&crate::ledger::prometheus(&s.ledger));
@@ -403,7 +488,7 @@ mod tests {
             json!({"connection":{"state":"connected"},"jobs":{"in_flight":2,"done":5,"failed":1},
             "heartbeat":{"p50_latency_ms":40,"p95_latency_ms":90,"tokens_per_sec_p50":12.5,"error_rate_60s":0.25},
             "models_offered":["a","b"],
-            "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080/","healthy":true},{"kind":"ollama","url":"u","healthy":false}]}),
+            "backends":[{"kind":"llamacpp","url":"http://127.0.0.1:8080/","healthy":true,"in_flight":2},{"kind":"ollama","url":"u","healthy":false}]}),
         );
         let t = prometheus(&s);
         for line in [
@@ -418,9 +503,58 @@ mod tests {
             "usepod_edge_admitting 1",
             "usepod_edge_backend_up{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 1",
             "usepod_edge_backend_up{kind=\"ollama\",url=\"u\"} 0",
+            "usepod_edge_backend_jobs_in_flight{kind=\"llamacpp\",url=\"http://127.0.0.1:8080/\"} 2",
+            "usepod_edge_backend_jobs_in_flight{kind=\"ollama\",url=\"u\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn a_pool_shows_its_members_slots_in_use_and_who_is_out() {
+        use crate::backend::BackendKind;
+        use crate::discovery::Target;
+        use std::sync::Arc;
+        let member = |port: u16, slots| Member {
+            target: Arc::new(Target {
+                kind: BackendKind::LlamaCpp,
+                url: crate::endpoint::Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+                allow: None,
+                api_key: None,
+                serves_messages: Default::default(),
+            }),
+            slots,
+        };
+        let route = Route {
+            kind: BackendKind::LlamaCpp,
+            members: vec![member(1, Some(2)), member(2, Some(2))],
+            context_window: None,
+        };
+        let routes = BTreeMap::from([("m1".to_string(), route)]);
+        let (a, b) = ("http://127.0.0.1:1/", "http://127.0.0.1:2/");
+        let busy = HashMap::from([(a.to_string(), 2)]);
+        let none = BTreeMap::new();
+        let p = &pool_states(&routes, &busy, &none, 8, true)[0];
+        assert_eq!(
+            (p.model.as_str(), p.kind.as_str(), p.offered),
+            ("m1", "llamacpp", 4)
+        );
+        let m: Vec<_> = p
+            .members
+            .iter()
+            .map(|m| (m.url.as_str(), m.in_use))
+            .collect();
+        assert_eq!(m, [(a, 2), (b, 0)]);
+        let aside = BTreeMap::from([(b.to_string(), "owner".to_string())]);
+        let p = &pool_states(&routes, &busy, &aside, 8, true)[0];
+        assert_eq!(p.offered, 2);
+        assert_eq!(p.members[1].local_use.as_deref(), Some("owner"));
+        assert_eq!(pool_states(&routes, &busy, &aside, 8, false)[0].offered, 0);
+        let both = BTreeMap::from([
+            (a.to_string(), "x".to_string()),
+            (b.to_string(), "y".to_string()),
+        ]);
+        assert_eq!(pool_states(&routes, &busy, &both, 8, true)[0].offered, 0);
     }
 
     #[test]
@@ -488,6 +622,7 @@ mod tests {
                 "ledger",
                 "models_offered",
                 "pid",
+                "pools",
                 "provider_id",
                 "public_key",
                 "serving",
@@ -535,7 +670,25 @@ mod tests {
         let b = BackendState::default();
         assert_eq!(
             keys(&serde_json::to_value(b).unwrap()),
-            ["healthy", "kind", "models", "problem", "slots", "url"]
+            [
+                "healthy",
+                "in_flight",
+                "kind",
+                "models",
+                "problem",
+                "slots",
+                "url"
+            ]
+        );
+        let p = PoolState {
+            members: vec![MemberState::default()],
+            ..PoolState::default()
+        };
+        let v = serde_json::to_value(p).unwrap();
+        assert_eq!(keys(&v), ["kind", "members", "model", "offered"]);
+        assert_eq!(
+            keys(&v["members"][0]),
+            ["in_use", "local_use", "slots", "url"]
         );
     }
 }

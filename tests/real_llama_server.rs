@@ -539,3 +539,73 @@ fn a_request_that_is_not_ours_on_the_real_llama_server_withdraws_the_models_unti
     drop(theirs);
     caps_where("offering tiny again", &offers);
 }
+
+/// Two llama-servers serving the same model form one pool: capabilities offer their
+/// slots together, and two jobs at once run one on each.
+#[test]
+fn two_llama_servers_serve_the_tiny_model_as_one_pool() {
+    if skipped("two_llama_servers_serve_the_tiny_model_as_one_pool") {
+        return;
+    }
+    let _w = watchdog(Duration::from_secs(90), "pool real");
+    let (one, two) = (
+        Llama::start("tiny-loop.gguf", 1),
+        Llama::start("tiny-loop.gguf", 1),
+    );
+    let mut s = Setup::new("real-pool");
+    s.set(
+        "/backends",
+        json!([{"kind":"llamacpp","url":one.url()},{"kind":"llamacpp","url":two.url()}]),
+    );
+    s.set("/limits/max_concurrent", json!(4));
+    let (agent, conn, _) = s.spawn_and_authenticate(Some("prov-real"));
+    let slots = |c: &Value| {
+        c["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["model_id"] == "tiny"))
+            .and_then(|m| m["max_concurrent"].as_u64())
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let c = conn.recv_type("capabilities", Duration::from_millis(200));
+        if c.is_some_and(|c| slots(&c.value) == Some(2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no capabilities offering both servers' slots\n{}",
+            agent.logs()
+        );
+    }
+    let ids = [
+        "6f1c2a4e-0000-4000-8000-000000000301",
+        "6f1c2a4e-0000-4000-8000-000000000302",
+    ];
+    for id in ids {
+        conn.send_json(&job(
+            id,
+            json!({"messages":[{"role":"user","content":"go"}],"max_tokens":1500}),
+            "openai",
+        ));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || one.busy_slots() == Some(1)
+            && two.busy_slots() == Some(1)),
+        "each llama-server runs one of the jobs\n{}",
+        agent.logs()
+    );
+    let mut terminal = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while terminal.len() < ids.len() && Instant::now() < end {
+        if let Some(m) = conn.recv_json(Duration::from_millis(200)) {
+            if matches!(m["type"].as_str(), Some("job_done" | "job_error")) {
+                terminal.insert(m["job_id"].as_str().unwrap().to_owned(), m);
+            }
+        }
+    }
+    assert_eq!(terminal.len(), 2, "{terminal:?}\n{}", agent.logs());
+    for done in terminal.values() {
+        assert_eq!(done["type"], "job_done", "{done}");
+        assert_eq!(done["tokens"]["output"], 1500, "{done}");
+    }
+}

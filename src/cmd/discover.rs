@@ -27,7 +27,7 @@ pub fn run(config: &Config, host: &Host) -> ExitCode {
             let routed = snap
                 .routes
                 .get(&m.id)
-                .is_some_and(|r| Arc::ptr_eq(&r.target, t));
+                .is_some_and(|r| r.members.iter().any(|m| Arc::ptr_eq(&m.target, t)));
             let ctx = m
                 .context_window
                 .map(|c| format!(" context {c}"))

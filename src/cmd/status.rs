@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::gate::{tz, Serving};
 use crate::host::Host;
 use crate::schedule;
-use crate::state::{self, assess, pid_alive, ReadError, State, Verdict};
+use crate::state::{self, assess, pid_alive, PoolState, ReadError, State, Verdict};
 use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
@@ -144,6 +144,9 @@ fn print_human(s: &State, verdict: &Verdict, now: u64, host: &Host) {
             or_unknown(&b.url)
         );
     }
+    for p in &s.pools {
+        print_pool(p);
+    }
     println!(
         "models offered: {}",
         if s.models_offered.is_empty() {
@@ -184,6 +187,29 @@ fn print_human(s: &State, verdict: &Verdict, now: u64, host: &Host) {
             or_unknown(&e.code),
             or_unknown(&e.at)
         );
+    }
+}
+
+/// A model's pool: what it offers, then each member's slots in use.
+fn print_pool(p: &PoolState) {
+    let offered = if p.offered == 0 {
+        "withdrawn".to_owned()
+    } else {
+        format!("{} slot(s) offered", p.offered)
+    };
+    println!(
+        "pool {}: {}, {offered}",
+        or_unknown(&p.model),
+        or_unknown(&p.kind)
+    );
+    for m in &p.members {
+        let slots = m.slots.map(|n| format!(" of {n}")).unwrap_or_default();
+        let out = m
+            .local_use
+            .as_ref()
+            .map(|why| format!("; out of the pool for local use: {why}"))
+            .unwrap_or_default();
+        println!("  {}: {}{slots} in use{out}", or_unknown(&m.url), m.in_use);
     }
 }
 

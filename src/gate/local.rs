@@ -1,7 +1,9 @@
 //! Local first: the device's owner comes before the marketplace. Each backend kind and
-//! the GPU give a signal, judged against the agent's own jobs; a tracker turns the
-//! signals into "step aside" after `busy` of foreign load, and back after `idle` of
-//! quiet. Everything here is pure; the gate's monitor does the asking.
+//! the GPU give a signal, judged against the agent's own jobs; a tracker per backend
+//! and one for the GPU turn the signals into "step aside" after `busy` of foreign
+//! load, and back after `idle` of quiet. A backend that steps aside leaves its pools;
+//! the whole device steps aside for the GPU, or when no backend in a pool is left
+//! ([`whole_device`]). Everything here is pure; the gate's monitor does the asking.
 //!
 //! Per source (each sample compares what the source reports with our own jobs on it):
 //!
@@ -22,7 +24,7 @@
 
 use crate::backend::answers::{Running, Slot};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What one sample says about foreign load.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +283,38 @@ impl Tracker {
     }
 }
 
+/// Local first per backend: a backend whose owner uses it leaves its pools (the model
+/// stays offered on the others), and the whole device steps aside only while the
+/// GPU-wide signal says so (`gpu`) or every backend in a pool has stepped aside
+/// (`members`, one per backend, so nothing would be left to offer).
+pub fn whole_device(gpu: Option<&Yield>, members: &[Option<&Yield>]) -> Option<Yield> {
+    let all_out = !members.is_empty() && members.iter().all(Option::is_some);
+    let backends = all_out.then(|| {
+        let out: Vec<&Yield> = members.iter().flatten().copied().collect();
+        Yield {
+            // It began when the last one stepped aside, and ends when the first is back.
+            since: out.iter().map(|y| y.since).max().unwrap_or(UNIX_EPOCH),
+            detail: joined(&out),
+            until: out.iter().filter_map(|y| y.until).min(),
+        }
+    });
+    match (gpu, backends) {
+        (None, b) => b,
+        (Some(g), None) => Some(g.clone()),
+        // Both stand: it began with the first, and ends when neither does.
+        (Some(g), Some(b)) => Some(Yield {
+            since: g.since.min(b.since),
+            detail: joined(&[g, &b]),
+            until: g.until.zip(b.until).map(|(x, y)| x.max(y)),
+        }),
+    }
+}
+
+fn joined(ys: &[&Yield]) -> String {
+    let details: Vec<&str> = ys.iter().map(|y| y.detail.as_str()).collect();
+    details.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,5 +539,41 @@ mod tests {
         // And the same holds afresh.
         step(&mut t, &b, 121);
         assert!(t.yielded().is_none());
+    }
+
+    #[test]
+    fn the_device_steps_aside_for_the_gpu_or_when_every_backend_has() {
+        let w = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let y = |since: u64, until: Option<u64>, d: &str| Yield {
+            since: w(since),
+            detail: d.into(),
+            until: until.map(w),
+        };
+        let (a, b, g) = (
+            y(10, None, "a busy"),
+            y(20, Some(90), "b busy"),
+            y(5, None, "GPU"),
+        );
+        // One backend of two: it leaves its pools, the device serves on.
+        assert_eq!(whole_device(None, &[Some(&a), None]), None);
+        assert_eq!(whole_device(None, &[]), None);
+        // Every backend: from the last to step aside until the first is back.
+        assert_eq!(
+            whole_device(None, &[Some(&a), Some(&b)]),
+            Some(y(20, Some(90), "a busy; b busy"))
+        );
+        assert_eq!(whole_device(None, &[Some(&a)]), Some(a.clone()));
+        // The GPU alone is enough.
+        assert_eq!(whole_device(Some(&g), &[Some(&a), None]), Some(g.clone()));
+        // Both: from the first, until neither stands (unknown while one is still busy).
+        assert_eq!(
+            whole_device(Some(&g), &[Some(&b)]),
+            Some(y(5, None, "GPU; b busy"))
+        );
+        let g_quiet = y(5, Some(60), "GPU");
+        assert_eq!(
+            whole_device(Some(&g_quiet), &[Some(&b)]),
+            Some(y(5, Some(90), "GPU; b busy"))
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::hardware::Gpu;
 use crate::host::{Clock, Host};
 use crate::jobs::Jobs;
 use serde_json::Number;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,7 +33,10 @@ pub struct Monitor {
     zone_read: Instant,
     heat: Option<(SystemTime, String)>,
     battery: Option<(SystemTime, String)>,
+    /// Local first for the GPU-wide signal: it applies to the whole device.
     local: local::Tracker,
+    /// Local first per backend URL: a yielded backend leaves its pools.
+    members: HashMap<String, local::Tracker>,
     /// Ollama's previous `/api/ps` and our jobs then, per backend URL.
     ollama: HashMap<String, (Vec<local::Loaded>, local::Ours)>,
     /// Ollama requests seen, held as busy for a while, per backend URL.
@@ -59,6 +62,7 @@ impl Monitor {
             heat: None,
             battery: None,
             local: local::Tracker::default(),
+            members: HashMap::new(),
             ollama: HashMap::new(),
             ollama_holds: HashMap::new(),
             smi_signal: local::Signal::Unknown,
@@ -121,21 +125,21 @@ impl Monitor {
             ),
             None => None,
         };
-        if full && config.local_first.enabled {
+        let lf = &config.local_first;
+        if full && lf.enabled {
             let fresh = smi_fresh.then_some(smi.as_slice());
-            let signal = self.local_signal(agent, jetson, fresh, mono);
-            self.local.step(
-                &signal,
-                mono,
-                wall,
-                config.local_first.busy,
-                config.local_first.idle,
-            );
+            let (backends, gpu) = self.local_signals(agent, jetson, fresh, mono);
+            self.local.step(&gpu, mono, wall, lf.busy, lf.idle);
+            for (url, signal) in backends {
+                let t = self.members.entry(url).or_default();
+                t.step(&signal, mono, wall, lf.busy, lf.idle);
+            }
         }
+        let (aside, local) = self.aside(agent, lf.enabled);
         let inputs = Inputs {
             pause,
             schedule: schedule.clone(),
-            local: self.local.yielded().cloned(),
+            local,
             heat: self.heat.clone(),
             battery: self.battery.clone(),
             allow_battery: config.limits.allow_battery,
@@ -147,7 +151,36 @@ impl Monitor {
                 .then(|| crate::hardware::power_mode(&self.root))
                 .flatten(),
             notes,
+            aside,
         }
+    }
+
+    /// The backends in a pool that local use takes out of it (by URL, with why), and
+    /// whether the whole device steps aside ([`local::whole_device`]).
+    fn aside(
+        &self,
+        agent: &Parts,
+        enabled: bool,
+    ) -> (BTreeMap<String, String>, Option<local::Yield>) {
+        let snapshot = agent.discovery.snapshot();
+        let in_pools: BTreeSet<String> = snapshot
+            .routes
+            .values()
+            .flat_map(|r| r.members.iter().map(|m| m.target.url.to_string()))
+            .collect();
+        let yielded = |url: &String| {
+            self.members
+                .get(url)
+                .and_then(local::Tracker::yielded)
+                .filter(|_| enabled)
+        };
+        let members: Vec<Option<&local::Yield>> = in_pools.iter().map(yielded).collect();
+        let whole = local::whole_device(self.local.yielded(), &members);
+        let aside = in_pools
+            .iter()
+            .filter_map(|url| Some((url.clone(), yielded(url)?.detail.clone())))
+            .collect();
+        (aside, whole)
     }
 
     /// The nvidia-smi that describes the machine at the root: the one on `$PATH` for
@@ -219,15 +252,15 @@ impl Monitor {
         };
     }
 
-    /// One local-first sample over every source that has a signal.
-    /// `smi`: a new nvidia-smi answer, when one was taken this tick.
-    fn local_signal(
+    /// One local-first sample: each backend's signal (by URL, saying who), and the
+    /// GPU's. `smi`: a new nvidia-smi answer, when one was taken this tick.
+    fn local_signals(
         &mut self,
         agent: &Parts,
         jetson: bool,
         smi: Option<&[Gpu]>,
         mono: Instant,
-    ) -> local::Signal {
+    ) -> (Vec<(String, local::Signal)>, local::Signal) {
         let lf = &agent.config.local_first;
         let mut ours: HashMap<String, local::Ours> = HashMap::new();
         for ((backend, model), (running, admitted)) in agent.jobs.usage() {
@@ -276,7 +309,8 @@ impl Monitor {
                 busy::Answer::Missing(path) => self.mark_unsupported(url, &who, path),
                 busy::Answer::Failed => local::Signal::Unknown,
             };
-            signals.push((who, signal));
+            // Its detail says which backend it is.
+            signals.push((target.url.to_string(), local::combine(&[(who, signal)])));
         }
         let running = agent.jobs.in_flight();
         let gpu = if jetson {
@@ -293,8 +327,7 @@ impl Monitor {
             }
             self.smi_signal.clone()
         };
-        signals.push(("GPU".to_string(), gpu));
-        local::combine(&signals)
+        (signals, local::combine(&[("GPU".to_string(), gpu)]))
     }
 
     fn mark_unsupported(&mut self, url: String, who: &str, path: &str) -> local::Signal {
@@ -304,10 +337,24 @@ impl Monitor {
     }
 }
 
-/// Applies a decision: new jobs are held (or let in) first, then capabilities follow.
+/// Applies a decision: new jobs are held (or let in) and backends in local use leave
+/// their pools first, then capabilities follow.
 fn apply(agent: &Parts, new: Shared) {
     let before: Vec<Reason> = agent.gate.lock().blocks.iter().map(|b| b.reason).collect();
     agent.jobs.hold(refusal(&new.blocks));
+    let was_aside = agent.jobs.aside();
+    if agent.jobs.set_aside(new.aside.clone()) {
+        for (url, why) in new
+            .aside
+            .iter()
+            .filter(|(u, _)| !was_aside.contains_key(*u))
+        {
+            log::info!("{url} leaves its pools while its owner uses it: {why}");
+        }
+        for url in was_aside.keys().filter(|u| !new.aside.contains_key(*u)) {
+            log::info!("{url} is back in its pools");
+        }
+    }
     let after: Vec<Block> = new.blocks.clone();
     if !agent.gate.publish(new) {
         return;

@@ -17,6 +17,8 @@ pub(super) struct Shared {
     pub(super) power_mode: Option<PowerMode>,
     /// Problems with the gate's own inputs (an ignored control file, an unknown zone).
     pub(super) notes: Vec<String>,
+    /// Backends out of their pools while their owner uses them: URL, and why.
+    pub(super) aside: std::collections::BTreeMap<String, String>,
 }
 
 json_fields! {

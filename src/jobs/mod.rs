@@ -2,6 +2,7 @@
 
 mod backend_error;
 mod buffers;
+mod choice;
 pub mod policy;
 mod queue;
 mod registry;
@@ -10,14 +11,16 @@ mod work;
 
 use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, Member, Target};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Sample};
 use crate::outgoing::Outbox;
 use crate::protocol::{ErrorCode, JobRequest, Outbound};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use queue::WorkQueue;
-use registry::{Refusal, Registry};
+use registry::{Refusal, Registry, Seat};
 use run::JobLimits;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +42,34 @@ pub struct Jobs {
     /// Set by the admission gate (src/gate/) while the operator's rules say no:
     /// new jobs are refused with this reason; running ones go on.
     held: std::sync::Mutex<Option<String>>,
+    /// Fires (coalesced) when backends leave or rejoin their pools for local use.
+    aside_tx: Sender<()>,
+    aside_rx: Receiver<()>,
+}
+
+/// The seats of a pool's members, keyed by URL as the registry counts them.
+fn seats<'a>(members: &[Member], keys: &'a [String]) -> Vec<Seat<'a>> {
+    keys.iter()
+        .zip(members)
+        .map(|(key, m)| Seat {
+            key,
+            slots: m.slots,
+        })
+        .collect()
+}
+
+fn keys(members: &[Member]) -> Vec<String> {
+    members.iter().map(|m| m.target.url.to_string()).collect()
+}
+
+/// Moves a job whose member failed before streaming to another member of the model's
+/// pool as discovery sees it now; the member to try, or None when none has a free slot.
+fn reroute(registry: &Registry, discovery: &Discovery, w: &Work) -> Option<Arc<Target>> {
+    let snapshot = discovery.snapshot();
+    let route = snapshot.routes.get(&w.job.model_id)?;
+    let keys = keys(&route.members);
+    let seat = registry.reroute(&w.job.job_id, w.ticket, &seats(&route.members, &keys))?;
+    Some(Arc::clone(&route.members[seat].target))
 }
 
 /// What every worker thread shares.
@@ -60,24 +91,28 @@ impl Shared {
 /// The worker thread's body: one job after another until the queue closes.
 fn work(shared: &Shared) {
     let mut bufs = buffers::Buffers::new(run::MAX_EVENT_BYTES);
-    while let Some(w) = shared.queue.pop() {
+    let another = |w: &Work| reroute(&shared.registry, &shared.discovery, w);
+    while let Some(mut w) = shared.queue.pop() {
         let limits = shared.limits();
         // The binary aborts on panic (Cargo.toml), so there is no
         // unwinding to catch here: a panicking job ends the process.
-        let terminal = run::execute(&w, &limits, &shared.discovery, &shared.metrics, &mut bufs);
+        let terminal = run::execute(
+            &mut w,
+            &limits,
+            &shared.discovery,
+            &shared.metrics,
+            &mut bufs,
+            &another,
+        );
         // The slot is freed before the terminal frame goes out, so
         // the coordinator's next job never finds it still taken.
         let delivered = shared.registry.finish(&w.job.job_id, w.ticket)
             && terminal
                 .clone()
                 .is_some_and(|frame| run::send_frame(&w, frame));
-        shared.ledger.record_job(
-            &w.job,
-            &w.route.target,
-            w.received,
-            terminal.as_ref(),
-            delivered,
-        );
+        shared
+            .ledger
+            .record_job(&w.job, &w.member, w.received, terminal.as_ref(), delivered);
     }
 }
 
@@ -85,6 +120,7 @@ impl Jobs {
     /// Creates the pool: `limits.max_concurrent` threads, started once.
     pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
         let max = config.limits.max_concurrent as usize;
+        let (aside_tx, aside_rx) = bounded(1);
         let registry = Arc::new(Registry::new(max));
         // Every queued job holds a slot, so the queue never needs more room than the pool.
         let queue = Arc::new(WorkQueue::new(max));
@@ -107,6 +143,8 @@ impl Jobs {
             workers: std::sync::Mutex::new(0),
             closed: AtomicBool::new(false),
             held: std::sync::Mutex::new(None),
+            aside_tx,
+            aside_rx,
         };
         jobs.add_workers(config.limits.max_concurrent);
         jobs
@@ -156,6 +194,31 @@ impl Jobs {
         self.registry.usage()
     }
 
+    /// Our own jobs running now per backend URL.
+    pub fn per_backend(&self) -> HashMap<String, u32> {
+        self.registry.per_backend()
+    }
+
+    /// Takes the backends named (by URL, with why) out of their pools while the owner
+    /// uses them, and puts back the others; running jobs go on. True when that changed.
+    pub fn set_aside(&self, aside: BTreeMap<String, String>) -> bool {
+        let changed = self.registry.set_aside(aside);
+        if changed {
+            let _ = self.aside_tx.try_send(());
+        }
+        changed
+    }
+
+    /// The backends out of their pools for local use, by URL, and why.
+    pub fn aside(&self) -> BTreeMap<String, String> {
+        self.registry.aside()
+    }
+
+    /// Fires (coalesced) when a backend leaves or rejoins its pool for local use.
+    pub fn aside_changes(&self) -> Receiver<()> {
+        self.aside_rx.clone()
+    }
+
     /// The job_error that refuses a job at admission, counted like any failure.
     fn refuse(&self, job_id: &str, code: ErrorCode, message: String) -> Option<Outbound> {
         log::info!(
@@ -183,7 +246,8 @@ impl Jobs {
             return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
         }
         // Capacity is reported before an unknown model (docs/protocol.md, "Error codes").
-        let route = discovery.snapshot().routes.get(&job.model_id).cloned();
+        let snapshot = discovery.snapshot();
+        let route = snapshot.routes.get(&job.model_id);
         let full = || format!("all {} slots are busy", self.registry.max());
         let Some(route) = route else {
             return if self.registry.is_full() {
@@ -194,24 +258,34 @@ impl Jobs {
             };
         };
         let cancel = Cancel::default();
-        let backend_key = route.target.url.to_string();
-        let limit = route.slots.map(|s| (backend_key.as_str(), s));
-        let used = Some((backend_key.as_str(), job.model_id.as_str()));
-        let ticket = match self
+        let keys = keys(&route.members);
+        let seats = seats(&route.members, &keys);
+        let admitted = self
             .registry
-            .admit(&job.job_id, cancel.clone(), limit, used)
-        {
-            Ok(t) => t,
+            .admit(&job.job_id, cancel.clone(), &job.model_id, &seats);
+        let (ticket, member) = match admitted {
+            Ok(a) => (a.ticket, &route.members[a.seat]),
             Err(Refusal::Full) => {
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, full())
             }
             Err(Refusal::BackendFull) => {
-                let why = format!(
-                    "{} at {} is running all {} of its slots",
-                    route.target.kind.as_str(),
-                    route.target.url,
-                    route.slots.unwrap_or(0)
-                );
+                let why = match &route.members[..] {
+                    [one] => format!(
+                        "{} at {} is running all {} of its slots",
+                        route.kind.as_str(),
+                        one.target.url,
+                        one.slots
+                            .unwrap_or(u32::try_from(self.registry.max()).unwrap_or(u32::MAX))
+                    ),
+                    all => format!(
+                        "the {} backends serving this model are running all their slots",
+                        all.len()
+                    ),
+                };
+                return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
+            }
+            Err(Refusal::Aside) => {
+                let why = "the backends serving this model are in local use".to_owned();
                 return self.refuse(&job.job_id, ErrorCode::OutOfCapacity, why);
             }
             Err(Refusal::DuplicateId) => {
@@ -224,12 +298,13 @@ impl Jobs {
             "job {} for {} → {} {}",
             job.job_id,
             crate::untrusted::shown(&job.model_id, 128),
-            route.target.kind.as_str(),
-            route.target.url
+            member.target.kind.as_str(),
+            member.target.url
         );
         let work = Work {
+            member: Arc::clone(&member.target),
+            context_window: route.context_window,
             job,
-            route,
             cancel,
             ticket,
             out: out.clone(),

@@ -1,48 +1,97 @@
-//! Slot accounting: which jobs run, and the one place their slots are freed.
+//! Slot accounting: which jobs run, on which pool member, and the one place their
+//! slots are freed.
 //!
 //! A job's slot lives in its registry entry. Whoever removes the entry (the job
 //! finishing, a cancel, the session ending) frees the slot; removal happens
-//! under one mutex, so a cancel racing a completion frees it exactly once.
+//! under one mutex, so a cancel racing a completion frees it exactly once. The
+//! member a job runs on is picked under the same mutex (choice.rs), so two
+//! admissions never take one member's last slot.
 
+use super::choice;
 use crate::cancel::Cancel;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 struct Entry {
     /// Distinguishes a re-used job_id from the job that used it before.
     ticket: u64,
     cancel: Cancel,
-    /// The backend whose slot this job holds, when that backend has a limit.
-    backend: Option<String>,
-    /// (backend, model) the job runs on, for [`Registry::usage`].
-    used: Option<(String, String)>,
+    /// (backend, model) the job runs on.
+    on: (String, String),
 }
 
 /// Our own jobs on one (backend, model): running now, admitted since start.
 pub type Usage = ((String, String), (u32, u64));
 
+/// One pool member as admission sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat<'a> {
+    /// The backend's URL, as the job's entry and the state file name it.
+    pub key: &'a str,
+    /// Its own limit (llama-server's total_slots); None: the agent's.
+    pub slots: Option<u32>,
+}
+
 struct Inner {
     running: HashMap<String, Entry>,
-    /// Jobs per limited backend (llama-server's total_slots).
+    /// Our jobs running per backend: the slots of its own they take.
     busy: HashMap<String, u32>,
     /// Per (backend, model): (running, admitted in total). Local-first judges a
     /// backend's load against our own share of it.
     usage: HashMap<(String, String), (u32, u64)>,
+    /// Per model, the member picked last, so tied members take turns.
+    last: HashMap<String, String>,
+    /// Backends out of their pools while the owner uses them (local first), and why.
+    aside: BTreeMap<String, String>,
     next_ticket: u64,
 }
 
 impl Inner {
     fn remove(&mut self, job_id: &str) -> Option<Entry> {
         let e = self.running.remove(job_id)?;
-        if let Some(b) = &e.backend {
-            if let Some(n) = self.busy.get_mut(b) {
-                *n = n.saturating_sub(1);
-            }
+        self.leave(&e.on);
+        Some(e)
+    }
+
+    /// A job leaves `on`: one slot of that backend less.
+    fn leave(&mut self, on: &(String, String)) {
+        if let Some(n) = self.busy.get_mut(&on.0) {
+            *n = n.saturating_sub(1);
         }
-        if let Some(u) = e.used.as_ref().and_then(|k| self.usage.get_mut(k)) {
+        if let Some(u) = self.usage.get_mut(on) {
             u.0 = u.0.saturating_sub(1);
         }
-        Some(e)
+    }
+
+    /// A job joins `backend` for `model`.
+    fn join(&mut self, backend: &str, model: &str) -> (String, String) {
+        *self.busy.entry(backend.to_owned()).or_insert(0) += 1;
+        let on = (backend.to_owned(), model.to_owned());
+        let u = self.usage.entry(on.clone()).or_insert((0, 0));
+        u.0 += 1;
+        u.1 += 1;
+        self.last.insert(model.to_owned(), backend.to_owned());
+        on
+    }
+
+    /// Free slots per seat (none for a backend out of its pool or in `skip`), and the
+    /// seat picked last for `model`.
+    fn free(&self, model: &str, seats: &[Seat], max: u32, skip: &str) -> (Vec<u32>, Option<usize>) {
+        let free = seats
+            .iter()
+            .map(|s| {
+                if s.key == skip || self.aside.contains_key(s.key) {
+                    return 0;
+                }
+                let busy = self.busy.get(s.key).copied().unwrap_or(0);
+                s.slots.unwrap_or(max).saturating_sub(busy)
+            })
+            .collect();
+        let last = self
+            .last
+            .get(model)
+            .and_then(|k| seats.iter().position(|s| s.key == k));
+        (free, last)
     }
 }
 
@@ -56,8 +105,10 @@ pub struct Registry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Full,
-    /// The backend's own parallelism is used up.
+    /// Every member of the pool is running all its slots.
     BackendFull,
+    /// Every member of the pool is out of it for local use.
+    Aside,
     DuplicateId,
 }
 
@@ -65,7 +116,8 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Refusal::Full => "every slot is taken",
-            Refusal::BackendFull => "the backend's slots are taken",
+            Refusal::BackendFull => "the backends' slots are taken",
+            Refusal::Aside => "the backends are in local use",
             Refusal::DuplicateId => "a job with this id is running",
         })
     }
@@ -73,8 +125,12 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// A backend-side limit for one admission: (backend key, its slots).
-pub type BackendLimit<'a> = Option<(&'a str, u32)>;
+/// An admitted job: its ticket and the seat it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub ticket: u64,
+    pub seat: usize,
+}
 
 impl Registry {
     pub fn new(max: usize) -> Registry {
@@ -84,6 +140,8 @@ impl Registry {
                 running: HashMap::new(),
                 busy: HashMap::new(),
                 usage: HashMap::new(),
+                last: HashMap::new(),
+                aside: BTreeMap::new(),
                 next_ticket: 0,
             }),
         }
@@ -101,19 +159,24 @@ impl Registry {
         self.max.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn max_u32(&self) -> u32 {
+        u32::try_from(self.max()).unwrap_or(u32::MAX)
+    }
+
     pub fn is_full(&self) -> bool {
         self.lock().running.len() >= self.max()
     }
 
-    /// Takes a slot for `job_id` (and one of its backend's, if limited); the
-    /// ticket identifies this admission. `used` names the (backend, model) it runs on.
+    /// Takes a slot for `job_id` running `model` on one of `seats` (the model's pool),
+    /// the one with the most free slots ([`choice::pick`]); the ticket identifies this
+    /// admission.
     pub fn admit(
         &self,
         job_id: &str,
         cancel: Cancel,
-        backend: BackendLimit,
-        used: Option<(&str, &str)>,
-    ) -> Result<u64, Refusal> {
+        model: &str,
+        seats: &[Seat],
+    ) -> Result<Admitted, Refusal> {
         let mut g = self.lock();
         if g.running.len() >= self.max() {
             return Err(Refusal::Full);
@@ -121,29 +184,42 @@ impl Registry {
         if g.running.contains_key(job_id) {
             return Err(Refusal::DuplicateId);
         }
-        if let Some((key, slots)) = backend {
-            let n = g.busy.entry(key.to_owned()).or_insert(0);
-            if *n >= slots {
-                return Err(Refusal::BackendFull);
-            }
-            *n += 1;
-        }
+        let (free, last) = g.free(model, seats, self.max_u32(), "");
+        let Some(seat) = choice::pick(&free, last) else {
+            let all_aside = !seats.is_empty() && seats.iter().all(|s| g.aside.contains_key(s.key));
+            return Err(if all_aside {
+                Refusal::Aside
+            } else {
+                Refusal::BackendFull
+            });
+        };
         g.next_ticket += 1;
         let ticket = g.next_ticket;
-        let used = used.map(|(b, m)| (b.to_owned(), m.to_owned()));
-        if let Some(k) = &used {
-            let u = g.usage.entry(k.clone()).or_insert((0, 0));
-            u.0 += 1;
-            u.1 += 1;
-        }
-        let entry = Entry {
-            ticket,
-            cancel,
-            backend: backend.map(|(k, _)| k.to_owned()),
-            used,
-        };
+        let on = g.join(seats[seat].key, model);
+        let entry = Entry { ticket, cancel, on };
         g.running.insert(job_id.to_owned(), entry);
-        Ok(ticket)
+        Ok(Admitted { ticket, seat })
+    }
+
+    /// Moves a running job off the member it failed on to another of `seats` with a
+    /// free slot; that seat, or None (no such member, or the job is no longer this
+    /// admission's).
+    pub fn reroute(&self, job_id: &str, ticket: u64, seats: &[Seat]) -> Option<usize> {
+        let mut g = self.lock();
+        let on = g
+            .running
+            .get(job_id)
+            .filter(|e| e.ticket == ticket)?
+            .on
+            .clone();
+        let (free, last) = g.free(&on.1, seats, self.max_u32(), &on.0);
+        let seat = choice::pick(&free, last)?;
+        g.leave(&on);
+        let moved = g.join(seats[seat].key, &on.1);
+        if let Some(e) = g.running.get_mut(job_id) {
+            e.on = moved;
+        }
+        Some(seat)
     }
 
     /// The job ended by itself: frees its slot unless a cancel already did.
@@ -195,6 +271,25 @@ impl Registry {
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }
+
+    /// Our jobs running now per backend, for `status` and the metrics.
+    pub fn per_backend(&self) -> HashMap<String, u32> {
+        self.lock().busy.clone()
+    }
+
+    /// Takes the named backends out of their pools (and puts back those not named);
+    /// true when that changed which ones are out.
+    pub fn set_aside(&self, aside: BTreeMap<String, String>) -> bool {
+        let mut g = self.lock();
+        let changed = !g.aside.keys().eq(aside.keys());
+        g.aside = aside;
+        changed
+    }
+
+    /// The backends out of their pools for local use, and why.
+    pub fn aside(&self) -> BTreeMap<String, String> {
+        self.lock().aside.clone()
+    }
 }
 
 #[cfg(test)]
@@ -203,22 +298,34 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    const ANY: &[Seat] = &[Seat {
+        key: "b",
+        slots: None,
+    }];
+
+    fn admit(r: &Registry, id: &str) -> Result<u64, Refusal> {
+        r.admit(id, Cancel::default(), "m", ANY).map(|a| a.ticket)
+    }
+
+    fn seats<'a>(s: &[(&'a str, u32)]) -> Vec<Seat<'a>> {
+        s.iter()
+            .map(|&(key, n)| Seat {
+                key,
+                slots: Some(n),
+            })
+            .collect()
+    }
+
     #[test]
     fn admits_up_to_max_and_refuses_duplicates() {
         let r = Registry::new(2);
-        let a = r.admit("a", Cancel::default(), None, None).unwrap();
-        assert_eq!(
-            r.admit("a", Cancel::default(), None, None),
-            Err(Refusal::DuplicateId)
-        );
-        r.admit("b", Cancel::default(), None, None).unwrap();
-        assert_eq!(
-            r.admit("c", Cancel::default(), None, None),
-            Err(Refusal::Full)
-        );
+        let a = admit(&r, "a").unwrap();
+        assert_eq!(admit(&r, "a"), Err(Refusal::DuplicateId));
+        admit(&r, "b").unwrap();
+        assert_eq!(admit(&r, "c"), Err(Refusal::Full));
         assert!(r.finish("a", a));
         assert!(!r.finish("a", a), "a slot is freed once");
-        r.admit("c", Cancel::default(), None, None).unwrap();
+        admit(&r, "c").unwrap();
         assert_eq!(r.in_flight(), 2);
         assert_eq!(r.cancel_all(), 2);
         assert_eq!(r.in_flight(), 0);
@@ -227,34 +334,99 @@ mod tests {
     #[test]
     fn a_backend_limit_caps_its_jobs_and_frees_with_them() {
         let r = Registry::new(8);
-        let a = r
-            .admit("a", Cancel::default(), Some(("llama", 2)), None)
-            .unwrap();
-        r.admit("b", Cancel::default(), Some(("llama", 2)), None)
-            .unwrap();
+        let llama = seats(&[("llama", 2)]);
+        let go = |id: &str, s: &[Seat]| r.admit(id, Cancel::default(), "m", s);
+        let a = go("a", &llama).unwrap();
+        go("b", &llama).unwrap();
+        assert_eq!(go("c", &llama), Err(Refusal::BackendFull));
+        go("d", &seats(&[("other", 1)])).unwrap();
+        go("e", ANY).unwrap();
+        assert!(r.finish("a", a.ticket));
+        go("c", &llama).unwrap();
+        assert!(r.cancel("b"));
+        assert_eq!(r.per_backend().get("llama"), Some(&1));
+    }
+
+    #[test]
+    fn a_pool_fills_its_freest_member_first_and_takes_turns_on_ties() {
+        let r = Registry::new(8);
+        let pool = seats(&[("a", 2), ("b", 2)]);
+        let mut on = Vec::new();
+        for i in 0..4 {
+            let got = r.admit(&format!("j{i}"), Cancel::default(), "m", &pool);
+            on.push(pool[got.unwrap().seat].key);
+        }
+        assert_eq!(on, ["a", "b", "a", "b"]);
         assert_eq!(
-            r.admit("c", Cancel::default(), Some(("llama", 2)), None),
+            r.admit("j4", Cancel::default(), "m", &pool),
             Err(Refusal::BackendFull)
         );
-        r.admit("d", Cancel::default(), Some(("other", 1)), None)
-            .unwrap();
-        r.admit("e", Cancel::default(), None, None).unwrap();
-        assert!(r.finish("a", a));
-        r.admit("c", Cancel::default(), Some(("llama", 2)), None)
-            .unwrap();
-        assert!(r.cancel("b"));
-        assert_eq!(r.lock().busy.get("llama"), Some(&1));
+        assert!(r.cancel("j1"));
+        let next = r.admit("j5", Cancel::default(), "m", &pool).unwrap();
+        assert_eq!(pool[next.seat].key, "b", "the member with the free slot");
+        // Another model on the same backend takes its slots too.
+        let busy = r.per_backend();
+        assert_eq!((busy["a"], busy["b"]), (2, 2));
+    }
+
+    #[test]
+    fn a_member_out_for_local_use_takes_no_new_job() {
+        let r = Registry::new(8);
+        let pool = seats(&[("a", 2), ("b", 2)]);
+        let out = |keys: &[&str]| {
+            keys.iter()
+                .map(|k| (k.to_string(), "owner".to_string()))
+                .collect()
+        };
+        assert!(r.set_aside(out(&["a"])));
+        assert!(!r.set_aside(out(&["a"])), "no change");
+        for i in 0..2 {
+            let a = r.admit(&format!("j{i}"), Cancel::default(), "m", &pool);
+            assert_eq!(pool[a.unwrap().seat].key, "b");
+        }
+        assert_eq!(
+            r.admit("j2", Cancel::default(), "m", &pool),
+            Err(Refusal::BackendFull)
+        );
+        assert!(r.set_aside(out(&["a", "b"])));
+        assert_eq!(
+            r.admit("j2", Cancel::default(), "m", &pool),
+            Err(Refusal::Aside)
+        );
+        assert_eq!(r.aside().len(), 2);
+        assert!(r.set_aside(BTreeMap::new()));
+        let a = r.admit("j2", Cancel::default(), "m", &pool).unwrap();
+        assert_eq!(pool[a.seat].key, "a");
+    }
+
+    #[test]
+    fn a_rerouted_job_moves_its_slot_to_another_member_once_admitted() {
+        let r = Registry::new(8);
+        let pool = seats(&[("a", 1), ("b", 1)]);
+        let a = r.admit("j", Cancel::default(), "m", &pool).unwrap();
+        assert_eq!(pool[a.seat].key, "a");
+        assert_eq!(r.reroute("j", a.ticket + 1, &pool), None, "stale ticket");
+        assert_eq!(r.reroute("j", a.ticket, &pool), Some(1));
+        let busy = r.per_backend();
+        assert_eq!((busy["a"], busy["b"]), (0, 1));
+        let usage: HashMap<_, _> = r.usage().into_iter().collect();
+        assert_eq!(usage[&("a".into(), "m".into())], (0, 1));
+        assert_eq!(usage[&("b".into(), "m".into())], (1, 1));
+        // From b, a is free again; a third member would be needed to leave a.
+        let k = r.admit("k", Cancel::default(), "m", &pool).unwrap();
+        assert_eq!(pool[k.seat].key, "a");
+        assert_eq!(r.reroute("k", k.ticket, &pool), None, "b is full");
+        assert!(r.finish("j", a.ticket));
+        assert_eq!(r.per_backend()["b"], 0, "freed on the member it moved to");
     }
 
     #[test]
     fn usage_counts_running_and_admitted_per_backend_and_model() {
         let r = Registry::new(8);
-        let a = r
-            .admit("a", Cancel::default(), None, Some(("u1", "m")))
-            .unwrap();
-        r.admit("b", Cancel::default(), None, Some(("u1", "m")))
-            .unwrap();
-        r.admit("c", Cancel::default(), None, Some(("u2", "n")))
+        let u1 = seats(&[("u1", 8)]);
+        let a = r.admit("a", Cancel::default(), "m", &u1).unwrap();
+        r.admit("b", Cancel::default(), "m", &u1).unwrap();
+        r.admit("c", Cancel::default(), "n", &seats(&[("u2", 8)]))
             .unwrap();
         let get = |k: (&str, &str)| {
             r.usage()
@@ -263,7 +435,7 @@ mod tests {
                 .map(|(_, v)| v)
         };
         assert_eq!(get(("u1", "m")), Some((2, 2)));
-        assert!(r.finish("a", a));
+        assert!(r.finish("a", a.ticket));
         assert!(r.cancel("b"));
         assert_eq!(get(("u1", "m")), Some((0, 2)));
         assert_eq!(r.cancel_all(), 1);
@@ -273,24 +445,23 @@ mod tests {
     #[test]
     fn a_stale_finish_does_not_free_a_reused_id() {
         let r = Registry::new(4);
-        let old = r.admit("x", Cancel::default(), None, None).unwrap();
+        let old = admit(&r, "x").unwrap();
         assert!(r.cancel("x"));
-        let _new = r.admit("x", Cancel::default(), None, None).unwrap();
+        let _new = admit(&r, "x").unwrap();
         assert!(!r.finish("x", old));
         assert_eq!(r.in_flight(), 1);
     }
 
     #[test]
     fn cancel_racing_completion_frees_each_slot_exactly_once() {
+        let pool = seats(&[("backend", 64)]);
         for _round in 0..50 {
             let r = Arc::new(Registry::new(64));
             let tickets: Vec<(String, u64, Cancel)> = (0..64)
                 .map(|i| {
                     let id = format!("job-{i}");
                     let c = Cancel::default();
-                    let t = r
-                        .admit(&id, c.clone(), Some(("backend", 64)), None)
-                        .unwrap();
+                    let t = r.admit(&id, c.clone(), "m", &pool).unwrap().ticket;
                     (id, t, c)
                 })
                 .collect();
@@ -326,7 +497,7 @@ mod tests {
             assert_eq!(freed.load(Ordering::SeqCst), 64);
             assert_eq!(r.in_flight(), 0);
             assert_eq!(
-                r.lock().busy.get("backend"),
+                r.per_backend().get("backend"),
                 Some(&0),
                 "backend slots freed once each"
             );

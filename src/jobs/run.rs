@@ -2,17 +2,19 @@
 
 use super::backend_error::{classify_http, classify_status};
 use super::buffers::Buffers;
+use super::choice::{self, Failed};
 use super::policy::{self, RequestPolicy};
 use super::work::Work;
 use crate::backend::anthropic::{request_to_openai, StreamTranslator};
 use crate::backend::sse::{EventParser, StreamStats};
-use crate::client::{self, HttpError, Request, Response};
+use crate::client::{self, HttpError, Phase, Request, Response};
 use crate::config::Config;
-use crate::discovery::{mark_no_messages, Discovery};
+use crate::discovery::{mark_no_messages, Discovery, Target};
 use crate::metrics::{Metrics, Sample};
 use crate::protocol::{ErrorCode, JobFormat, Outbound, Tokens};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest single SSE event accepted from a backend (an endless line must not
@@ -79,6 +81,8 @@ pub struct Progress {
 enum Failure {
     /// Cancelled or its session ended: nothing may be sent.
     Stopped,
+    /// The backend call failed; `Failed` says whether another pool member may be tried.
+    Backend(Failed, ErrorCode, String),
     Error(ErrorCode, String),
 }
 
@@ -86,7 +90,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Stopped => f.write_str("stopped"),
-            Failure::Error(code, message) => write!(f, "{}: {message}", code.as_str()),
+            Failure::Backend(_, code, message) | Failure::Error(code, message) => {
+                write!(f, "{}: {message}", code.as_str())
+            }
         }
     }
 }
@@ -95,15 +101,18 @@ impl std::error::Error for Failure {}
 
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
-        match e {
-            HttpError::Cancelled => Failure::Stopped,
-            other => {
-                let (code, message) = classify_http(&other);
-                Failure::Error(code, message)
-            }
-        }
+        let how = match e {
+            HttpError::Cancelled => return Failure::Stopped,
+            HttpError::Unreachable(_) | HttpError::Timeout(Phase::Connect) => Failed::NoConnection,
+            _ => Failed::Other,
+        };
+        let (code, message) = classify_http(&e);
+        Failure::Backend(how, code, message)
     }
 }
+
+/// Finds another member of the job's pool for it (the registry moves its slot there).
+pub type Reroute<'a> = &'a dyn Fn(&Work) -> Option<Arc<Target>>;
 
 fn internal(message: impl Into<String>) -> Failure {
     Failure::Error(ErrorCode::Internal, message.into())
@@ -116,19 +125,49 @@ pub fn send_frame(w: &Work, frame: Outbound) -> bool {
     w.out.send_job(&w.cancel, frame.to_text().as_bytes())
 }
 
-/// Runs the job, records how it went, and returns its terminal frame (None
-/// when it was stopped).
+/// Runs the job on its member, or once more on another when the first failed before
+/// anything was streamed ([`choice::try_another`]); records how it went and returns
+/// its terminal frame (None when it was stopped).
 pub fn execute(
-    w: &Work,
+    w: &mut Work,
     limits: &JobLimits,
     discovery: &Discovery,
     metrics: &Metrics,
     bufs: &mut Buffers,
+    another: Reroute,
 ) -> Option<Outbound> {
     let mut p = Progress::default();
-    let id = &w.job.job_id;
-    let result = relay(w, limits, &mut p, bufs);
+    let mut retried = false;
+    let result = loop {
+        match relay(w, limits, &mut p, bufs) {
+            Err(Failure::Backend(how, code, message)) => {
+                if code == ErrorCode::BackendUnreachable {
+                    // So that a member that went down leaves its pool soon.
+                    discovery.refresh();
+                }
+                let streamed = p.first_chunk.is_some();
+                if choice::try_another(how, streamed, retried) {
+                    if let Some(next) = another(w) {
+                        log::info!(
+                            "job {}: {} at {} failed ({}); trying {}",
+                            w.job.job_id,
+                            w.member.kind.as_str(),
+                            w.member.url,
+                            crate::untrusted::shown(&message, 200),
+                            next.url
+                        );
+                        w.member = next;
+                        retried = true;
+                        continue;
+                    }
+                }
+                break Err(Failure::Error(code, message));
+            }
+            other => break other,
+        }
+    };
     bufs.trim();
+    let id = &w.job.job_id;
     let output = p.stats.output_tokens();
     let ttfb_ms = p
         .first_chunk
@@ -163,10 +202,7 @@ pub fn execute(
             log::debug!("job {id} stopped");
             None
         }
-        Err(Failure::Error(code, message)) => {
-            if code == ErrorCode::BackendUnreachable {
-                discovery.refresh();
-            }
+        Err(Failure::Error(code, message) | Failure::Backend(_, code, message)) => {
             metrics.record(Sample {
                 at: Instant::now(),
                 ttfb_ms,
@@ -193,7 +229,7 @@ fn relay(
     p: &mut Progress,
     bufs: &mut Buffers,
 ) -> Result<(), Failure> {
-    let target = &w.route.target;
+    let target = &w.member;
     let mut plan = match w.job.format {
         JobFormat::OpenAi => Plan::OpenAi,
         JobFormat::Anthropic if target.serves_messages.load(Ordering::Relaxed) => {
@@ -207,7 +243,7 @@ fn relay(
     let mut fell_back = false;
     // Every byte the backend receives is what the policy produced: the job's
     // own request never reaches it.
-    let policy = limits.policy_for(w.route.context_window);
+    let policy = limits.policy_for(w.context_window);
     let shaped = policy::apply(
         w.job.format,
         w.job.request.as_str(),
@@ -276,7 +312,7 @@ fn relay(
             }
             let body = resp.read_prefix(2048);
             let (code, message) = classify_status(resp.status, &body);
-            return Err(Failure::Error(code, message));
+            return Err(Failure::Backend(Failed::Status(resp.status), code, message));
         }
         if fell_back {
             mark_no_messages(target);

@@ -2,14 +2,19 @@
 
 use super::queue::Queued;
 use crate::cancel::Cancel;
+use crate::discovery::Target;
 use crate::outgoing::Outbox;
 use crate::protocol::JobRequest;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One admitted job on its way to a worker.
 pub struct Work {
     pub job: JobRequest,
-    pub route: crate::discovery::Route,
+    /// The pool member picked at admission; after a retry, the one that ran the job.
+    pub member: Arc<Target>,
+    /// The model's context window as capabilities offered it (the pool's smallest).
+    pub context_window: Option<u32>,
     pub cancel: Cancel,
     pub ticket: u64,
     pub out: Outbox,

@@ -160,6 +160,25 @@ impl FakeBackend {
     /// Listen on 127.0.0.1:0 and serve `models` as `kind` would.
     pub fn start(kind: Kind, models: &[&str]) -> FakeBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::serve(kind, models, listener)
+    }
+
+    /// Like [`FakeBackend::start`] on `addr`: a backend that was dropped (stopped) comes
+    /// back where the agent knows it. Retried for a while, in case the port is not free
+    /// again yet.
+    pub fn start_on(kind: Kind, models: &[&str], addr: SocketAddr) -> FakeBackend {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() >= deadline => panic!("bind {addr} again: {e}"),
+                Err(_) => thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        Self::serve(kind, models, listener)
+    }
+
+    fn serve(kind: Kind, models: &[&str], listener: TcpListener) -> FakeBackend {
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared {
             kind,
