@@ -17,6 +17,9 @@ mod common;
 #[path = "relay/peers.rs"]
 mod peers;
 
+#[path = "relay/footprint.rs"]
+mod footprint;
+
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -127,6 +130,10 @@ fn main() {
     }
     if std::env::var_os("BENCH_PEERS_ONLY").is_some() {
         peers::compare(support::agent::BIN);
+        return;
+    }
+    if std::env::var_os("BENCH_FOOTPRINT_ONLY").is_some() {
+        footprint::compare(support::agent::BIN);
         return;
     }
     let idle_s: u64 = std::env::var("BENCH_IDLE_S")
@@ -371,5 +378,6 @@ fn main() {
     );
     drop(conn);
     drop(agent);
+    footprint::compare(support::agent::BIN);
     peers::compare(support::agent::BIN);
 }
