@@ -171,6 +171,9 @@ fn resident_kib(pid: u32, start: u64, end: u64) -> Option<u64> {
     Some(present * PAGE / 1024)
 }
 
+/// A thread's stack mapping (index into the mappings) and its thread pointer.
+type Located = (usize, Option<u64>);
+
 struct ThreadStack {
     name: String,
     /// KiB resident in its stack mapping, and the mapping's size (guard page included).
@@ -248,7 +251,7 @@ fn snapshot(p: &Peer) -> Snapshot {
             .map_or(0, |g| g.end - g.start)
     };
     // Per thread: its stack mapping and, in an anonymous one, its thread pointer.
-    let located: Vec<(&String, Option<(usize, Option<u64>)>)> = tasks
+    let located: Vec<(&String, Option<Located>)> = tasks
         .iter()
         .map(|(name, sp)| {
             let at = sp.and_then(|sp| {
@@ -541,9 +544,10 @@ fn print_tables(picked: &[(&str, &Snapshot, u64, u64)], rounds: u64, settle: Dur
         }),
         ("shared libraries", |s, _, _| (n(s.libs), Some(s.libs))),
         ("other (vdso, vvar)", |s, _, _| (n(s.other), Some(s.other))),
-        ("all: pages referenced while settling", |s, _, _| {
-            (n(s.referenced), Some(s.referenced))
-        }),
+        (
+            "all: pages referenced while settling (shared libraries: others' use too)",
+            |s, _, _| (n(s.referenced), Some(s.referenced)),
+        ),
         ("Rust heap live (counting allocator)", |s, _, _| {
             match s.counters {
                 Some(c) => (
