@@ -2,7 +2,9 @@
 //! run. A fast vLLM-shaped backend (benches/common) stamps every event with the time it
 //! was written; a client reads it (a) straight from the backend and (b) as `job_chunk`
 //! frames through the real agent (release build) and a loopback TLS coordinator
-//! (tests/support). Prints a Markdown table for docs/benchmarks.md.
+//! (tests/support). Prints a Markdown table for docs/benchmarks.md; then every agent's
+//! idle footprint, broken down (relay/footprint.rs), and the same workload through every
+//! agent (relay/peers.rs).
 //!
 //! A `harness = false` bench rather than an example: the harness in tests/support needs
 //! `CARGO_BIN_EXE_usepod-edge`, which cargo sets for tests and benches only, and

@@ -2,7 +2,10 @@
 //! for every agent the bench has (benches/relay/peers.rs: shipped musl, glibc, the
 //! baseline's musl, usepod-agent, the counting build), in alternating rounds: each round
 //! starts them all against the same backend (each with its own loopback coordinator),
-//! lets them settle, takes a snapshot of each and stops them.
+//! leaves them idle (BENCH_FOOTPRINT_SETTLE_S, default 32 s: past two heartbeats and
+//! pings and the first backend re-probe), takes a snapshot of each and stops them.
+//! BENCH_FOOTPRINT_ROUNDS (default 3; 0 skips this part); BENCH_FOOTPRINT_ONLY=1 runs
+//! only this part; BENCH_FOOTPRINT_MAPS=1 prints every resident mapping to stderr.
 //!
 //! A snapshot reads /proc/PID/status (VmRSS, VmHWM) and /proc/PID/smaps, and puts every
 //! mapping's resident pages (Rss) in one bucket:
@@ -12,15 +15,19 @@
 //! - thread stacks: the mapping that holds each thread's stack pointer, read from
 //!   /proc/PID/task/TID/syscall (its next-to-last field: the user stack pointer of a
 //!   thread blocked in a system call, as every thread of an idle agent is); the main
-//!   thread's is `[stack]`. This works alike for musl (stacks are anonymous mmaps with a
-//!   PROT_NONE guard below) and glibc. A stack mapping also holds the thread's TLS and
-//!   its libc thread struct (at its top);
+//!   thread's is `[stack]`. Alike for musl (stacks are anonymous mmaps with a PROT_NONE
+//!   guard below) and glibc. A stack mapping also holds the thread's TLS and its libc
+//!   thread block, at its top. The kernel merges an anonymous mapping made right above a
+//!   stack's (a large malloc block) into it, so the stack is cut at its thread block,
+//!   found in the process's memory (/proc/PID/mem) by its pointer to itself, and the
+//!   pages above it (/proc/PID/pagemap) go to the heap;
 //! - heap: `[heap]` (brk), glibc's non-main arenas (anonymous, 64 MiB-aligned, read-write
 //!   part plus a PROT_NONE rest making 64 MiB), and every other anonymous mapping;
 //! - shared libraries (file-backed mappings of other files) and the rest (vdso, vvar).
 //!
-//! The counting build (benches/alloc_count) adds the bytes the Rust heap holds live and
-//! the live blocks by requested size.
+//! Referenced pages (smaps, after writing 1 to /proc/PID/clear_refs once the agents are
+//! connected) are those touched while idle. The counting build (benches/alloc_count)
+//! adds the bytes the Rust heap holds live and the live blocks by requested size.
 
 use super::common::*;
 use super::peers::{self, Counting, Peer};
