@@ -110,10 +110,13 @@ fn threads(pid: u32) -> Vec<(String, Option<u64>)> {
     tids.sort();
     for tid in tids {
         let base = format!("/proc/{pid}/task/{tid}");
-        let name = std::fs::read_to_string(format!("{base}/comm"))
+        let mut name = std::fs::read_to_string(format!("{base}/comm"))
             .unwrap_or_default()
             .trim()
             .to_string();
+        if tid == pid {
+            name += " (main)";
+        }
         // "NR ARG1..ARG6 SP PC" in a system call, "-1 SP PC" when blocked outside one,
         // "running" otherwise.
         let sp = std::fs::read_to_string(format!("{base}/syscall"))
