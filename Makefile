@@ -84,7 +84,7 @@ install: ## BIN (target/release/usepod-edge), init script for this system, confi
 	BIN='$(BIN)' PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' INIT='$(INIT)' sh init/install.sh
 
 # ---- bench / soak / fuzz (issue 5), fleet (issue 16) --------------------------------------
-# Not part of `make test`. bench: ~1.5 min (30 s of it idle); soak: ~8 min (reconnect
+# Not part of `make test`. bench: ~5 min (a third of it idle); soak: ~8 min (reconnect
 # backoff bound: the first reconnect is drawn over [0, 4 s)); fuzz: FUZZ_SECONDS per target
 # (default 60), see fuzz/README.md. fleet-sim: seconds (its checks also run, quietly, under
 # `cargo test --all-targets`); fleet: ~1 min for FLEET_N agents (default 200) plus the
@@ -96,13 +96,14 @@ FLEET_N ?= 200
 # bench also builds the shipped x86_64 musl binary, a baseline revision's (BENCH_BASELINE:
 # main when HEAD is elsewhere, else HEAD~1; BENCH_BASELINE=none skips it) in a worktree
 # under target/bench-baseline, and the agent with a counting allocator; usepod-agent
-# 0.3.5 joins when `make bench-usepod` installed it. BENCH_PEERS_ONLY=1: the comparison only.
+# 0.3.5 joins when `make bench-usepod` installed it. BENCH_PEERS_ONLY=1: the comparison only;
+# BENCH_FOOTPRINT_ONLY=1: the idle footprint only (BENCH_FOOTPRINT_ROUNDS, _SETTLE_S).
 MUSL_X86 := x86_64-unknown-linux-musl
 USEPOD_AGENT := tests/.cache/usepod-agent/bin/usepod-agent
 BENCH_BASELINE ?= $(shell if [ "$$(git rev-parse -q --verify main 2>/dev/null)" != "$$(git rev-parse HEAD)" ] \
   && git rev-parse -q --verify main >/dev/null; then echo main; else echo HEAD~1; fi)
 
-bench: ## relay overhead vs a same-run baseline; musl, glibc, baseline rev, usepod-agent side by side
+bench: ## relay overhead vs a same-run baseline; idle footprint and relay cost of musl, glibc, baseline rev, usepod-agent side by side
 	MUSL_SHIPPED=1 bash cross/musl-env.sh --no-install $(CARGO) build --release --target $(MUSL_X86) --bin usepod-edge
 	if [ "$(BENCH_BASELINE)" != none ]; then \
 	  BENCH_BASELINE_BIN=$$(bash benches/baseline.sh "$(BENCH_BASELINE)") || exit 1; \

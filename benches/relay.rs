@@ -2,7 +2,9 @@
 //! run. A fast vLLM-shaped backend (benches/common) stamps every event with the time it
 //! was written; a client reads it (a) straight from the backend and (b) as `job_chunk`
 //! frames through the real agent (release build) and a loopback TLS coordinator
-//! (tests/support). Prints a Markdown table for docs/benchmarks.md.
+//! (tests/support). Prints a Markdown table for docs/benchmarks.md; then every agent's
+//! idle footprint, broken down (relay/footprint.rs), and the same workload through every
+//! agent (relay/peers.rs).
 //!
 //! A `harness = false` bench rather than an example: the harness in tests/support needs
 //! `CARGO_BIN_EXE_usepod-edge`, which cargo sets for tests and benches only, and
@@ -16,6 +18,9 @@ mod common;
 
 #[path = "relay/peers.rs"]
 mod peers;
+
+#[path = "relay/footprint.rs"]
+mod footprint;
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +132,10 @@ fn main() {
     }
     if std::env::var_os("BENCH_PEERS_ONLY").is_some() {
         peers::compare(support::agent::BIN);
+        return;
+    }
+    if std::env::var_os("BENCH_FOOTPRINT_ONLY").is_some() {
+        footprint::compare(support::agent::BIN);
         return;
     }
     let idle_s: u64 = std::env::var("BENCH_IDLE_S")
@@ -371,5 +380,6 @@ fn main() {
     );
     drop(conn);
     drop(agent);
+    footprint::compare(support::agent::BIN);
     peers::compare(support::agent::BIN);
 }

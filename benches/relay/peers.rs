@@ -37,14 +37,16 @@ enum Process {
     Other(Child),
 }
 
-struct Peer {
-    label: String,
+pub(super) struct Peer {
+    pub(super) label: String,
     process: Process,
-    conn: Conn,
+    pub(super) conn: Conn,
     // Kept alive for the agent's life.
     _coord: Option<Coordinator>,
     _dir: Option<Setup>,
-    alloc_file: Option<PathBuf>,
+    pub(super) alloc_file: Option<PathBuf>,
+    /// USEPOD_EDGE_ALLOC_SIZES of the counting build, when asked for.
+    pub(super) sizes_file: Option<PathBuf>,
     cpu_ms_per_1k: Vec<f64>,
     syscr: u64,
     syscw: u64,
@@ -67,7 +69,7 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         match &self.process {
             Process::Edge(a) => a.pid(),
             Process::Other(c) => c.id(),
@@ -75,13 +77,35 @@ impl Peer {
     }
 
     fn allocs_now(&self) -> Option<u64> {
-        let f = self.alloc_file.as_ref()?;
-        std::fs::read_to_string(f).ok()?.trim().parse().ok()
+        self.alloc_counters().map(|c| c[0])
+    }
+
+    /// The counting build's counters (benches/alloc_count): allocations so far, bytes
+    /// live, blocks live, most bytes live at once.
+    pub(super) fn alloc_counters(&self) -> Option<[u64; 4]> {
+        let text = std::fs::read_to_string(self.alloc_file.as_ref()?).ok()?;
+        let mut lines = text.lines().map(|l| l.trim().parse().ok());
+        Some([
+            lines.next()??,
+            lines.next()??,
+            lines.next()??,
+            lines.next()??,
+        ])
     }
 }
 
+/// Which counters the counting build keeps (benches/alloc_count).
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Counting {
+    Off,
+    Allocs,
+    /// Allocations and the live blocks by size.
+    AllocsAndSizes,
+}
+
 /// One of our agents (the binary at `bin`) against its own TLS coordinator.
-fn edge(label: &str, bin: &Path, backend_url: &str, count_allocs: bool) -> Peer {
+fn edge(label: &str, bin: &Path, backend_url: &str, counting: Counting) -> Peer {
+    let count_allocs = counting != Counting::Off;
     let mut setup = Setup::new("bench-peer");
     setup.set("/backends", json!([{"kind": "vllm", "url": backend_url}]));
     setup.set("/limits/max_concurrent", json!(8));
@@ -91,15 +115,14 @@ fn edge(label: &str, bin: &Path, backend_url: &str, count_allocs: bool) -> Peer 
     setup.set("/coordinator/ping_interval_s", json!(15));
     let path = setup.write_config();
     let alloc_file = count_allocs.then(|| setup.dir.join("allocs"));
-    let alloc_env = alloc_file
-        .as_ref()
-        .map(|f| f.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let envs: Vec<(&str, &str)> = if count_allocs {
-        vec![("USEPOD_EDGE_ALLOC_COUNT", alloc_env.as_str())]
-    } else {
-        vec![]
-    };
+    let sizes_file = (counting == Counting::AllocsAndSizes).then(|| setup.dir.join("alloc-sizes"));
+    let mut envs: Vec<(&str, &str)> = Vec::new();
+    if let Some(f) = &alloc_file {
+        envs.push(("USEPOD_EDGE_ALLOC_COUNT", f.to_str().unwrap()));
+    }
+    if let Some(f) = &sizes_file {
+        envs.push(("USEPOD_EDGE_ALLOC_SIZES", f.to_str().unwrap()));
+    }
     // tests/support starts $USEPOD_EDGE_BIN; the bench starts one agent at a time.
     std::env::set_var("USEPOD_EDGE_BIN", bin);
     let agent = Agent::spawn(
@@ -125,6 +148,7 @@ fn edge(label: &str, bin: &Path, backend_url: &str, count_allocs: bool) -> Peer 
         None,
         Some(setup),
         alloc_file,
+        sizes_file,
     )
 }
 
@@ -176,6 +200,7 @@ fn usepod(bin: &Path, backend_url: &str) -> Option<Peer> {
         Some(coord),
         None,
         None,
+        None,
     ))
 }
 
@@ -186,6 +211,7 @@ fn peer(
     coord: Option<Coordinator>,
     setup: Option<Setup>,
     alloc_file: Option<PathBuf>,
+    sizes_file: Option<PathBuf>,
 ) -> Peer {
     Peer {
         label: label.to_string(),
@@ -194,6 +220,7 @@ fn peer(
         _coord: coord,
         _dir: setup,
         alloc_file,
+        sizes_file,
         cpu_ms_per_1k: Vec::new(),
         syscr: 0,
         syscw: 0,
@@ -347,46 +374,55 @@ fn env_path(key: &str) -> Option<PathBuf> {
     }
 }
 
-/// Runs the comparison and prints its table.
-pub fn compare(glibc: &str) {
-    let backend = BenchBackend::start(MODEL);
-    let url = backend.url();
-    let hz = clk_tck();
+/// Every agent the bench has, each connected to its own coordinator and settled: the
+/// shipped musl build (BENCH_MUSL_BIN), the glibc release build `glibc`, the baseline's
+/// musl build (BENCH_BASELINE_BIN), usepod-agent (BENCH_USEPOD_BIN) and the counting
+/// build with `counting` (when cargo built it).
+pub(super) fn start_all(glibc: &str, url: &str, counting: Counting) -> Vec<Peer> {
     let mut peers = Vec::new();
     if let Some(bin) = env_path("BENCH_MUSL_BIN") {
         peers.push(edge(
             "usepod-edge, static musl (shipped)",
             &bin,
-            &url,
-            false,
+            url,
+            Counting::Off,
         ));
     }
     peers.push(edge(
         "usepod-edge, glibc release",
         Path::new(glibc),
-        &url,
-        false,
+        url,
+        Counting::Off,
     ));
     if let Some(bin) = env_path("BENCH_BASELINE_BIN") {
         let rev = std::env::var("BENCH_BASELINE_REV").unwrap_or_default();
         peers.push(edge(
             &format!("usepod-edge at {rev}, static musl (baseline)"),
             &bin,
-            &url,
-            false,
+            url,
+            Counting::Off,
         ));
     }
     if let Some(bin) = env_path("BENCH_USEPOD_BIN") {
-        peers.extend(usepod(&bin, &url));
+        peers.extend(usepod(&bin, url));
     }
     if let Some(bin) = option_env!("CARGO_BIN_EXE_usepod-edge-alloc-count") {
         peers.push(edge(
             "usepod-edge, glibc + counting allocator",
             Path::new(bin),
-            &url,
-            true,
+            url,
+            counting,
         ));
     }
+    peers
+}
+
+/// Runs the comparison and prints its table.
+pub fn compare(glibc: &str) {
+    let backend = BenchBackend::start(MODEL);
+    let url = backend.url();
+    let hz = clk_tck();
+    let mut peers = start_all(glibc, &url, Counting::Allocs);
     let counting = |p: &Peer| p.alloc_file.is_some();
 
     // Warm-up: a job each, so first-use buffers are not counted.
