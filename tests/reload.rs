@@ -155,14 +155,18 @@ fn an_invalid_config_is_refused_whole_and_the_old_one_keeps_serving() {
         r.agent.logs()
     );
     // `status` reads the config to find the state file: with the file fixed (and
-    // not reloaded), it shows the refusal the agent keeps.
+    // not reloaded), it shows the refusal the agent keeps (written right after the log
+    // line, so looked for a few times).
     edit(&mut r, "/limits/max_concurrent", json!(8));
-    let status = r.setup.cli("status");
-    assert!(
-        status.stdout.contains("REFUSED") && status.stdout.contains("limits.max_concurrent"),
-        "{}",
-        status.describe()
-    );
+    let deadline = Instant::now() + S10;
+    loop {
+        let status = r.setup.cli("status");
+        if status.stdout.contains("REFUSED") && status.stdout.contains("limits.max_concurrent") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", status.describe());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let id = new_job_id();
     r.conn
         .send_json(&job(&id, MODEL, chat_request("still there?")));

@@ -34,9 +34,10 @@ pub struct Jobs {
     pub ledger: Arc<Ledger>,
     /// What a worker thread needs; reloadable parts are read per job.
     shared: Arc<Shared>,
-    /// Worker threads started so far: a reload that raises `max_concurrent` adds the
-    /// missing ones; one that lowers it leaves the extra ones idle.
-    workers: std::sync::Mutex<u32>,
+    /// Worker threads started so far. They start when a job finds every one busy, up
+    /// to `max_concurrent`, so an idle agent holds none; one that lowering
+    /// `max_concurrent` left over waits idle.
+    workers: std::sync::Mutex<usize>,
     /// Set by a shutdown: new jobs are refused with out_of_capacity.
     closed: AtomicBool,
     /// Set by the admission gate (src/gate/) while the operator's rules say no:
@@ -71,6 +72,10 @@ fn reroute(registry: &Registry, discovery: &Discovery, w: &Work) -> Option<Arc<T
     let seat = registry.reroute(&w.job.job_id, w.ticket, &seats(&route.members, &keys))?;
     Some(Arc::clone(&route.members[seat].target))
 }
+
+/// A job thread's stack: the relay, a ureq call and the request policy, with room
+/// (serde_json's recursion limit bounds how deep a request's JSON can take it).
+const JOB_STACK: usize = 256 * 1024;
 
 /// What every worker thread shares.
 struct Shared {
@@ -117,7 +122,7 @@ fn work(shared: &Shared) {
 }
 
 impl Jobs {
-    /// Creates the pool: `limits.max_concurrent` threads, started once.
+    /// Creates the pool of up to `limits.max_concurrent` threads (none started yet).
     pub fn new(config: &Config, discovery: Arc<Discovery>) -> Jobs {
         let max = config.limits.max_concurrent as usize;
         let (aside_tx, aside_rx) = bounded(1);
@@ -134,7 +139,7 @@ impl Jobs {
             ledger: Arc::clone(&ledger),
             limits: std::sync::Mutex::new(Arc::new(JobLimits::from_config(config))),
         });
-        let jobs = Jobs {
+        Jobs {
             registry,
             queue,
             metrics,
@@ -145,35 +150,33 @@ impl Jobs {
             held: std::sync::Mutex::new(None),
             aside_tx,
             aside_rx,
-        };
-        jobs.add_workers(config.limits.max_concurrent);
-        jobs
+        }
     }
 
-    /// Starts worker threads until there are `max`.
-    fn add_workers(&self, max: u32) {
+    /// Starts one more worker thread, unless there are `max` already.
+    fn add_worker(&self, max: usize) {
         let mut n = crate::lock::lock(&self.workers);
-        while *n < max {
-            let i = *n;
-            let shared = Arc::clone(&self.shared);
-            let spawned = std::thread::Builder::new()
-                .name(format!("job-{i}"))
-                .stack_size(256 * 1024)
-                .spawn(move || work(&shared));
-            if let Err(e) = spawned {
-                log::error!("cannot start job thread {i}: {e}");
-                return;
-            }
-            *n += 1;
+        if *n >= max {
+            return;
+        }
+        let i = *n;
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{i}"))
+            .stack_size(JOB_STACK)
+            .spawn(move || work(&shared));
+        match spawned {
+            Ok(_) => *n += 1,
+            // The job waits in the queue for a worker that finishes.
+            Err(e) => log::error!("cannot start job thread {i}: {e}"),
         }
     }
 
     /// A reload's limits: a lower `max_concurrent` admits nothing new until running
-    /// jobs fall under it (none is cut); a higher one starts the missing workers.
+    /// jobs fall under it (none is cut); a higher one lets more workers start.
     /// Timeouts and the request policy apply from the next job on.
     pub fn reconfigure(&self, config: &Config) {
         let max = config.limits.max_concurrent;
-        self.add_workers(max);
         self.queue.set_capacity(max as usize);
         self.registry.set_max(max as usize);
         *crate::lock::lock(&self.shared.limits) = Arc::new(JobLimits::from_config(config));
@@ -310,11 +313,16 @@ impl Jobs {
             out: out.clone(),
             received: Instant::now(),
         };
-        if let Err(w) = self.queue.push(work) {
-            // Only when the pool is shutting down, or a slot was freed by a
-            // cancel whose job still occupies its worker.
-            self.registry.finish(&w.job.job_id, w.ticket);
-            return self.refuse(&w.job.job_id, ErrorCode::OutOfCapacity, full());
+        match self.queue.push(work) {
+            Ok(true) => {}
+            // Every worker is busy: one more, up to the pool's size.
+            Ok(false) => self.add_worker(self.registry.max()),
+            Err(w) => {
+                // Only when the pool is shutting down, or a slot was freed by a
+                // cancel whose job still occupies its worker.
+                self.registry.finish(&w.job.job_id, w.ticket);
+                return self.refuse(&w.job.job_id, ErrorCode::OutOfCapacity, full());
+            }
         }
         None
     }

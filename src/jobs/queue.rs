@@ -13,6 +13,8 @@ pub trait Queued {
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Workers blocked in `pop`.
+    waiting: usize,
 }
 
 pub struct WorkQueue<T> {
@@ -28,6 +30,7 @@ impl<T: Queued> WorkQueue<T> {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity),
                 closed: false,
+                waiting: 0,
             }),
             ready: Condvar::new(),
         }
@@ -43,16 +46,18 @@ impl<T: Queued> WorkQueue<T> {
             .store(capacity, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Queues `item`, or gives it back when the queue is full or closed.
-    pub fn push(&self, item: T) -> Result<(), T> {
+    /// Queues `item`, or gives it back when the queue is full or closed. Ok(true) when
+    /// a waiting worker will take it; Ok(false) when every worker is busy.
+    pub fn push(&self, item: T) -> Result<bool, T> {
         let mut st = self.lock();
         if st.closed || st.items.len() >= self.capacity.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(item);
         }
         st.items.push_back(item);
+        let taken = st.waiting >= st.items.len();
         drop(st);
         self.ready.notify_one();
-        Ok(())
+        Ok(taken)
     }
 
     /// The next item, waiting for one; None once the queue is closed and empty.
@@ -65,7 +70,9 @@ impl<T: Queued> WorkQueue<T> {
             if st.closed {
                 return None;
             }
+            st.waiting += 1;
             st = crate::lock::unpoisoned(self.ready.wait(st));
+            st.waiting -= 1;
         }
     }
 
@@ -111,12 +118,12 @@ mod tests {
     #[test]
     fn bounded_and_in_order() {
         let q = WorkQueue::new(2);
-        assert_eq!(q.push("a"), Ok(()));
-        assert_eq!(q.push("b"), Ok(()));
+        assert_eq!(q.push("a"), Ok(false), "no worker waits");
+        assert_eq!(q.push("b"), Ok(false));
         assert_eq!(q.push("c"), Err("c"), "full at capacity");
         assert_eq!(q.len(), 2);
         assert_eq!(q.pop(), Some("a"));
-        assert_eq!(q.push("c"), Ok(()));
+        assert_eq!(q.push("c"), Ok(false));
         assert_eq!(q.pop(), Some("b"));
         assert_eq!(q.pop(), Some("c"));
         assert_eq!(q.len(), 0);
@@ -150,7 +157,15 @@ mod tests {
                 }
             })
         };
-        q.push("a").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while q.lock().waiting == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(q.push("a"), Ok(true), "the waiting worker takes it");
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("a"));
         q.push("b").unwrap();
         q.close();

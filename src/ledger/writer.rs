@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 const QUEUE: usize = 1024;
 
 enum Msg {
-    Line(Entry),
+    /// Boxed: the channel allocates and writes every one of its slots up front, so a
+    /// slot the size of an `Entry` would hold ~200 KiB resident for an idle queue.
+    Line(Box<Entry>),
     /// A reload's settings: the next line goes to this file, rotated by these.
     Configure(LedgerConfig),
     /// Answered once every line queued before it has been dealt with.
@@ -131,7 +133,7 @@ impl Ledger {
         let entry = f.entry();
         lock(&self.totals).add(&entry);
         let sent = match &self.tx {
-            Some(tx) => match tx.try_send(Msg::Line(entry)) {
+            Some(tx) => match tx.try_send(Msg::Line(Box::new(entry))) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
             },
