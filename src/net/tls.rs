@@ -82,6 +82,9 @@ impl TlsError {
     }
 }
 
+/// TLS sessions kept for resumption.
+const SESSIONS_KEPT: usize = 8;
+
 /// The client configuration, built once per process: webpki-roots plus
 /// `extra_roots`, ring as the crypto provider, the safe default versions.
 pub fn client_config(
@@ -94,11 +97,14 @@ pub fn client_config(
         roots.add(cert.clone()).map_err(TlsError::Roots)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // The agent talks TLS to a handful of hosts (the coordinator, its pairing API, a
+    // release URL): rustls's default cache of 256 sessions is ~14 KiB held for nothing.
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_KEPT);
     Ok(Arc::new(config))
 }
 
