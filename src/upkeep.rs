@@ -1,18 +1,20 @@
-//! The agent's one periodic thread: every `status.interval_s` the admission gate
-//! reads its inputs and decides (src/gate/), then the state file and the Prometheus
-//! textfile are written (src/state.rs). Woken early by the operator: a reload (the
+//! The agent's one thread for what only waits: every `status.interval_s` the admission
+//! gate reads its inputs and decides (src/gate/), then the state file and the Prometheus
+//! textfile are written (src/state.rs); between those it writes the ledger's lines as
+//! finished jobs queue them (src/ledger/). Woken early by the operator: a reload (the
 //! config is read again first) or a pause/resume, so that those take effect, and show
 //! in the state file, at once.
 
 use crate::agent::{Agent, Wake};
 use crate::config::Config;
 use crate::gate::{Monitor, Parts};
-use crossbeam_channel::RecvTimeoutError;
+use crate::ledger::Queued;
+use crossbeam_channel::{Receiver, RecvError, Select};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// What the thread touches on its stack: a gate step (an HTTP probe of a local
-/// backend, an nvidia-smi spawn) and a state file write.
+/// backend, an nvidia-smi spawn), a state file write, a ledger line.
 const STACK: usize = 256 * 1024;
 
 fn parts<'a>(agent: &'a Agent, config: &'a Config) -> Parts<'a> {
@@ -32,20 +34,32 @@ pub fn start(agent: Arc<Agent>) {
     let mut failing = false;
     crate::state::write(&agent, &mut failing);
     let wakes = agent.wakes();
+    let mut ledger = agent.jobs.ledger.take_writer();
     let spawned = std::thread::Builder::new()
         .name("upkeep".into())
         .stack_size(STACK)
         .spawn(move || {
             let mut next = Instant::now() + agent.live().status.interval;
             loop {
-                let full = match wakes.recv_deadline(next) {
-                    Ok(Wake::Reload) => {
+                let queue = ledger.as_ref().map(|w| w.queue());
+                let full = match next_event(&wakes, queue, next) {
+                    Event::Line(Ok(q)) => {
+                        if let Some(w) = ledger.as_mut() {
+                            w.handle(q);
+                        }
+                        continue;
+                    }
+                    Event::Line(Err(RecvError)) => {
+                        ledger = None;
+                        continue;
+                    }
+                    Event::Woken(Some(Wake::Reload)) => {
                         crate::reload::reload(&agent);
                         false
                     }
-                    Ok(Wake::Look) => false,
-                    Err(RecvTimeoutError::Timeout) => true,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Event::Woken(Some(Wake::Look)) => false,
+                    Event::Woken(None) => return,
+                    Event::Due => true,
                 };
                 let config = agent.live();
                 monitor.step(&parts(&agent, &config), full);
@@ -63,5 +77,28 @@ pub fn start(agent: Arc<Agent>) {
         log::error!(
             "cannot start the upkeep thread: {e}; pause, schedule and guards are off, and the state file is not written"
         );
+    }
+}
+
+enum Event {
+    /// A wake-up; None once the agent is gone.
+    Woken(Option<Wake>),
+    Line(Result<Queued, RecvError>),
+    /// The status interval is up.
+    Due,
+}
+
+/// Waits for a wake-up, a ledger line or the deadline, whichever comes first.
+fn next_event(wakes: &Receiver<Wake>, ledger: Option<&Receiver<Queued>>, due: Instant) -> Event {
+    let mut sel = Select::new();
+    sel.recv(wakes);
+    let on_line = ledger.map(|q| (sel.recv(q), q));
+    match sel.select_deadline(due) {
+        Err(_) => Event::Due,
+        Ok(op) => match on_line {
+            Some((i, q)) if op.index() == i => Event::Line(op.recv(q)),
+            // The only other operation registered.
+            _ => Event::Woken(op.recv(wakes).ok()),
+        },
     }
 }

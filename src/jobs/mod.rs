@@ -130,7 +130,8 @@ impl Jobs {
         // Every queued job holds a slot, so the queue never needs more room than the pool.
         let queue = Arc::new(WorkQueue::new(max));
         let metrics = Arc::new(Metrics::default());
-        let ledger = Arc::new(Ledger::start(&config.ledger, config.pricing.clone()));
+        // Its writer is served by the agent's upkeep thread (src/upkeep.rs).
+        let ledger = Arc::new(Ledger::new(&config.ledger, config.pricing.clone()));
         let shared = Arc::new(Shared {
             queue: Arc::clone(&queue),
             registry: Arc::clone(&registry),

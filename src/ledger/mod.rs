@@ -15,7 +15,7 @@ pub use entry::{expected_micro_usdc, usdc, Backend, Entry, Finished, CANCELLED, 
 pub use report::GroupBy;
 pub use state::{prometheus, LedgerState};
 pub use tally::Tally;
-pub use writer::Ledger;
+pub use writer::{Ledger, Queued, Writer};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! Appending ledger lines off the jobs' path: job threads hand a line to a
-//! bounded queue and go on; one thread writes, rotates, and survives a disk
-//! that refuses the file.
+//! bounded queue and go on; one thread (the agent's upkeep thread, which takes the
+//! [`Writer`]) writes, rotates, and survives a disk that refuses the file.
 
 use super::entry::{Backend, Entry, Finished};
 use super::state::LedgerState;
@@ -9,7 +9,7 @@ use crate::config::{LedgerConfig, Pricing};
 use crate::discovery::Target;
 use crate::lock::lock;
 use crate::protocol::{JobRequest, Outbound};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -22,14 +22,54 @@ use std::time::{Duration, Instant, SystemTime};
 /// Lines waiting for the writer; a full queue drops lines rather than hold a job.
 const QUEUE: usize = 1024;
 
+/// One message on the writer's queue.
+pub struct Queued(Msg);
+
 enum Msg {
     /// Boxed: the channel allocates and writes every one of its slots up front, so a
     /// slot the size of an `Entry` would hold ~200 KiB resident for an idle queue.
     Line(Box<Entry>),
-    /// A reload's settings: the next line goes to this file, rotated by these.
-    Configure(LedgerConfig),
     /// Answered once every line queued before it has been dealt with.
     Flush(Sender<()>),
+}
+
+/// The writing end: whoever serves the ledger takes it ([`Ledger::take_writer`]) and
+/// hands it each message of its queue.
+pub struct Writer {
+    rx: Receiver<Queued>,
+    sink: Sink,
+    lost: Arc<AtomicU64>,
+    /// A reload's settings, taken up before the next message.
+    settings: Arc<Mutex<Option<LedgerConfig>>>,
+}
+
+impl Writer {
+    pub fn queue(&self) -> &Receiver<Queued> {
+        &self.rx
+    }
+
+    pub fn handle(&mut self, q: Queued) {
+        if let Some(cfg) = lock(&self.settings).take() {
+            self.sink = Sink::new(&cfg);
+        }
+        match q.0 {
+            Msg::Line(e) => {
+                if !self.sink.append(&e) {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Msg::Flush(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// Serves the queue until every sender is gone.
+    fn run(mut self) {
+        while let Ok(q) = self.rx.recv() {
+            self.handle(q);
+        }
+    }
 }
 
 /// The handle the job threads share.
@@ -37,7 +77,11 @@ pub struct Ledger {
     path: Mutex<PathBuf>,
     /// Reloadable: the prices a finished job's line records.
     pricing: Mutex<Pricing>,
-    tx: Option<Sender<Msg>>,
+    tx: Sender<Queued>,
+    /// Until its server takes it.
+    writer: Mutex<Option<Writer>>,
+    /// A reload's settings for the writer.
+    settings: Arc<Mutex<Option<LedgerConfig>>>,
     totals: Mutex<Tally>,
     /// Lines never written: queue full, writer gone, or the file refused them.
     lost: Arc<AtomicU64>,
@@ -46,48 +90,51 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the writer thread; the file is opened when the first line comes.
-    pub fn start(cfg: &LedgerConfig, pricing: Pricing) -> Ledger {
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(QUEUE);
+    /// The ledger, its writer waiting to be taken ([`Ledger::take_writer`]); the file
+    /// is opened when the first line comes.
+    pub fn new(cfg: &LedgerConfig, pricing: Pricing) -> Ledger {
+        let (tx, rx) = crossbeam_channel::bounded::<Queued>(QUEUE);
         let lost = Arc::new(AtomicU64::new(0));
-        let mut sink = Sink::new(cfg);
-        let lost_w = Arc::clone(&lost);
-        let spawned = std::thread::Builder::new()
-            .name("ledger".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                for msg in rx {
-                    match msg {
-                        Msg::Line(e) => {
-                            if !sink.append(&e) {
-                                lost_w.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Msg::Flush(ack) => {
-                            let _ = ack.send(());
-                        }
-                        Msg::Configure(cfg) => sink = Sink::new(&cfg),
-                    }
-                }
-            });
-        let tx = match spawned {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                log::error!(
-                    "cannot start the ledger writer: {e}; {} gets no lines",
-                    cfg.path.display()
-                );
-                None
-            }
+        let settings = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            rx,
+            sink: Sink::new(cfg),
+            lost: Arc::clone(&lost),
+            settings: Arc::clone(&settings),
         };
         Ledger {
             path: Mutex::new(cfg.path.clone()),
             pricing: Mutex::new(pricing),
             tx,
+            writer: Mutex::new(Some(writer)),
+            settings,
             totals: Mutex::new(Tally::default()),
             lost,
             behind: AtomicBool::new(false),
         }
+    }
+
+    /// A ledger whose writer has a thread of its own.
+    pub fn start(cfg: &LedgerConfig, pricing: Pricing) -> Ledger {
+        let ledger = Ledger::new(cfg, pricing);
+        if let Some(writer) = ledger.take_writer() {
+            let spawned = std::thread::Builder::new()
+                .name("ledger".into())
+                .stack_size(128 * 1024)
+                .spawn(move || writer.run());
+            if let Err(e) = spawned {
+                log::error!(
+                    "cannot start the ledger writer: {e}; {} gets no lines",
+                    cfg.path.display()
+                );
+            }
+        }
+        ledger
+    }
+
+    /// The writing end, once: its taker serves the queue from then on.
+    pub fn take_writer(&self) -> Option<Writer> {
+        lock(&self.writer).take()
     }
 
     /// The advertised (input, output) prices of a model, as capabilities resolve them.
@@ -100,10 +147,7 @@ impl Ledger {
     pub fn reconfigure(&self, cfg: &LedgerConfig, pricing: &Pricing) {
         *lock(&self.pricing) = pricing.clone();
         *lock(&self.path) = cfg.path.clone();
-        if let Some(tx) = &self.tx {
-            // Blocking: a settings change must not be dropped like a line.
-            let _ = tx.send(Msg::Configure(cfg.clone()));
-        }
+        *lock(&self.settings) = Some(cfg.clone());
     }
 
     /// Records a job that reached a worker (received at `received`, run on
@@ -132,12 +176,9 @@ impl Ledger {
     pub fn record(&self, f: &Finished) {
         let entry = f.entry();
         lock(&self.totals).add(&entry);
-        let sent = match &self.tx {
-            Some(tx) => match tx.try_send(Msg::Line(Box::new(entry))) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
+        let sent = match self.tx.try_send(Queued(Msg::Line(Box::new(entry)))) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         };
         if sent {
             self.behind.store(false, Ordering::Relaxed);
@@ -154,9 +195,11 @@ impl Ledger {
 
     /// Waits up to `limit` for the lines queued so far to be written (at exit).
     pub fn flush(&self, limit: Duration) -> bool {
-        let Some(tx) = &self.tx else { return false };
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        tx.send_timeout(Msg::Flush(ack_tx), limit).is_ok() && ack_rx.recv_timeout(limit).is_ok()
+        self.tx
+            .send_timeout(Queued(Msg::Flush(ack_tx)), limit)
+            .is_ok()
+            && ack_rx.recv_timeout(limit).is_ok()
     }
 
     pub fn totals(&self) -> Tally {
