@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 json_fields! {
     /// The state file: written by the running agent, read back by `status`. Every
@@ -457,6 +457,30 @@ pub fn read_running(config: &Config) -> Option<State> {
     let state = read(&config.status.state_file).ok()?;
     let alive = pid_alive(state.pid);
     (assess(&state, unix(SystemTime::now()), alive) == Verdict::Running).then_some(state)
+}
+
+/// Waits, polling the running agent's state file, until `done` holds for a state
+/// written at or after `after` (Unix seconds); whether it did, and the last state seen
+/// (None once no agent runs).
+pub fn wait_running(
+    config: &Config,
+    after: u64,
+    limit: Duration,
+    mut done: impl FnMut(&State) -> bool,
+) -> (bool, Option<State>) {
+    let end = Instant::now() + limit;
+    loop {
+        let Some(s) = read_running(config) else {
+            return (false, None);
+        };
+        if s.written_unix >= after && done(&s) {
+            return (true, Some(s));
+        }
+        if Instant::now() >= end {
+            return (false, Some(s));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

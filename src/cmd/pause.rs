@@ -5,47 +5,18 @@
 use crate::clock::{rfc3339, unix};
 use crate::config::Config;
 use crate::gate::control::{path, read, remove, write_pause};
-use crate::state::State;
+use crate::state::{read_running, wait_running, State};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long `pause --drain` waits for running jobs before giving up (they go on).
 const DRAIN_WAIT: Duration = Duration::from_secs(15 * 60);
 
-/// The running agent's state file, if the agent is running.
-fn running_state(config: &Config) -> Option<State> {
-    crate::state::read_running(config)
-}
-
 fn has_block(state: &State, reason: &str) -> bool {
     state
         .serving
         .as_ref()
         .is_some_and(|s| s.blocks.iter().any(|b| b.reason == reason))
-}
-
-/// Waits (polling the state file) until `done` holds for a state written after `after`;
-/// the last state seen, whether or not it did.
-fn wait_state(
-    config: &Config,
-    after: u64,
-    limit: Duration,
-    mut done: impl FnMut(&State) -> bool,
-) -> (bool, Option<State>) {
-    let end = Instant::now() + limit;
-    loop {
-        let Some(s) = running_state(config) else {
-            return (false, None);
-        };
-        let fresh = s.written_unix >= after;
-        if fresh && done(&s) {
-            return (true, Some(s));
-        }
-        if Instant::now() >= end {
-            return (false, Some(s));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// How long the agent may take to notice the file: its status interval, a few times.
@@ -76,13 +47,13 @@ pub fn pause(config: &Config, drain: bool) -> ExitCode {
             path.display()
         ),
     }
-    let Some(running) = running_state(config) else {
+    let Some(running) = read_running(config) else {
         println!("usepod-edge is not running; it will start paused until `usepod-edge resume`");
         return ExitCode::SUCCESS;
     };
     // The agent looks at the file at once; without the signal, on its next interval.
     crate::state::signal(running.pid, "USR2");
-    let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
+    let (seen, state) = wait_running(config, unix(now), notice_limit(config), |s| {
         has_block(s, "paused")
     });
     let Some(state) = state.filter(|_| seen) else {
@@ -104,7 +75,7 @@ pub fn pause(config: &Config, drain: bool) -> ExitCode {
     let started = Instant::now();
     while running > 0 {
         println!("waiting for {running} running job(s) to finish");
-        let (done, s) = wait_state(
+        let (done, s) = wait_running(
             config,
             0,
             DRAIN_WAIT.saturating_sub(started.elapsed()),
@@ -142,12 +113,12 @@ pub fn resume(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let Some(running) = running_state(config) else {
+    let Some(running) = read_running(config) else {
         println!("usepod-edge is not running");
         return ExitCode::SUCCESS;
     };
     crate::state::signal(running.pid, "USR2");
-    let (seen, state) = wait_state(config, unix(now), notice_limit(config), |s| {
+    let (seen, state) = wait_running(config, unix(now), notice_limit(config), |s| {
         !has_block(s, "paused")
     });
     match state.filter(|_| seen) {

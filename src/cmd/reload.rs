@@ -5,7 +5,7 @@
 use crate::config::{Config, Reloaded};
 use crate::state::{self, State};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the agent may take to answer: it reloads at once when signalled, but
 /// probing a new backend may take the rest of a round.
@@ -34,15 +34,8 @@ pub fn run(config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let end = Instant::now() + WAIT;
-    let outcome = loop {
-        match state::read_running(config) {
-            Some(s) if last_reload(&s) > before => break s.reload,
-            Some(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
-            _ => break None,
-        }
-    };
-    match outcome {
+    let (answered, last) = state::wait_running(config, 0, WAIT, |s| last_reload(s) > before);
+    match last.filter(|_| answered).and_then(|s| s.reload) {
         Some(r) if r.ok => {
             show(&r);
             ExitCode::SUCCESS
