@@ -6,8 +6,14 @@ CARGO ?= cargo
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# Release builds for this machine link through cross/link-hot-first.sh too (the cc rustc
+# calls, with the functions the idle agent runs placed first when cc links with lld, as
+# rustc's does on x86_64 Linux): about 900 KiB less resident (docs/benchmarks.md).
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+HOT_FIRST := CARGO_TARGET_$(shell echo '$(HOST)' | tr 'a-z-' 'A-Z_')_LINKER=$(CURDIR)/cross/link-hot-first.sh USEPOD_LINK_REAL=cc
+
 build: ## release build for this machine
-	$(CARGO) build --release
+	$(HOT_FIRST) $(CARGO) build --release
 
 # With a prepared llama-server (`make llama`) the demo's backend is real.
 demo: ## the agent against a local TLS coordinator and backend, paused and resumed (no account needed)
@@ -110,7 +116,7 @@ bench: ## relay overhead vs a same-run baseline; idle footprint and relay cost o
 	  export BENCH_BASELINE_BIN BENCH_BASELINE_REV=$$(git rev-parse --short "$(BENCH_BASELINE)"); fi; \
 	if [ -x $(USEPOD_AGENT) ]; then export BENCH_USEPOD_BIN=$(USEPOD_AGENT); fi; \
 	BENCH_MUSL_BIN=target/$(MUSL_X86)/release/usepod-edge \
-	  $(CARGO) bench --features bench-alloc --bench relay
+	  $(HOT_FIRST) $(CARGO) bench --features bench-alloc --bench relay
 
 bench-usepod: ## install usepod-agent 0.3.5 into tests/.cache (crates.io) for make bench; never run by test or CI
 	[ -x $(USEPOD_AGENT) ] || $(CARGO) install usepod-agent --version 0.3.5 --locked --root tests/.cache/usepod-agent

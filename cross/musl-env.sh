@@ -81,10 +81,22 @@ musl_export() {
         musl_log "rust-lld not found at $lld (it ships with rustup toolchains)"
         return 1
     fi
+    # Shipped builds (MUSL_SHIPPED=1) pack their relative relocations (RELR, applied by
+    # musl's static-pie start code): 24 bytes of .rela.dyn per pointer become about one
+    # bit, 100 KB off either binary and 100 KiB less read at every start. And they link
+    # through cross/link-hot-first.sh, which places the functions the idle agent runs side
+    # by side at the start of .text, so the rest of it is not paged in (docs/benchmarks.md,
+    # "Idle footprint").
+    local shipped="" link="$lld"
+    if [ "${MUSL_SHIPPED:-0}" = 1 ]; then
+        shipped=" -C linker-flavor=ld.lld -C link-arg=--no-eh-frame-hdr -C link-arg=-zpack-relative-relocs"
+        link="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/link-hot-first.sh"
+        export USEPOD_LINK_REAL="$lld"
+    fi
     # aarch64 (Jetson and other ARM64 boards)
     export CC_aarch64_unknown_linux_musl=clang
     export AR_aarch64_unknown_linux_musl=llvm-ar
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="$lld"
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="$link"
     # Identical code folding: lld merges identical functions (generic
     # instantiations, mostly), 14 KB off a binary that has a 2.0 MB budget.
     # MUSL_SHIPPED=1 (cross/dist.sh, make bench): the binary operators run also goes
@@ -92,14 +104,12 @@ musl_export() {
     # panic = "abort" nothing unwinds; only a RUST_BACKTRACE backtrace reads it, and it
     # then prints no frames (a stripped binary has no names to show anyway). Test builds
     # keep it: the test harness unwinds to report a failing test.
-    local shipped=""
-    [ "${MUSL_SHIPPED:-0}" = 1 ] && shipped=" -C link-arg=--no-eh-frame-hdr"
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS:--C link-arg=--icf=all$shipped}"
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static
     # x86_64: the same toolchain, so both builds are made the same way.
     export CC_x86_64_unknown_linux_musl=clang
     export AR_x86_64_unknown_linux_musl=llvm-ar
-    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER="$lld"
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER="$link"
     [ -z "$shipped" ] || export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS:-${shipped# }}"
     # armv7 (32-bit ARM boards); not built by `make dist`, works the same way.
     export CC_armv7_unknown_linux_musleabihf=clang

@@ -1,7 +1,8 @@
 //! Idle footprint (`make bench`): where an idle, connected agent's resident memory goes,
 //! for every agent the bench has (benches/relay/peers.rs: shipped musl, glibc, the
 //! baseline's musl, usepod-agent, the counting build), in alternating rounds: each round
-//! starts them all against the same backend (each with its own loopback coordinator),
+//! starts them all, each from its binary dropped from the page cache (as a service starts
+//! at boot), against the same backend (each with its own loopback coordinator),
 //! leaves them idle (BENCH_FOOTPRINT_SETTLE_S, default 32 s: past two heartbeats and
 //! pings and the first backend re-probe), takes a snapshot of each and stops them.
 //! BENCH_FOOTPRINT_ROUNDS (default 3; 0 skips this part); BENCH_FOOTPRINT_ONLY=1 runs
@@ -482,7 +483,7 @@ fn print_tables(picked: &[(&str, &Snapshot, u64, u64)], rounds: u64, settle: Dur
         "Every agent connected to its own loopback coordinator (TLS; usepod-agent ws://) with one \
          fake backend, then left idle {} s after its models were offered (heartbeats and pings \
          every 15 s, the backend re-probed at 30 s); {rounds} alternating rounds (each starts every \
-         agent afresh), the round with the median VmRSS shown. KiB, from /proc/PID/status and \
+         agent afresh, its binary dropped from the page cache first, as at boot; ours with MALLOC_ARENA_MAX=1, as their service files run them), the round with the median VmRSS shown. KiB, from /proc/PID/status and \
          /proc/PID/smaps (Rss); thread stacks: the mapping holding each thread's stack pointer \
          (/proc/PID/task/TID/syscall), up to its thread block; referenced: pages touched while \
          idle (smaps Referenced, after clear_refs once connected).\n",
