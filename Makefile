@@ -1,19 +1,28 @@
 # usepod-edge: everyday targets. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help build test test-unit demo lint fmt llama clean
+.PHONY: help build print-hot-first test test-unit demo lint fmt llama clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # Release builds for this machine link through cross/link-hot-first.sh too (the cc rustc
 # calls, with the functions the idle agent runs placed first when cc links with lld, as
-# rustc's does on x86_64 Linux): about 900 KiB less resident (docs/benchmarks.md).
+# rustc's does on x86_64 Linux), and with glibc 2.36 or later (which reads RELR) pack
+# their relative relocations: docs/building.md, "Layout".
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
-HOT_FIRST := CARGO_TARGET_$(shell echo '$(HOST)' | tr 'a-z-' 'A-Z_')_LINKER=$(CURDIR)/cross/link-hot-first.sh USEPOD_LINK_REAL=cc
+HOST_VAR := CARGO_TARGET_$(shell echo '$(HOST)' | tr 'a-z-' 'A-Z_')
+GLIBC_RELR := $(shell getconf GNU_LIBC_VERSION 2>/dev/null | awk '{ split($$2, v, "."); \
+  if (v[1] > 2 || (v[1] == 2 && v[2] >= 36)) print "-C link-arg=-Wl,-z,pack-relative-relocs" }')
+HOT_FIRST := $(HOST_VAR)_LINKER=$(CURDIR)/cross/link-hot-first.sh USEPOD_LINK_REAL=cc \
+  $(HOST_VAR)_RUSTFLAGS="$(GLIBC_RELR)"
 
 build: ## release build for this machine
 	$(HOT_FIRST) $(CARGO) build --release
+
+# For cross/hot-functions.sh: the environment above, as shell.
+print-hot-first:
+	@echo 'export $(HOT_FIRST)'
 
 # With a prepared llama-server (`make llama`) the demo's backend is real.
 demo: ## the agent against a local TLS coordinator and backend, paused and resumed (no account needed)

@@ -155,6 +155,8 @@ fn main() {
     setup.set("/coordinator/heartbeat_interval_s", json!(15));
     setup.set("/coordinator/ping_interval_s", json!(15));
     let path = setup.write_config();
+    let bin = std::env::var("USEPOD_EDGE_BIN").unwrap_or_else(|_| support::agent::BIN.into());
+    start_cold(std::path::Path::new(&bin));
     let agent = Agent::spawn(
         "bench",
         &[
@@ -164,7 +166,7 @@ fn main() {
             "info",
             "run",
         ],
-        &[],
+        SERVICE_ENV,
         setup.dir.path(),
     );
     let pid = agent.pid();

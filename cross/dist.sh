@@ -48,6 +48,13 @@ for t in $DIST_TARGETS; do
     start=$SECONDS
     nice -n 10 "$CARGO" build --release --locked --bin usepod-edge --target "$t"
     echo "dist: $t built in $((SECONDS - start)) s" >&2
+    # cross/link-hot-first.sh leaves what it placed first beside the binary.
+    hot=$(ls -t "$TARGET_DIR/$t/release/deps/"usepod_edge-*.hot-order.txt 2>/dev/null | head -n 1)
+    if [ -n "$hot" ]; then
+        echo "dist: $t: $(cat "$hot")" >&2
+    else
+        echo "dist: $t: linked without the hot-first layout (cross/link-hot-first.sh did not run)" >&2
+    fi
 
     out="dist/usepod-edge-$version-$t"
     # A signature of an earlier build must not sit beside this one.

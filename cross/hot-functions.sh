@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates cross/hot-functions.txt, the functions cross/link-hot-first.sh places first in
-# the shipped binaries: what the agent runs from its start until it is connected and idle
-# (heartbeats, pings, a backend re-probe), in the order it first ran them, aarch64's first,
-# then what only x86_64 runs.
+# the binaries: what the agent runs from its start until it is connected and idle
+# (heartbeats, pings, a backend re-probe), in the order it first ran them: aarch64's, then
+# what only x86_64 runs, then what only the glibc build (make build, make bench) runs.
 #
-# How: each target's shipped binary is built with its symbols kept (target/hot), run idle by
+# How: each binary is built with its symbols kept (the musl ones in target/hot), run idle by
 # the footprint part of `make bench` (one round) under qemu-user, which logs the address of
 # every block of code it translates (-d in_asm); each block is named by the function holding
-# it. Takes about 15 minutes; needs what cross/musl-env.sh installs. Run it after changes to
+# it. Takes about 20 minutes; needs what cross/musl-env.sh installs. Run it after changes to
 # what the agent does at startup or while idle (docs/benchmarks.md, "Idle footprint": the
 # bench's "binary: file-backed" row grows when the list is stale), then rebuild.
 set -euo pipefail
@@ -22,30 +22,30 @@ musl_export
 work=target/hot
 mkdir -p "$work"
 lists=()
-for t in $MUSL_TARGETS; do
-    arch=${t%%-*}
-    echo "hot-functions: building $t with symbols" >&2
-    USEPOD_LINK_KEEP_SYMBOLS=1 CARGO_TARGET_DIR=$work \
-        cargo build --release --locked --target "$t" --bin usepod-edge
-    bin=$PWD/$work/$t/release/usepod-edge
-    log=$PWD/$work/$arch.in_asm
+
+# trace NAME ARCH BIN VAR=VALUE...: the bench's idle round, with BIN under qemu-ARCH logging
+# every block of code it translates and the VAR=VALUEs in cargo's environment; writes the
+# functions BIN ran, in the order they first ran, to $work/NAME.hot.
+trace() {
+    local name=$1 arch=$2 bin=$3 log runner code_vaddr
+    shift 3
+    log=$PWD/$work/$name.in_asm
+    runner=$PWD/$work/$name-runner.sh
     rm -f "$log"
-    # The bench starts other agents too (the glibc builds); only this one is traced.
-    runner=$PWD/$work/$arch-runner.sh
-    cat > "$runner" <<EOF
-#!/bin/sh
-if [ "\$1" = "$bin" ]; then exec qemu-$arch-static -cpu max -d in_asm -D "$log" "\$@"; fi
-exec "\$@"
-EOF
+    # The bench starts other agents too; only BIN is traced.
+    printf '#!/bin/sh\nif [ "$1" = "%s" ]; then exec qemu-%s-static -cpu max -d page,in_asm -D "%s" "$@"; fi\nexec "$@"\n' \
+        "$bin" "$arch" "$log" > "$runner"
     chmod +x "$runner"
-    echo "hot-functions: running $t idle under qemu-$arch-static" >&2
-    USEPOD_EDGE_RUNNER=$runner BENCH_MUSL_BIN=$bin BENCH_FOOTPRINT_ONLY=1 \
-        BENCH_FOOTPRINT_ROUNDS=1 cargo bench --features bench-alloc --bench relay >/dev/null
-    llvm-nm --defined-only --print-size "$bin" > "$work/$arch.nm"
-    entry=$(llvm-readelf -h "$bin" | sed -n 's/^ *Entry point address: *//p')
-    python3 - "$log" "$work/$arch.nm" "$entry" > "$work/$arch.hot" <<'EOF'
-import bisect, re, sys
-log, nm, entry = sys.argv[1], sys.argv[2], int(sys.argv[3], 16)
+    echo "hot-functions: running $name idle under qemu-$arch-static" >&2
+    env "$@" USEPOD_EDGE_RUNNER="$runner" BENCH_FOOTPRINT_ONLY=1 BENCH_FOOTPRINT_ROUNDS=1 \
+        cargo bench --features bench-alloc --bench relay >/dev/null
+    llvm-nm --defined-only --print-size "$bin" > "$work/$name.nm"
+    # qemu logs where the code segment went (start_code); less that, the blocks' addresses
+    # are the binary's own.
+    code_vaddr=$(llvm-readelf -lW "$bin" | awk '$1 == "LOAD" && / E / { print $3; exit }')
+    python3 - "$log" "$work/$name.nm" "$code_vaddr" > "$work/$name.hot" <<'PY'
+import bisect, sys
+log, nm, code_vaddr = sys.argv[1], sys.argv[2], int(sys.argv[3], 16)
 funcs = []
 for line in open(nm):
     f = line.split()
@@ -53,16 +53,17 @@ for line in open(nm):
         funcs.append((int(f[0], 16), int(f[1], 16), f[3]))
 funcs.sort()
 starts = [f[0] for f in funcs]
-blocks, want = [], False
+base, blocks, want = None, [], False
 for line in open(log, errors="replace"):
-    if line.startswith("IN:"):
+    if base is None and line.startswith("start_code"):
+        base = int(line.split()[1], 16) - code_vaddr
+    elif line.startswith("IN:"):
         want = True
     elif want and line.startswith("0x"):
         blocks.append(int(line.split(":")[0], 16))
         want = False
-if not blocks:
-    sys.exit(f"hot-functions: no code blocks in {log}")
-base = blocks[0] - entry  # the first block run is the entry point
+if base is None or not blocks:
+    sys.exit(f"hot-functions: no start_code or no code blocks in {log}")
 seen = set()
 for b in blocks:
     i = bisect.bisect_right(starts, b - base) - 1
@@ -72,10 +73,24 @@ for b in blocks:
     if name not in seen:
         seen.add(name)
         print(name)
-EOF
-    echo "hot-functions: $t: $(wc -l < "$work/$arch.hot") functions ran" >&2
-    lists+=("$work/$arch.hot")
+PY
+    echo "hot-functions: $name: $(wc -l < "$work/$name.hot") functions ran" >&2
+    lists+=("$work/$name.hot")
+}
+
+for t in $MUSL_TARGETS; do
+    echo "hot-functions: building $t with symbols" >&2
+    USEPOD_LINK_KEEP_SYMBOLS=1 CARGO_TARGET_DIR=$work \
+        cargo build --release --locked --target "$t" --bin usepod-edge
+    bin=$PWD/$work/$t/release/usepod-edge
+    trace "${t%%-*}" "${t%%-*}" "$bin" BENCH_MUSL_BIN="$bin"
 done
+
+# The glibc build the bench measures, linked as the Makefile links it (make build, make
+# bench); KEEP_SYMBOLS is no input cargo tracks, so the touch makes it link again.
+touch src/main.rs
+eval "$(make -s --no-print-directory print-hot-first)"
+trace glibc "$(uname -m)" "$PWD/target/release/usepod-edge" USEPOD_LINK_KEEP_SYMBOLS=1
 
 {
     echo "# The functions the agent runs from its start until it is connected and idle, placed"

@@ -374,3 +374,28 @@ pub fn machine() -> String {
         .to_string();
     format!("{cpu}, {cores} cores visible, Linux {kernel}")
 }
+
+/// The environment the service files (init/) give the agent: a glibc build keeps one
+/// malloc arena and trims its heap above 64 KiB (musl's malloc ignores both).
+pub const SERVICE_ENV: &[(&str, &str)] = &[
+    ("MALLOC_ARENA_MAX", "1"),
+    ("MALLOC_TRIM_THRESHOLD_", "65536"),
+];
+
+/// Drops `bin` from the page cache (GNU dd's `iflag=nocache`), so every agent starts as a
+/// service does at boot: how much of a binary is resident then depends on the code it
+/// runs, not on how the file came into the cache (a binary just written by the linker or
+/// `cp` is cached whole, in large folios that newer kernels map whole on a fault).
+pub fn start_cold(bin: &std::path::Path) {
+    let dropped = std::process::Command::new("dd")
+        .arg(format!("if={}", bin.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !dropped {
+        eprintln!(
+            "bench: could not drop {} from the page cache (dd iflag=nocache)",
+            bin.display()
+        );
+    }
+}

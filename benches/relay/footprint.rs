@@ -483,7 +483,7 @@ fn print_tables(picked: &[(&str, &Snapshot, u64, u64)], rounds: u64, settle: Dur
         "Every agent connected to its own loopback coordinator (TLS; usepod-agent ws://) with one \
          fake backend, then left idle {} s after its models were offered (heartbeats and pings \
          every 15 s, the backend re-probed at 30 s); {rounds} alternating rounds (each starts every \
-         agent afresh, its binary dropped from the page cache first, as at boot; ours with MALLOC_ARENA_MAX=1, as their service files run them), the round with the median VmRSS shown. KiB, from /proc/PID/status and \
+         agent afresh, its binary dropped from the page cache first, as at boot; ours with MALLOC_ARENA_MAX=1 and MALLOC_TRIM_THRESHOLD_=65536, as their service files run them), the round with the median VmRSS shown. KiB, from /proc/PID/status and \
          /proc/PID/smaps (Rss); thread stacks: the mapping holding each thread's stack pointer \
          (/proc/PID/task/TID/syscall), up to its thread block; referenced: pages touched while \
          idle (smaps Referenced, after clear_refs once connected).\n",

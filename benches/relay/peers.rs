@@ -103,24 +103,6 @@ pub(super) enum Counting {
     AllocsAndSizes,
 }
 
-/// Drops `bin` from the page cache (GNU dd's `iflag=nocache`), so every agent starts as a
-/// service does at boot: how much of a binary is resident then depends on the code it
-/// runs, not on how the file came into the cache (a binary just written by the linker or
-/// `cp` is cached whole, in large folios that newer kernels map whole on a fault).
-fn start_cold(bin: &Path) {
-    let dropped = Command::new("dd")
-        .arg(format!("if={}", bin.display()))
-        .args(["iflag=nocache", "count=0", "status=none"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !dropped {
-        eprintln!(
-            "bench: could not drop {} from the page cache (dd iflag=nocache)",
-            bin.display()
-        );
-    }
-}
-
 /// One of our agents (the binary at `bin`) against its own TLS coordinator.
 fn edge(label: &str, bin: &Path, backend_url: &str, counting: Counting) -> Peer {
     let count_allocs = counting != Counting::Off;
@@ -134,8 +116,7 @@ fn edge(label: &str, bin: &Path, backend_url: &str, counting: Counting) -> Peer 
     let path = setup.write_config();
     let alloc_file = count_allocs.then(|| setup.dir.join("allocs"));
     let sizes_file = (counting == Counting::AllocsAndSizes).then(|| setup.dir.join("alloc-sizes"));
-    // As the service files run it: a glibc build keeps one malloc arena (musl ignores it).
-    let mut envs: Vec<(&str, &str)> = vec![("MALLOC_ARENA_MAX", "1")];
+    let mut envs: Vec<(&str, &str)> = SERVICE_ENV.to_vec();
     if let Some(f) = &alloc_file {
         envs.push(("USEPOD_EDGE_ALLOC_COUNT", f.to_str().unwrap()));
     }
