@@ -284,7 +284,8 @@ impl Discovery {
         std::thread::scope(|s| {
             for (i, t) in targets.iter().enumerate() {
                 let results = &results;
-                s.spawn(move || {
+                // Like std's s.spawn, a thread that cannot start ends the process.
+                let probe = crate::stack::thread("probe").spawn_scoped(s, move || {
                     let p = probe::probe(t.kind, &t.url, t.api_key.as_deref());
                     let previous = self.snapshot().backends.iter().find_map(|(o, op)| {
                         (o.kind == t.kind && o.url == t.url)
@@ -299,6 +300,7 @@ impl Discovery {
                     };
                     self.publish(snapshot);
                 });
+                probe.expect("cannot start a probe thread");
             }
         });
         let final_set = unpoisoned(results.into_inner());
@@ -382,7 +384,7 @@ fn find_default_backends() -> Vec<Arc<Target>> {
     std::thread::scope(|s| {
         for (i, port) in ports.iter().enumerate() {
             let found = &found;
-            s.spawn(move || {
+            let probe = crate::stack::thread("probe").spawn_scoped(s, move || {
                 let Ok(url) = Endpoint::parse(&format!("http://127.0.0.1:{port}")) else {
                     return;
                 };
@@ -397,6 +399,7 @@ fn find_default_backends() -> Vec<Arc<Target>> {
                     lock(found).push((i, t));
                 }
             });
+            probe.expect("cannot start a probe thread");
         }
     });
     let mut found = unpoisoned(found.into_inner());
@@ -406,9 +409,7 @@ fn find_default_backends() -> Vec<Arc<Target>> {
 
 /// Starts the discovery thread.
 pub fn spawn(d: Arc<Discovery>) {
-    let spawned = std::thread::Builder::new()
-        .name("discovery".into())
-        .spawn(move || d.run_forever());
+    let spawned = crate::stack::thread("discovery").spawn(move || d.run_forever());
     if let Err(e) = spawned {
         log::error!("cannot start the discovery thread: {e}");
     }

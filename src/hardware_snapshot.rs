@@ -75,15 +75,13 @@ impl HardwareSnapshot {
         }
         st.refreshing = true;
         let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("hardware".into())
-            .spawn(move || {
-                let _end = RefreshEnd(&me);
-                let value = (me.describe)(&me.root);
-                let mut st = me.lock();
-                st.value = Some(value);
-                st.taken = Some(Instant::now());
-            });
+        let spawned = crate::stack::thread("hardware").spawn(move || {
+            let _end = RefreshEnd(&me);
+            let value = (me.describe)(&me.root);
+            let mut st = me.lock();
+            st.value = Some(value);
+            st.taken = Some(Instant::now());
+        });
         if let Err(e) = spawned {
             log::warn!("hardware description skipped: cannot start a thread: {e}");
             st.refreshing = false;

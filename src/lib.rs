@@ -42,6 +42,7 @@ pub mod reload;
 pub mod schedule;
 pub mod session;
 pub mod shutdown;
+pub mod stack;
 pub mod state;
 pub mod supervisor;
 pub mod untrusted;

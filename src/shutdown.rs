@@ -43,40 +43,36 @@ pub fn exit_status(agent: &Agent) -> u8 {
 
 pub fn install(agent: Arc<Agent>, wake: Sender<()>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut draining = false;
-            for sig in signals.forever() {
-                match sig {
-                    SIGHUP => {
-                        log::info!("SIGHUP: reading the config again");
-                        agent.wake(Wake::Reload);
+    crate::stack::thread("signals").spawn(move || {
+        let mut draining = false;
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => {
+                    log::info!("SIGHUP: reading the config again");
+                    agent.wake(Wake::Reload);
+                }
+                // `pause`/`resume` changed the control file: look now.
+                SIGUSR2 => agent.wake(Wake::Look),
+                _ if draining => {
+                    log::warn!("second signal: exiting now");
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
+                _ => {
+                    draining = true;
+                    if sig == SIGUSR1 {
+                        log::info!("SIGUSR1: restarting for an upgrade");
+                        RESTART.store(true, Ordering::SeqCst);
                     }
-                    // `pause`/`resume` changed the control file: look now.
-                    SIGUSR2 => agent.wake(Wake::Look),
-                    _ if draining => {
-                        log::warn!("second signal: exiting now");
-                        std::process::exit(EXIT_INTERRUPTED);
-                    }
-                    _ => {
-                        draining = true;
-                        if sig == SIGUSR1 {
-                            log::info!("SIGUSR1: restarting for an upgrade");
-                            RESTART.store(true, Ordering::SeqCst);
-                        }
-                        let (agent, wake) = (Arc::clone(&agent), wake.clone());
-                        let spawned = std::thread::Builder::new()
-                            .name("drain".into())
-                            .spawn(move || drain(&agent, &wake));
-                        if let Err(e) = spawned {
-                            log::error!("cannot start the drain: {e}; exiting");
-                            std::process::exit(1);
-                        }
+                    let (agent, wake) = (Arc::clone(&agent), wake.clone());
+                    let spawned = crate::stack::thread("drain").spawn(move || drain(&agent, &wake));
+                    if let Err(e) = spawned {
+                        log::error!("cannot start the drain: {e}; exiting");
+                        std::process::exit(1);
                     }
                 }
             }
-        })?;
+        }
+    })?;
     Ok(())
 }
 

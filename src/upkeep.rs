@@ -13,10 +13,6 @@ use crossbeam_channel::{Receiver, RecvError, Select};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the thread touches on its stack: a gate step (an HTTP probe of a local
-/// backend, an nvidia-smi spawn), a state file write, a ledger line.
-const STACK: usize = 256 * 1024;
-
 fn parts<'a>(agent: &'a Agent, config: &'a Config) -> Parts<'a> {
     Parts {
         config,
@@ -35,44 +31,41 @@ pub fn start(agent: Arc<Agent>) {
     crate::state::write(&agent, &mut failing);
     let wakes = agent.wakes();
     let mut ledger = agent.jobs.ledger.take_writer();
-    let spawned = std::thread::Builder::new()
-        .name("upkeep".into())
-        .stack_size(STACK)
-        .spawn(move || {
-            let mut next = Instant::now() + agent.live().status.interval;
-            loop {
-                let queue = ledger.as_ref().map(|w| w.queue());
-                let full = match next_event(&wakes, queue, next) {
-                    Event::Line(Ok(q)) => {
-                        if let Some(w) = ledger.as_mut() {
-                            w.handle(q);
-                        }
-                        continue;
+    let spawned = crate::stack::thread("upkeep").spawn(move || {
+        let mut next = Instant::now() + agent.live().status.interval;
+        loop {
+            let queue = ledger.as_ref().map(|w| w.queue());
+            let full = match next_event(&wakes, queue, next) {
+                Event::Line(Ok(q)) => {
+                    if let Some(w) = ledger.as_mut() {
+                        w.handle(q);
                     }
-                    Event::Line(Err(RecvError)) => {
-                        ledger = None;
-                        continue;
-                    }
-                    Event::Woken(Some(Wake::Reload)) => {
-                        crate::reload::reload(&agent);
-                        false
-                    }
-                    Event::Woken(Some(Wake::Look)) => false,
-                    Event::Woken(None) => return,
-                    Event::Due => true,
-                };
-                let config = agent.live();
-                monitor.step(&parts(&agent, &config), full);
-                crate::state::write(&agent, &mut failing);
-                let interval = config.status.interval;
-                next = if full {
-                    Instant::now() + interval
-                } else {
-                    // A reload may have shortened the interval.
-                    next.min(Instant::now() + interval)
-                };
-            }
-        });
+                    continue;
+                }
+                Event::Line(Err(RecvError)) => {
+                    ledger = None;
+                    continue;
+                }
+                Event::Woken(Some(Wake::Reload)) => {
+                    crate::reload::reload(&agent);
+                    false
+                }
+                Event::Woken(Some(Wake::Look)) => false,
+                Event::Woken(None) => return,
+                Event::Due => true,
+            };
+            let config = agent.live();
+            monitor.step(&parts(&agent, &config), full);
+            crate::state::write(&agent, &mut failing);
+            let interval = config.status.interval;
+            next = if full {
+                Instant::now() + interval
+            } else {
+                // A reload may have shortened the interval.
+                next.min(Instant::now() + interval)
+            };
+        }
+    });
     if let Err(e) = spawned {
         log::error!(
             "cannot start the upkeep thread: {e}; pause, schedule and guards are off, and the state file is not written"

@@ -73,10 +73,6 @@ fn reroute(registry: &Registry, discovery: &Discovery, w: &Work) -> Option<Arc<T
     Some(Arc::clone(&route.members[seat].target))
 }
 
-/// A job thread's stack: the relay, a ureq call and the request policy, with room
-/// (serde_json's recursion limit bounds how deep a request's JSON can take it).
-const JOB_STACK: usize = 256 * 1024;
-
 /// What every worker thread shares.
 struct Shared {
     queue: Arc<WorkQueue<Work>>,
@@ -162,10 +158,7 @@ impl Jobs {
         }
         let i = *n;
         let shared = Arc::clone(&self.shared);
-        let spawned = std::thread::Builder::new()
-            .name(format!("job-{i}"))
-            .stack_size(JOB_STACK)
-            .spawn(move || work(&shared));
+        let spawned = crate::stack::thread(&format!("job-{i}")).spawn(move || work(&shared));
         match spawned {
             Ok(_) => *n += 1,
             // The job waits in the queue for a worker that finishes.

@@ -118,10 +118,7 @@ impl Ledger {
     pub fn start(cfg: &LedgerConfig, pricing: Pricing) -> Ledger {
         let ledger = Ledger::new(cfg, pricing);
         if let Some(writer) = ledger.take_writer() {
-            let spawned = std::thread::Builder::new()
-                .name("ledger".into())
-                .stack_size(128 * 1024)
-                .spawn(move || writer.run());
+            let spawned = crate::stack::thread("ledger").spawn(move || writer.run());
             if let Err(e) = spawned {
                 log::error!(
                     "cannot start the ledger writer: {e}; {} gets no lines",

@@ -143,13 +143,20 @@ pub fn serve<S: Conn + 'static>(mut ws: WebSocket<S>, parts: &Parts) -> SessionE
         let caps = parts.offer.first_capabilities();
         let _ = wire.send(Frame::Text(caps.as_bytes()));
         let (halted_w, closing, wire_w) = (halted.clone(), &closing, &*wire);
-        scope.spawn(move || writer_loop(wire_w, rx, halted_w, closing));
+        // Like std's scope.spawn, a thread that cannot start ends the process.
+        crate::stack::thread("writer")
+            .spawn_scoped(scope, move || writer_loop(wire_w, rx, halted_w, closing))
+            .expect("cannot start the session's writer thread");
         let (tx_t, halted_t) = (tx.clone(), halted.clone());
         let ticks = ticker::Intervals {
             heartbeat: cfg.heartbeat_interval,
             ping: cfg.ping_interval,
         };
-        scope.spawn(move || ticker::run(parts.offer, ticks, tx_t, halted_t, caps));
+        crate::stack::thread("ticker")
+            .spawn_scoped(scope, move || {
+                ticker::run(parts.offer, ticks, tx_t, halted_t, caps)
+            })
+            .expect("cannot start the session's ticker thread");
         parts.status.attach(Some(tx.clone()));
         if parts.status.stopping() {
             let _ = tx.send(Outgoing::Close(1001, "agent shutting down".into()));
