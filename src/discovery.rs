@@ -270,7 +270,9 @@ impl Discovery {
     }
 
     /// Probes every target in parallel; each result is published as soon as it
-    /// is in, so one hung backend does not hide the others.
+    /// is in, so one hung backend does not hide the others. Until its answer is in, a
+    /// target keeps what the last round found: a round's first answers must not
+    /// withdraw the models of the backends that answer later.
     pub fn round(&self) {
         let configured = lock(&self.settings).configured.clone();
         let targets = if configured.is_empty() {
@@ -279,22 +281,25 @@ impl Discovery {
             configured
         };
         let started = Instant::now();
+        let known = self.snapshot();
+        let last = |t: &Target| {
+            known.backends.iter().find_map(|(o, op)| {
+                (o.kind == t.kind && o.url == t.url)
+                    .then(|| op.clone())
+                    .flatten()
+            })
+        };
         let results: Mutex<Vec<(Arc<Target>, Option<Probe>)>> =
-            Mutex::new(targets.iter().map(|t| (Arc::clone(t), None)).collect());
+            Mutex::new(targets.iter().map(|t| (Arc::clone(t), last(t))).collect());
         std::thread::scope(|s| {
             for (i, t) in targets.iter().enumerate() {
                 let results = &results;
                 // Like std's s.spawn, a thread that cannot start ends the process.
                 let probe = crate::stack::thread("probe").spawn_scoped(s, move || {
                     let p = probe::probe(t.kind, &t.url, t.api_key.as_deref());
-                    let previous = self.snapshot().backends.iter().find_map(|(o, op)| {
-                        (o.kind == t.kind && o.url == t.url)
-                            .then(|| op.clone())
-                            .flatten()
-                    });
-                    log_probe(t, &p, previous.as_ref() != Some(&p));
                     let snapshot = {
                         let mut r = lock(results);
+                        log_probe(t, &p, r[i].1.as_ref() != Some(&p));
                         r[i].1 = Some(p);
                         r.clone()
                     };

@@ -60,6 +60,27 @@ fn run_one(run: &Running) {
         .expect_done();
 }
 
+/// Like [`run_one`], and what the capabilities frames sent meanwhile offered (a job that
+/// finds a member stopped starts a discovery round, whose new offer may come before the
+/// job ends).
+fn run_one_seeing_offers(run: &Running) -> Vec<Option<u64>> {
+    let id = new_job_id();
+    run.conn.send_json(&job(&id, MODEL, chat_request("x")));
+    let mut offered = Vec::new();
+    let until = Instant::now() + S10;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let t = run.conn.recv_timed(left).expect("the job ends within 10 s");
+        let ours = t.value["job_id"] == id.as_str();
+        match t.ty() {
+            "capabilities" => offered.push(slots_offered(&t.value)),
+            "job_done" if ours => return offered,
+            "job_error" if ours => panic!("the job failed: {}", t.value),
+            _ => {}
+        }
+    }
+}
+
 fn state(run: &Running) -> Value {
     let path = run.setup.key_path.with_file_name("state.json");
     std::fs::read_to_string(path)
@@ -196,10 +217,11 @@ fn a_member_that_stops_leaves_the_pool_and_is_back_once_it_answers() {
     let addr = a.addr();
     drop(a);
     // The next job may still find the stopped member in the pool: it goes to the other.
-    run_one(&run);
-    wait_caps(&run.conn, S10, "offering one member's slots", |c| {
-        slots_offered(c) == Some(2)
-    });
+    if !run_one_seeing_offers(&run).contains(&Some(2)) {
+        wait_caps(&run.conn, S10, "offering one member's slots", |c| {
+            slots_offered(c) == Some(2)
+        });
+    }
     b.clear_requests();
     for _ in 0..2 {
         run_one(&run);
@@ -226,6 +248,37 @@ fn a_member_that_stops_leaves_the_pool_and_is_back_once_it_answers() {
         (a.inference_requests().len(), b.inference_requests().len()),
         (1, 1),
         "with both free, the members take turns"
+    );
+}
+
+#[test]
+fn a_round_that_finds_one_member_stopped_keeps_offering_the_other_while_its_probe_is_slow() {
+    let _w = watchdog(Duration::from_secs(60), "pool partial round");
+    let (a, b) = (llama(2), llama(2));
+    let run = pool_agent("pool-partial", &a, &b, &[], |_| {});
+    // In each round `a`'s probe is refused at once and `b`'s answers 1 s later (within the
+    // agent's 1.5 s probe timeout): meanwhile `b` must count with what the last round
+    // found, not as gone.
+    b.set_probe_fault(Fault::DelayHeaders(Duration::from_secs(1)));
+    drop(a);
+    // The job that finds `a` stopped goes to `b` and starts a round; three more rounds
+    // follow (every 3 s while a backend is down).
+    let mut offered = run_one_seeing_offers(&run);
+    let until = Instant::now() + Duration::from_secs(9);
+    while let Some(t) = run.conn.recv_type(
+        "capabilities",
+        until.saturating_duration_since(Instant::now()),
+    ) {
+        offered.push(slots_offered(&t.value));
+    }
+    assert!(
+        offered.contains(&Some(2)),
+        "the stopped member leaves the pool; offered: {offered:?}"
+    );
+    assert!(
+        offered.iter().all(|o| o.is_some()),
+        "the model is never withdrawn while the other member's probe is pending; offered: \
+         {offered:?}"
     );
 }
 
