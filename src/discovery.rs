@@ -219,8 +219,14 @@ impl Discovery {
             s.pricing = config.pricing.clone();
             s.configured = configured.clone();
         }
+        self.publish(self.last_known(&configured));
+        self.refresh();
+    }
+
+    /// Each target with what the last round found of it (None for one not probed yet).
+    fn last_known(&self, targets: &[Arc<Target>]) -> Vec<(Arc<Target>, Option<Probe>)> {
         let known = self.snapshot();
-        let backends = configured
+        targets
             .iter()
             .map(|t| {
                 let probe = known.backends.iter().find_map(|(o, p)| {
@@ -230,9 +236,7 @@ impl Discovery {
                 });
                 (Arc::clone(t), probe)
             })
-            .collect();
-        self.publish(backends);
-        self.refresh();
+            .collect()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -281,16 +285,7 @@ impl Discovery {
             configured
         };
         let started = Instant::now();
-        let known = self.snapshot();
-        let last = |t: &Target| {
-            known.backends.iter().find_map(|(o, op)| {
-                (o.kind == t.kind && o.url == t.url)
-                    .then(|| op.clone())
-                    .flatten()
-            })
-        };
-        let results: Mutex<Vec<(Arc<Target>, Option<Probe>)>> =
-            Mutex::new(targets.iter().map(|t| (Arc::clone(t), last(t))).collect());
+        let results = Mutex::new(self.last_known(&targets));
         std::thread::scope(|s| {
             for (i, t) in targets.iter().enumerate() {
                 let results = &results;
